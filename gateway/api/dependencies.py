@@ -1,0 +1,17 @@
+"""Request-scoped access to the application's services."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from gateway.service.orders import OrderService
+
+
+def order_service(request: Request) -> OrderService:
+    service: OrderService = request.app.state.orders
+    return service
+
+
+def caller(request: Request) -> str:
+    """Who is calling; authentication (issue 8) replaces the header fallback."""
+    return request.headers.get("X-V2V-Actor", "api")

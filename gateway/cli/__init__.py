@@ -1,0 +1,1 @@
+"""The ``v2v`` command line."""

@@ -1,0 +1,140 @@
+"""``v2v``: operate the gateway. Command and option names are a contract with operators'
+scripts; add, never rename."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.settings import Settings
+
+app = typer.Typer(
+    help="vein2vein: cell-therapy order gateway and chain-of-identity labels.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+orders_app = typer.Typer(help="Therapy orders.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained custody and audit log.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(orders_app, name="orders")
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
+    mllp_port: Annotated[int, typer.Option("--mllp-port", help="HL7 v2 MLLP port.")] = 2575,
+) -> None:
+    """Run the gateway (database URL from V2V_DATABASE_URL; default ./vein2vein.db)."""
+    import logging
+
+    from gateway.cli.serve import serve as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run(replace(Settings(), host=host, http_port=port, mllp_port=mllp_port))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the latest revision."""
+    from gateway.store.database import make_engine
+    from gateway.store.migrate import current_revision, upgrade
+
+    engine = make_engine(Settings().database_url)
+    upgrade(engine)
+    console.print(f"schema at revision [bold]{current_revision(engine)}[/]")
+
+
+@orders_app.command("list")
+def orders_list(
+    state: Annotated[str | None, typer.Option(help="Filter by state (or ON_HOLD).")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List orders, newest first."""
+    from gateway.bootstrap import build_service
+
+    page = build_service().search(state=state, limit=limit)
+    if as_json:
+        print(json.dumps([o.model_dump(mode="json") for o in page.orders], indent=2))
+        return
+    table = Table("id", "CoI", "therapy", "site", "status", "v", "updated")
+    for order in page.orders:
+        table.add_row(
+            order.id,
+            order.coi or "-",
+            order.therapy.code,
+            order.site.id,
+            order.status,
+            str(order.version),
+            order.updated_at.isoformat(" ", "seconds"),
+        )
+    console.print(table)
+
+
+@orders_app.command("show")
+def orders_show(
+    order_id: Annotated[str, typer.Argument(help="Order id, CoI or placer number.")],
+) -> None:
+    """Show one order as canonical JSON (no patient identity)."""
+    from gateway.bootstrap import build_service
+    from gateway.service.errors import NotFound
+
+    service = build_service()
+    order = service.find("coi", order_id) or service.find("placer", order_id)
+    if order is None:
+        try:
+            order = service.get(order_id)
+        except NotFound:
+            errors.print(f"[red]No order with id, CoI or placer number {order_id!r}.[/]")
+            raise typer.Exit(1) from None
+    body = order.model_dump(mode="json")
+    body["status"] = order.status
+    print(json.dumps(body, indent=2))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 1 and name the first broken link if any."""
+    from gateway.store.audit import verify_chain
+    from gateway.store.database import make_engine
+
+    engine = make_engine(Settings().database_url)
+    with engine.connect() as conn:
+        report = verify_chain(conn)
+    if report.ok:
+        console.print(f"[green]audit chain intact[/]: {report.entries} entries verified")
+        return
+    errors.print(
+        f"[red]audit chain BROKEN at entry {report.broken_at}[/]: {report.reason} "
+        f"({report.entries} entries verified before it)"
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the timeline, labels and report.")] = Path(
+        "v2v-demo-output"
+    ),
+) -> None:
+    """Run a whole autologous CAR-T order end to end on a fresh SQLite file."""
+    from gateway.demo import run_demo
+
+    sys.exit(run_demo(out, console))
+
+
+if __name__ == "__main__":
+    app()

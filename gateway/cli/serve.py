@@ -1,0 +1,49 @@
+"""``v2v serve``: the HTTP API (and, where configured, the MLLP listener) in one process.
+
+SIGTERM and SIGINT stop accepting new work, let in-flight requests finish and close the
+database cleanly; uvicorn's own handlers do this for HTTP and the listeners share its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+
+from gateway.api.app import create_app
+from gateway.bootstrap import build_service
+from gateway.settings import Settings
+
+log = logging.getLogger("v2v.serve")
+
+#: Extra listeners (the MLLP server, the outbox relay) register here: each is started with the
+#: service and a stop event, and must return when the event is set.
+BackgroundTask = Callable[..., Awaitable[None]]
+background_tasks: list[Callable[[object, asyncio.Event, Settings], Awaitable[None]]] = []
+
+
+async def run_server(settings: Settings) -> None:
+    service = build_service(settings)
+    app = create_app(service)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.http_port, log_level="info", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(task(service, stop, settings)) for task in background_tasks]
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=10)
+        service.engine.dispose()
+        log.info("vein2vein stopped cleanly")
+
+
+def serve(settings: Settings) -> None:
+    asyncio.run(run_server(settings))

@@ -1,0 +1,393 @@
+"""Use cases on therapy orders. Entrypoints and adapters call these and nothing lower.
+
+Each use case is one transaction: the order's new state, the raw inbound message that
+caused it (when there is one), the audit entry and the outbox rows commit together or not
+at all. Refusals are audited too, in their own transaction, because "we said no" is part
+of the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from gateway.domain import lifecycle
+from gateway.domain.errors import TransitionRefused
+from gateway.domain.lifecycle import LifecycleEvent, Outcome
+from gateway.domain.model import ExternalIds, Therapy, TherapyOrder
+from gateway.domain.patient import PatientIdentity, new_pseudonym
+from gateway.domain.states import EventType
+from gateway.service.clock import Clock, utc_now
+from gateway.service.commands import CreateOrder
+from gateway.service.errors import Conflict, NotFound, UnknownTherapy, VersionMismatch
+from gateway.service.notifications import notices_for
+from gateway.service.unit_of_work import UnitOfWork
+from gateway.store import audit, inbox, outbox
+from gateway.store.repository import ConcurrencyConflict, DuplicateIdentifier, OrderPage
+from gateway.therapy_rules import RuleBook
+
+log = logging.getLogger(__name__)
+
+CoiIssuer = Callable[[TherapyOrder, datetime], str]
+
+
+def default_coi_issuer(default_facility: str) -> CoiIssuer:
+    def issue(order: TherapyOrder, at: datetime) -> str:
+        from labeling.coi import new_coi
+
+        return new_coi(order.site.facility_code or default_facility, at.year % 100).value
+
+    return issue
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A partner's message exactly as it arrived, with the key that makes retries safe."""
+
+    key: str
+    channel: str
+    sender: str
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: str  # accepted | rejected | error
+    body: bytes
+    content_type: str
+    order_id: str | None = None
+    duplicate: bool = False
+
+
+class OrderService:
+    def __init__(
+        self,
+        engine: Engine,
+        rules: RuleBook,
+        *,
+        clock: Clock = utc_now,
+        coi_issuer: CoiIssuer | None = None,
+        default_facility: str = "A9999",
+    ) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.clock = clock
+        self.issue_coi = coi_issuer or default_coi_issuer(default_facility)
+        self.listeners: list[Callable[[TherapyOrder], None]] = []
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.engine)
+
+    # --- queries ----------------------------------------------------------------------
+    def get(self, order_id: str) -> TherapyOrder:
+        with self.uow() as uow:
+            order = uow.orders.get(order_id)
+        if order is None:
+            raise NotFound(f"No order with id {order_id}.", order_id=order_id)
+        return order
+
+    def find(self, kind: str, value: str, namespace: str | None = None) -> TherapyOrder | None:
+        with self.uow() as uow:
+            return uow.orders.find_by_identifier(kind, value, namespace)
+
+    def search(self, **criteria: Any) -> OrderPage:
+        with self.uow() as uow:
+            return uow.orders.search(**criteria)
+
+    def patient_of(self, order_id: str) -> PatientIdentity | None:
+        with self.uow() as uow:
+            return uow.orders.patient_of(order_id)
+
+    # --- commands ---------------------------------------------------------------------
+    def create_order(
+        self, command: CreateOrder, *, actor: str, uow: UnitOfWork | None = None
+    ) -> TherapyOrder:
+        """Create an order in REFERRED. Pass ``uow`` to join the caller's transaction."""
+        if uow is None:
+            with self.uow() as own:
+                order = self.create_order(command, actor=actor, uow=own)
+                own.commit()
+            self._notify(order)
+            return order
+        rules = self.rules.get(command.therapy_code)
+        if rules is None:
+            raise UnknownTherapy(
+                f"Therapy '{command.therapy_code}' has no rule file; known: "
+                f"{', '.join(self.rules.codes())}.",
+                therapy_code=command.therapy_code,
+            )
+        now = self.clock()
+        order = TherapyOrder(
+            patient_pseudonym=new_pseudonym(),
+            therapy=Therapy(
+                code=rules.code,
+                name=rules.name,
+                manufacturer=rules.manufacturer,
+                product_code=rules.product_code,
+            ),
+            site=command.site,
+            clinician=command.clinician,
+            external_ids=ExternalIds(
+                placer_number=command.placer_number, erp_purchase_order=command.erp_purchase_order
+            ),
+            created_at=now,
+            updated_at=now,
+        )
+        order.milestones.planned_infusion_at = command.planned_infusion_at
+        patient_id = uow.orders.upsert_patient(command.site.id, command.patient, now)
+        try:
+            with uow.conn.begin_nested():
+                uow.orders.add(order, patient_id)
+        except DuplicateIdentifier as exc:
+            raise Conflict(
+                str(exc), identifier=exc.kind, value=exc.value, existing_order_id=exc.order_id
+            ) from exc
+        except IntegrityError as exc:
+            raise Conflict("The order collides with an existing one.") from exc
+        audit.append(
+            uow.conn,
+            at=now,
+            actor=actor,
+            action="order.created",
+            order_id=order.id,
+            payload={
+                "therapy": rules.code,
+                "site": command.site.id,
+                "placer_number": command.placer_number,
+                "version": 1,
+            },
+        )
+        return order
+
+    def apply_event(
+        self,
+        order_id: str,
+        event: LifecycleEvent,
+        *,
+        actor: str,
+        expected_version: int | None = None,
+        uow: UnitOfWork | None = None,
+    ) -> Outcome:
+        """Apply a lifecycle event. Refusals raise :class:`TransitionRefused` after being
+        audited; a stale ``expected_version`` raises :class:`VersionMismatch`."""
+        if uow is None:
+            try:
+                with self.uow() as own:
+                    outcome = self.apply_event(
+                        order_id, event, actor=actor, expected_version=expected_version, uow=own
+                    )
+                    own.commit()
+            except TransitionRefused as refusal:
+                self.record_refusal(order_id, event, refusal, actor=actor)
+                raise
+            if outcome.changed:
+                self._notify(outcome.order)
+            return outcome
+        order = uow.orders.get(order_id, for_update=True)
+        if order is None:
+            raise NotFound(f"No order with id {order_id}.", order_id=order_id)
+        if expected_version is not None and order.version != expected_version:
+            raise VersionMismatch(
+                f"Order {order_id} is at version {order.version}, not {expected_version}; "
+                "re-read it and decide again.",
+                current_version=order.version,
+            )
+        rules = self.rules.get(order.therapy.code)
+        if rules is None:
+            raise UnknownTherapy(f"Therapy '{order.therapy.code}' has no rule file.")
+        now = self.clock()
+        if event.type is EventType.ENROLL and not event.details.coi and not order.coi:
+            event = event.model_copy(
+                update={
+                    "details": event.details.model_copy(
+                        update={"coi": self.issue_coi(order, event.at or now)}
+                    )
+                }
+            )
+        outcome = lifecycle.apply(order, event, rules, now)
+        if not outcome.changed:
+            return outcome
+        try:
+            with uow.conn.begin_nested():
+                uow.orders.save(outcome.order, expected_version=order.version)
+        except ConcurrencyConflict as exc:
+            raise VersionMismatch(str(exc)) from exc
+        except DuplicateIdentifier as exc:
+            raise Conflict(
+                str(exc), identifier=exc.kind, value=exc.value, existing_order_id=exc.order_id
+            ) from exc
+        audit.append(
+            uow.conn,
+            at=now,
+            actor=actor,
+            action=f"order.{event.type.value}",
+            order_id=order_id,
+            payload={
+                "outcome": outcome.kind,
+                "from": outcome.previous_state.value,
+                "to": outcome.order.state.value,
+                "version": outcome.order.version,
+                "applied": [step.value for step in outcome.applied],
+                "source": event.source.value,
+                "event": event.model_dump(mode="json", exclude_none=True),
+                "note": outcome.note,
+            },
+        )
+        for notice in notices_for(outcome, event.type.value):
+            outbox.enqueue(
+                uow.conn,
+                destination=notice.destination,
+                kind=notice.kind,
+                payload=notice.payload,
+                order_id=order_id,
+                at=now,
+                idempotency_key=f"{order_id}:{outcome.order.version}:{notice.destination}",
+            )
+        return outcome
+
+    def record_refusal(
+        self, order_id: str, event: LifecycleEvent, refusal: TransitionRefused, *, actor: str
+    ) -> None:
+        with self.uow() as uow:
+            audit.append(
+                uow.conn,
+                at=self.clock(),
+                actor=actor,
+                action="order.refused",
+                order_id=order_id,
+                payload={
+                    "event": event.type.value,
+                    "code": refusal.code,
+                    "reason": refusal.message,
+                    "details": refusal.details,
+                    "source": event.source.value,
+                },
+            )
+            uow.commit()
+
+    # --- inbound messages ---------------------------------------------------------------
+    def process_inbound(
+        self,
+        message: InboundMessage,
+        handle: Callable[[UnitOfWork], Reply],
+        on_error: Callable[[Exception], Reply],
+    ) -> Reply:
+        """Store a partner's message, run its effects and keep the reply, all in one
+        transaction; a retry of a committed message gets the stored reply back.
+
+        ``handle`` runs the message's commands inside the transaction and builds the
+        acknowledgement. When it raises, its effects are rolled back, ``on_error`` builds
+        the negative acknowledgement and the message is still stored, marked rejected.
+        """
+        for _attempt in range(3):
+            try:
+                return self._process_once(message, handle, on_error)
+            except IntegrityError:
+                # A concurrent copy of the same message committed first; answer as it did.
+                stored = self._stored_reply(message.key)
+                if stored is not None:
+                    return stored
+        raise RuntimeError(f"could not store inbound message {message.key}")
+
+    def _stored_reply(self, key: str) -> Reply | None:
+        with self.uow() as uow:
+            record = inbox.find(uow.conn, key)
+        if record is None or record.response is None:
+            return None
+        return Reply(
+            record.status,
+            record.response,
+            record.response_content_type or "",
+            record.order_id,
+            duplicate=True,
+        )
+
+    def _process_once(
+        self,
+        message: InboundMessage,
+        handle: Callable[[UnitOfWork], Reply],
+        on_error: Callable[[Exception], Reply],
+    ) -> Reply:
+        changed: list[str] = []
+        refusals: list[tuple[str, TransitionRefused]] = []
+        with self.uow() as uow:
+            existing = inbox.find(uow.conn, message.key)
+            if existing is not None and existing.response is not None:
+                return Reply(
+                    existing.status,
+                    existing.response,
+                    existing.response_content_type or "",
+                    existing.order_id,
+                    duplicate=True,
+                )
+            now = self.clock()
+            inbox_id = inbox.record(
+                uow.conn,
+                message_key=message.key,
+                channel=message.channel,
+                sender=message.sender,
+                received_at=now,
+                content_type=message.content_type,
+                body=message.body,
+                status="received",
+            )
+            try:
+                with uow.conn.begin_nested():
+                    reply = handle(uow)
+            except Exception as exc:
+                if not isinstance(exc, (TransitionRefused, ValueError, LookupError)):
+                    log.exception("inbound message %s failed", message.key)
+                reply = on_error(exc)
+                if isinstance(exc, TransitionRefused):
+                    refusals.append((reply.order_id or "", exc))
+            inbox.set_response(
+                uow.conn,
+                inbox_id,
+                status=reply.status,
+                response=reply.body,
+                content_type=reply.content_type,
+                error=None
+                if reply.status == "accepted"
+                else reply.body[:2000].decode("utf-8", "replace"),
+                order_id=reply.order_id,
+            )
+            if reply.status != "accepted":
+                audit.append(
+                    uow.conn,
+                    at=now,
+                    actor=message.sender,
+                    action="message.rejected",
+                    order_id=reply.order_id,
+                    payload={
+                        "channel": message.channel,
+                        "message_key": message.key,
+                        "refusal": [r.code for _, r in refusals],
+                    },
+                )
+            elif reply.order_id:
+                changed.append(reply.order_id)
+            uow.commit()
+        for order_id in changed:
+            self._notify_id(order_id)
+        return reply
+
+    # --- listeners (live updates) ---------------------------------------------------------
+    def _notify(self, order: TherapyOrder) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(order)
+            except Exception:
+                log.exception("order listener failed")
+
+    def _notify_id(self, order_id: str) -> None:
+        if self.listeners:
+            with contextlib.suppress(NotFound):
+                self._notify(self.get(order_id))

@@ -1,0 +1,1 @@
+"""Persistence: tables, repositories, inbox/outbox, the audit chain and migrations."""

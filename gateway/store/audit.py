@@ -1,0 +1,158 @@
+"""The custody and audit log: append-only and hash-chained.
+
+Each entry's hash commits to the previous entry's hash and to its own content, so editing,
+deleting or reordering any row breaks every link after it. :func:`verify_chain` walks the
+chain and names the first broken link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from gateway.store.tables import audit_head, audit_log
+
+GENESIS = "0" * 64
+
+
+def _canonical(
+    seq: int, at: datetime, actor: str, action: str, order_id: str | None, payload: str
+) -> bytes:
+    body = {
+        "seq": seq,
+        "at": at.isoformat(),
+        "actor": actor,
+        "action": action,
+        "order_id": order_id,
+        "payload": payload,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def entry_hash(
+    prev_hash: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    order_id: str | None,
+    payload: str,
+) -> str:
+    digest = hashlib.sha256(prev_hash.encode())
+    digest.update(_canonical(seq, at, actor, action, order_id, payload))
+    return digest.hexdigest()
+
+
+def append(
+    conn: Connection,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    order_id: str | None,
+    payload: dict[str, Any],
+) -> int:
+    """Append one entry inside the caller's transaction; returns its sequence number."""
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).first()
+    if head is None:
+        conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
+        prev_seq, prev_hash = 0, GENESIS
+        # Re-read under lock: on PostgreSQL a concurrent first writer may have won.
+        head = conn.execute(
+            select(audit_head.c.seq, audit_head.c.hash)
+            .where(audit_head.c.id == 1)
+            .with_for_update()
+        ).first()
+        assert head is not None
+    prev_seq, prev_hash = head.seq, head.hash
+    seq = prev_seq + 1
+    text = json.dumps(payload, sort_keys=True, default=str)
+    digest = entry_hash(prev_hash, seq, at, actor, action, order_id, text)
+    conn.execute(
+        insert(audit_log).values(
+            seq=seq,
+            at=at,
+            actor=actor,
+            action=action,
+            order_id=order_id,
+            payload=text,
+            prev_hash=prev_hash,
+            hash=digest,
+        )
+    )
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+    return seq
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    order_id: str | None
+    payload: dict[str, Any]
+    hash: str
+
+
+def entries(conn: Connection, order_id: str | None = None) -> Iterator[AuditEntry]:
+    query = select(audit_log).order_by(audit_log.c.seq)
+    if order_id is not None:
+        query = query.where(audit_log.c.order_id == order_id)
+    for row in conn.execute(query):
+        yield AuditEntry(
+            row.seq, row.at, row.actor, row.action, row.order_id, json.loads(row.payload), row.hash
+        )
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    entries: int
+    broken_at: int | None = None
+    reason: str | None = None
+
+
+def verify_chain(conn: Connection) -> ChainReport:
+    prev_hash, expected_seq, count = GENESIS, 1, 0
+    for row in conn.execute(select(audit_log).order_by(audit_log.c.seq)).yield_per(1000):
+        if row.seq != expected_seq:
+            return ChainReport(
+                False,
+                count,
+                expected_seq,
+                f"entry {expected_seq} is missing (next entry is {row.seq})",
+            )
+        if row.prev_hash != prev_hash:
+            return ChainReport(
+                False, count, row.seq, f"entry {row.seq} does not link to entry {row.seq - 1}"
+            )
+        recomputed = entry_hash(
+            prev_hash, row.seq, row.at, row.actor, row.action, row.order_id, row.payload
+        )
+        if recomputed != row.hash:
+            return ChainReport(
+                False,
+                count,
+                row.seq,
+                f"entry {row.seq} was altered: its content no longer matches its hash",
+            )
+        prev_hash, expected_seq, count = row.hash, expected_seq + 1, count + 1
+    head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).first()
+    if head is not None and (head.seq != count or head.hash != prev_hash):
+        return ChainReport(
+            False,
+            count,
+            count + 1,
+            f"the chain ends at entry {count} but its head records entry "
+            f"{head.seq}: entries were removed from the end",
+        )
+    return ChainReport(True, count)

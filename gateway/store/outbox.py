@@ -1,0 +1,167 @@
+"""The outbox: messages to partners, written in the same transaction as the state change.
+
+A relay claims due rows with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several
+gateways can share the work), sends them, and marks them delivered or schedules a retry.
+A crashed relay's lease simply runs out and another picks the row up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, or_, select, update
+
+from gateway.store.tables import outbox
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    destination: str
+    kind: str
+    order_id: str | None
+    idempotency_key: str
+    payload: dict[str, Any]
+    attempts: int
+    status: str
+    last_error: str | None
+
+
+def _item(row: Any) -> OutboxItem:
+    return OutboxItem(
+        row.id,
+        row.destination,
+        row.kind,
+        row.order_id,
+        row.idempotency_key,
+        json.loads(row.payload),
+        row.attempts,
+        row.status,
+        row.last_error,
+    )
+
+
+def enqueue(
+    conn: Connection,
+    *,
+    destination: str,
+    kind: str,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    at: datetime,
+    order_id: str | None = None,
+    ordering_key: str | None = None,
+) -> int:
+    result = conn.execute(
+        insert(outbox).values(
+            destination=destination,
+            kind=kind,
+            order_id=order_id,
+            idempotency_key=idempotency_key,
+            ordering_key=ordering_key or order_id,
+            payload=json.dumps(payload, default=str),
+            created_at=at,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=at,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def claim(
+    conn: Connection, *, owner: str, now: datetime, lease: timedelta, limit: int = 20
+) -> list[OutboxItem]:
+    """Lease up to ``limit`` due items, skipping rows another relay has locked."""
+    due = and_(
+        outbox.c.status == PENDING,
+        outbox.c.next_attempt_at <= now,
+        or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
+    )
+    query = select(outbox).where(due).order_by(outbox.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(ids))
+        .values(lease_owner=owner, lease_until=now + lease)
+    )
+    return [_item(row) for row in rows]
+
+
+def mark_delivered(conn: Connection, item_id: int, owner: str, at: datetime) -> bool:
+    result = conn.execute(
+        update(outbox)
+        .where(outbox.c.id == item_id, outbox.c.lease_owner == owner)
+        .values(
+            status=DELIVERED,
+            delivered_at=at,
+            lease_until=None,
+            attempts=outbox.c.attempts + 1,
+            last_error=None,
+        )
+    )
+    return result.rowcount == 1
+
+
+def mark_failed(
+    conn: Connection, item_id: int, owner: str, *, error: str, retry_at: datetime | None
+) -> None:
+    """Schedule a retry, or dead-letter the item when ``retry_at`` is None."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == item_id, outbox.c.lease_owner == owner)
+        .values(
+            status=PENDING if retry_at else DEAD,
+            lease_until=None,
+            attempts=outbox.c.attempts + 1,
+            last_error=error[:2000],
+            next_attempt_at=retry_at or outbox.c.next_attempt_at,
+        )
+    )
+
+
+def list_items(
+    conn: Connection,
+    *,
+    status: str | None = None,
+    order_id: str | None = None,
+    destination: str | None = None,
+    limit: int = 100,
+) -> list[OutboxItem]:
+    query = select(outbox).order_by(outbox.c.id)
+    if status:
+        query = query.where(outbox.c.status == status)
+    if order_id:
+        query = query.where(outbox.c.order_id == order_id)
+    if destination:
+        query = query.where(outbox.c.destination == destination)
+    return [_item(row) for row in conn.execute(query.limit(limit))]
+
+
+def retry(conn: Connection, item_id: int, now: datetime) -> bool:
+    """Put a dead-lettered (or pending) item back in line at once."""
+    result = conn.execute(
+        update(outbox)
+        .where(outbox.c.id == item_id, outbox.c.status != DELIVERED)
+        .values(status=PENDING, next_attempt_at=now, lease_until=None)
+    )
+    return result.rowcount == 1
+
+
+def dead_letter(conn: Connection, item_id: int, reason: str) -> bool:
+    result = conn.execute(
+        update(outbox)
+        .where(outbox.c.id == item_id, outbox.c.status == PENDING)
+        .values(status=DEAD, last_error=reason, lease_until=None)
+    )
+    return result.rowcount == 1

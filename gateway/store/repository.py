@@ -1,0 +1,249 @@
+"""Orders, patients and business identifiers in the database.
+
+An order is stored as its canonical JSON document plus the columns people search by.
+Writes check the version (optimistic concurrency) and keep ``order_identifiers`` in step
+so that the database, not a read-then-write race, guarantees uniqueness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.domain.model import TherapyOrder, new_id
+from gateway.domain.patient import PatientIdentity
+from gateway.store.tables import order_identifiers, orders, patients
+
+
+class ConcurrencyConflict(Exception):
+    def __init__(self, order_id: str, expected: int) -> None:
+        super().__init__(f"order {order_id} changed since version {expected}")
+        self.order_id = order_id
+        self.expected = expected
+
+
+class DuplicateIdentifier(Exception):
+    def __init__(self, kind: str, namespace: str, value: str, order_id: str | None) -> None:
+        super().__init__(
+            f"{kind} '{value}' ({namespace or 'global'}) already belongs to order {order_id}"
+        )
+        self.kind = kind
+        self.namespace = namespace
+        self.value = value
+        self.order_id = order_id
+
+
+def business_identifiers(order: TherapyOrder) -> set[tuple[str, str, str]]:
+    """(kind, namespace, value) for every identifier partners may use to find the order."""
+    ids: set[tuple[str, str, str]] = set()
+    ext = order.external_ids
+    if order.coi:
+        ids.add(("coi", "", order.coi))
+    if ext.placer_number:
+        ids.add(("placer", order.site.id, ext.placer_number))
+    if ext.manufacturer_order_id:
+        ids.add(("manufacturer_order", order.therapy.manufacturer, ext.manufacturer_order_id))
+    if ext.erp_purchase_order:
+        ids.add(("erp_po", order.site.id, ext.erp_purchase_order))
+    for shipment in order.shipments:
+        if shipment.tracking_number:
+            ids.add(("tracking", shipment.courier or "", shipment.tracking_number))
+    for unit in order.units:
+        ids.add(("unit", "", unit.unit_id))
+    return ids
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    orders: list[TherapyOrder]
+    next_cursor: str | None
+
+
+class OrderRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # --- patients (PHI) ---------------------------------------------------------------
+    def upsert_patient(self, site_id: str, patient: PatientIdentity, at: datetime) -> str:
+        values = {
+            "family_name": patient.family_name,
+            "given_name": patient.given_name,
+            "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+            "sex": patient.sex,
+            "updated_at": at,
+        }
+        existing = self.conn.execute(
+            select(patients.c.id).where(
+                patients.c.site_id == site_id, patients.c.mrn == patient.mrn
+            )
+        ).scalar()
+        if existing is not None:
+            self.conn.execute(update(patients).where(patients.c.id == existing).values(**values))
+            return str(existing)
+        patient_id = new_id("pat")
+        self.conn.execute(
+            insert(patients).values(id=patient_id, site_id=site_id, mrn=patient.mrn, **values)
+        )
+        return patient_id
+
+    def patient_of(self, order_id: str) -> PatientIdentity | None:
+        row = self.conn.execute(
+            select(patients)
+            .join(orders, orders.c.patient_id == patients.c.id)
+            .where(orders.c.id == order_id)
+        ).first()
+        if row is None:
+            return None
+        return PatientIdentity(
+            mrn=row.mrn,
+            family_name=row.family_name,
+            given_name=row.given_name,
+            birth_date=row.birth_date,
+            sex=row.sex,
+        )
+
+    # --- orders -----------------------------------------------------------------------
+    def add(self, order: TherapyOrder, patient_id: str) -> None:
+        self.conn.execute(
+            insert(orders).values(
+                id=order.id,
+                patient_id=patient_id,
+                pseudonym=order.patient_pseudonym,
+                created_at=order.created_at,
+                **self._columns(order),
+            )
+        )
+        self._sync_identifiers(order)
+
+    def save(self, order: TherapyOrder, expected_version: int) -> None:
+        result = self.conn.execute(
+            update(orders)
+            .where(orders.c.id == order.id, orders.c.version == expected_version)
+            .values(**self._columns(order))
+        )
+        if result.rowcount != 1:
+            raise ConcurrencyConflict(order.id, expected_version)
+        self._sync_identifiers(order)
+
+    def get(self, order_id: str, *, for_update: bool = False) -> TherapyOrder | None:
+        query = select(orders.c.document).where(orders.c.id == order_id)
+        if for_update:
+            query = query.with_for_update()
+        document = self.conn.execute(query).scalar()
+        return TherapyOrder.model_validate_json(document) if document is not None else None
+
+    def find_by_identifier(
+        self, kind: str, value: str, namespace: str | None = None
+    ) -> TherapyOrder | None:
+        query = select(order_identifiers.c.order_id).where(
+            order_identifiers.c.kind == kind, order_identifiers.c.value == value
+        )
+        if namespace is not None:
+            query = query.where(order_identifiers.c.namespace == namespace)
+        order_ids = list(self.conn.execute(query.limit(2)).scalars())
+        if len(order_ids) != 1:
+            return None  # none, or ambiguous without a namespace: never guess
+        return self.get(order_ids[0])
+
+    def search(
+        self,
+        *,
+        state: str | None = None,
+        site_id: str | None = None,
+        therapy_code: str | None = None,
+        manufacturer: str | None = None,
+        identifier: str | None = None,
+        updated_since: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> OrderPage:
+        """Newest first, keyset-paged so deep pages cost the same as the first."""
+        query = select(orders.c.document, orders.c.updated_at, orders.c.id)
+        if state == "ON_HOLD":
+            query = query.where(
+                orders.c.on_hold.is_(True), orders.c.state.notin_(["INFUSED", "CANCELLED"])
+            )
+        elif state:
+            query = query.where(orders.c.state == state)
+        if site_id:
+            query = query.where(orders.c.site_id == site_id)
+        if therapy_code:
+            query = query.where(orders.c.therapy_code == therapy_code)
+        if manufacturer:
+            query = query.where(orders.c.manufacturer == manufacturer)
+        if updated_since:
+            query = query.where(orders.c.updated_at >= updated_since)
+        if identifier:
+            matches = select(order_identifiers.c.order_id).where(
+                order_identifiers.c.value == identifier
+            )
+            query = query.where(orders.c.id.in_(matches))
+        if cursor:
+            stamp, _, last_id = cursor.partition("|")
+            at = datetime.fromisoformat(stamp)
+            query = query.where(
+                or_(
+                    orders.c.updated_at < at, and_(orders.c.updated_at == at, orders.c.id < last_id)
+                )
+            )
+        rows = self.conn.execute(
+            query.order_by(orders.c.updated_at.desc(), orders.c.id.desc()).limit(limit + 1)
+        ).all()
+        page = [TherapyOrder.model_validate_json(row.document) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = f"{last.updated_at.isoformat()}|{last.id}"
+        return OrderPage(page, next_cursor)
+
+    @staticmethod
+    def _columns(order: TherapyOrder) -> dict[str, object]:
+        return {
+            "coi": order.coi,
+            "therapy_code": order.therapy.code,
+            "manufacturer": order.therapy.manufacturer,
+            "site_id": order.site.id,
+            "state": order.state.value,
+            "on_hold": order.on_hold,
+            "version": order.version,
+            "updated_at": order.updated_at,
+            "document": order.model_dump_json(),
+        }
+
+    def _sync_identifiers(self, order: TherapyOrder) -> None:
+        wanted = business_identifiers(order)
+        rows = self.conn.execute(
+            select(
+                order_identifiers.c.id,
+                order_identifiers.c.kind,
+                order_identifiers.c.namespace,
+                order_identifiers.c.value,
+            ).where(order_identifiers.c.order_id == order.id)
+        ).all()
+        have = {(row.kind, row.namespace, row.value): row.id for row in rows}
+        stale = [row_id for key, row_id in have.items() if key not in wanted]
+        if stale:
+            self.conn.execute(delete(order_identifiers).where(order_identifiers.c.id.in_(stale)))
+        for kind, namespace, value in sorted(wanted - have.keys()):
+            owner = self.conn.execute(
+                select(order_identifiers.c.order_id).where(
+                    order_identifiers.c.kind == kind,
+                    order_identifiers.c.namespace == namespace,
+                    order_identifiers.c.value == value,
+                )
+            ).scalar()
+            if owner is not None:
+                raise DuplicateIdentifier(kind, namespace, value, owner)
+            try:
+                with self.conn.begin_nested():
+                    self.conn.execute(
+                        insert(order_identifiers).values(
+                            order_id=order.id, kind=kind, namespace=namespace, value=value
+                        )
+                    )
+            except IntegrityError as exc:
+                # A concurrent transaction took it between our check and our insert.
+                raise DuplicateIdentifier(kind, namespace, value, None) from exc

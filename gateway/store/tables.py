@@ -1,0 +1,176 @@
+"""The relational schema. Alembic migrations under ``migrations/`` create exactly this;
+a test fails when the two drift apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import DateTime, TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way in and out, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("site_id", String(64), nullable=False),
+    Column("mrn", String(64), nullable=False),
+    Column("family_name", String(200), nullable=False),
+    Column("given_name", String(200)),
+    Column("birth_date", String(10)),
+    Column("sex", String(1)),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("site_id", "mrn"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("coi", String(32), unique=True),
+    Column("pseudonym", String(32), nullable=False, unique=True),
+    Column("patient_id", String(40), ForeignKey("patients.id"), nullable=False),
+    Column("therapy_code", String(64), nullable=False),
+    Column("manufacturer", String(64), nullable=False),
+    Column("site_id", String(64), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("on_hold", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("document", Text, nullable=False),
+    Index("ix_orders_state_updated", "state", "updated_at"),
+    Index("ix_orders_site_updated", "site_id", "updated_at"),
+    Index("ix_orders_updated_at", "updated_at", "id"),
+)
+
+#: Every business identifier of every order, each UNIQUE within its kind and namespace:
+#: a second order with the same placer number, PO or unit id cannot be created, even by two
+#: racing requests.
+order_identifiers = Table(
+    "order_identifiers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(40), ForeignKey("orders.id"), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("namespace", String(64), nullable=False),
+    Column("value", String(128), nullable=False),
+    UniqueConstraint("kind", "namespace", "value"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_key", String(300), nullable=False, unique=True),
+    Column("channel", String(32), nullable=False),
+    Column("sender", String(128), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("order_id", String(40), index=True),
+    Column("response", LargeBinary),
+    Column("response_content_type", String(100)),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("destination", String(128), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("order_id", String(40), index=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("ordering_key", String(128)),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime()),
+    Column("last_error", Text),
+    Column("delivered_at", UTCDateTime()),
+    Index("ix_outbox_status_next", "status", "next_attempt_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("order_id", String(40), index=True),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+#: One row that serialises appends to the chain: writers lock it, so two gateways can never
+#: both extend the same link.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(128), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("response_headers", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
