@@ -1,0 +1,49 @@
+"""Treatment sites: ``mappings/sites/*.yaml``. Which protocol reaches each hospital's EHR
+is configuration, so a site moves from HL7 v2 to FHIR without a code change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.mapping_files import MappingFileError, load_model, mappings_dir
+
+
+class Outbound(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["hl7v2", "fhir", "none"] = "none"
+    profile: str | None = Field(default=None, description="Mapping profile for the protocol")
+    endpoint: str | None = Field(default=None, description="host:port (MLLP) or base URL")
+
+
+class SiteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    facility_code: str = Field(pattern=r"^[A-NP-Z1-9][0-9]{4}$")
+    timezone: str = "UTC"
+    outbound: Outbound = Field(default_factory=Outbound)
+
+
+@dataclass(frozen=True)
+class SiteDirectory:
+    sites: dict[str, SiteConfig]
+
+    def get(self, site_id: str) -> SiteConfig | None:
+        return self.sites.get(site_id)
+
+
+def load_sites(directory: Path | None = None) -> SiteDirectory:
+    folder = (directory or mappings_dir()) / "sites"
+    sites: dict[str, SiteConfig] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        site = load_model(path, SiteConfig)
+        if site.id != path.stem:
+            raise MappingFileError(path, 1, f"id '{site.id}' must match the file name")
+        sites[site.id] = site
+    return SiteDirectory(sites)
