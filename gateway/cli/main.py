@@ -26,6 +26,8 @@ audit_app = typer.Typer(help="The hash-chained custody and audit log.", no_args_
 app.add_typer(db_app, name="db")
 app.add_typer(orders_app, name="orders")
 app.add_typer(audit_app, name="audit")
+mappings_app = typer.Typer(help="Declarative partner mapping files.", no_args_is_help=True)
+app.add_typer(mappings_app, name="mappings")
 
 console = Console()
 errors = Console(stderr=True)
@@ -122,6 +124,28 @@ def audit_verify() -> None:
         f"({report.entries} entries verified before it)"
     )
     raise typer.Exit(1)
+
+
+@mappings_app.command("check")
+def mappings_check(
+    folder: Annotated[
+        Path | None,
+        typer.Option(help="Mappings folder (default: the installed one, or V2V_MAPPINGS_DIR)."),
+    ] = None,
+) -> None:
+    """Validate every mapping file; name file, line and reason for the first problem."""
+    from gateway.mapping_check import check_all
+    from gateway.mapping_files import mappings_dir
+
+    failed = False
+    for result in check_all(folder or mappings_dir()):
+        if result.error is None:
+            console.print(f"[green]ok[/]      {result.name}: {result.files} file(s)")
+        else:
+            failed = True
+            errors.print(f"[red]BROKEN[/]  {result.name}: {result.error}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
