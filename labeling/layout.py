@@ -34,7 +34,6 @@ from labeling.structures import (
 from labeling.symbols import (
     Code128Symbol,
     DataMatrixSymbol,
-    datamatrix_reserved_size,
     encode_code128,
     encode_datamatrix,
 )
@@ -225,9 +224,9 @@ class MatrixItem:
     """A DataMatrix symbol carrying ``message``.
 
     ``x, y`` is the outer corner of its quiet zone. ``reserved`` is the side (in modules) the
-    layout keeps free, from :func:`datamatrix_reserved_size`; the encoded symbol is never
-    larger and is drawn from the same top-left corner. The symbol itself is only encoded when
-    a raster or vector backend asks for it.
+    layout keeps free: the size of the square symbol zxing-cpp encodes (an ASCII-encodation
+    estimate is *not* an upper bound: zxing-cpp sometimes picks a larger square). The encoded
+    symbol is cached per message, so backends asking for ``symbol`` do not encode twice.
     """
 
     x: int
@@ -305,7 +304,7 @@ class _Builder:
 
     def matrix(self, x: int, y: int, message: str, module_dots: int) -> MatrixItem:
         data = message.encode("ascii")
-        item = MatrixItem(x, y, data, module_dots, datamatrix_reserved_size(data))
+        item = MatrixItem(x, y, data, module_dots, encode_datamatrix(data).size)
         self.items.append(item)
         return item
 

@@ -93,10 +93,9 @@ _SQUARE_CAPACITY: Final = (
 def datamatrix_reserved_size(message: str | bytes) -> int:
     """Side (modules) of the smallest square symbol that holds ``message`` in ASCII encodation.
 
-    ASCII encodation (digit pairs in one codeword) is every encoder's baseline; an encoder that
-    picks the shortest encodation, as zxing-cpp's does (the tests check it), never needs more.
-    Layouts reserve this square, so they need no encoder run, and the ZPL path never encodes
-    the symbol at all: the printer does.
+    ASCII encodation (digit pairs in one codeword) is every encoder's baseline. This is a
+    *lower* bound on what an encoder produces, not an upper one: zxing-cpp sometimes chooses a
+    larger square (its writer is not always minimal), so layouts use the encoded size.
     """
     data = message.encode("latin-1") if isinstance(message, str) else message
     return _square_for(data)
