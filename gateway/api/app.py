@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from gateway.api import health, orders, problems
+from gateway.api import health, orders, problems, scans
+from gateway.service.labels import LabelFactory
 from gateway.service.orders import OrderService
+from gateway.service.scanning import ScanStation
+from gateway.sites import SiteDirectory, load_sites
 
 
-def create_app(service: OrderService) -> FastAPI:
+def create_app(service: OrderService, sites: SiteDirectory | None = None) -> FastAPI:
     app = FastAPI(
         title="vein2vein gateway",
         version="0.1.0",
         description="Canonical order API for patient-specific cell and gene therapies. "
         "Errors are RFC 9457 problem details.",
     )
+    sites = sites or load_sites()
     app.state.orders = service
+    app.state.sites = sites
+    app.state.labels = LabelFactory.default(sites)
+    app.state.scan_station = ScanStation(service, sites)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(orders.router)
+    app.include_router(scans.router)
     return app

@@ -157,7 +157,8 @@ def demo(
     """Run a whole autologous CAR-T order end to end on a fresh SQLite file."""
     from gateway.demo import run_demo
 
-    sys.exit(run_demo(out, console))
+    wide = Console(width=max(console.width, 120)) if not console.is_terminal else console
+    sys.exit(run_demo(out, wide))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 
@@ -25,13 +26,31 @@ BackgroundTask = Callable[..., Awaitable[None]]
 background_tasks: list[Callable[[object, asyncio.Event, Settings], Awaitable[None]]] = []
 
 
+class _GatewayServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process
+    before the MLLP listener and relay finish and make a clean stop exit non-zero. Catch the
+    signals ourselves and return normally instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 async def run_server(settings: Settings) -> None:
     service = build_service(settings)
     app = create_app(service)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level="info", lifespan="on"
     )
-    server = uvicorn.Server(config)
+    server = _GatewayServer(config)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(task(service, stop, settings)) for task in background_tasks]
     try:

@@ -180,6 +180,11 @@ def apply(
         implied = transition.implies
         if implied is not None and order.state in TRANSITIONS[implied].sources:
             _step(working, implied, event, TRANSITIONS[implied], rules, at, now)
+            implied_milestone = TRANSITIONS[implied].milestone
+            if implied_milestone:
+                working.milestones.implied.append(implied_milestone)
+            if implied in _CUSTODY_ACTIONS and working.custody_events:
+                working.custody_events[-1].reason = f"implied by {event.type.value}"
             _step(working, event.type, event, transition, rules, at, now)
             return _finish(
                 order,
@@ -235,8 +240,11 @@ def _late_or_duplicate(
         return None  # a different manufacturing outcome is a conflict, not a late copy
     stamped = getattr(order.milestones, transition.milestone)
     before = order.model_copy(deep=True)
-    if stamped is not None:
+    implied = transition.milestone in order.milestones.implied
+    if stamped is not None and not implied:
         return Outcome("duplicate", before, order.state, (), "milestone already recorded")
+    if implied:
+        order.milestones.implied.remove(transition.milestone)
     setattr(order.milestones, transition.milestone, at)
     _record_custody(order, event, at)
     return _finish(

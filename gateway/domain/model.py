@@ -87,6 +87,11 @@ class Milestones(CanonicalModel):
     planned_infusion_at: datetime | None = None
     infused_at: datetime | None = None
     cancelled_at: datetime | None = None
+    implied: list[str] = Field(
+        default_factory=list,
+        description="Milestones stamped because a later one arrived first; the real event "
+        "replaces the stamp when it comes",
+    )
 
 
 class UnitKind(StrEnum):

@@ -380,6 +380,10 @@ class OrderService:
         return reply
 
     # --- listeners (live updates) ---------------------------------------------------------
+    def publish(self, order: TherapyOrder) -> None:
+        """Tell live listeners (the control tower, the scan station) that an order changed."""
+        self._notify(order)
+
     def _notify(self, order: TherapyOrder) -> None:
         for listener in list(self.listeners):
             try:

@@ -63,15 +63,7 @@ def append(
         select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
     ).first()
     if head is None:
-        conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
-        prev_seq, prev_hash = 0, GENESIS
-        # Re-read under lock: on PostgreSQL a concurrent first writer may have won.
-        head = conn.execute(
-            select(audit_head.c.seq, audit_head.c.hash)
-            .where(audit_head.c.id == 1)
-            .with_for_update()
-        ).first()
-        assert head is not None
+        raise RuntimeError("audit_head is missing: run `v2v db upgrade`")
     prev_seq, prev_hash = head.seq, head.hash
     seq = prev_seq + 1
     text = json.dumps(payload, sort_keys=True, default=str)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from gateway.domain.model import TherapyOrder, new_id
@@ -75,19 +77,20 @@ class OrderRepository:
             "sex": patient.sex,
             "updated_at": at,
         }
-        existing = self.conn.execute(
+        # INSERT … ON CONFLICT: two messages registering one patient at once must not fail.
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        statement = dialect_insert(patients).values(
+            id=new_id("pat"), site_id=site_id, mrn=patient.mrn, **values
+        )
+        self.conn.execute(
+            statement.on_conflict_do_update(index_elements=["site_id", "mrn"], set_=values)
+        )
+        patient_id = self.conn.execute(
             select(patients.c.id).where(
                 patients.c.site_id == site_id, patients.c.mrn == patient.mrn
             )
-        ).scalar()
-        if existing is not None:
-            self.conn.execute(update(patients).where(patients.c.id == existing).values(**values))
-            return str(existing)
-        patient_id = new_id("pat")
-        self.conn.execute(
-            insert(patients).values(id=patient_id, site_id=site_id, mrn=patient.mrn, **values)
-        )
-        return patient_id
+        ).scalar_one()
+        return str(patient_id)
 
     def patient_of(self, order_id: str) -> PatientIdentity | None:
         row = self.conn.execute(

@@ -124,13 +124,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("hash", name="uq_audit_log_hash"),
     )
     op.create_index("ix_audit_log_order_id", "audit_log", ["order_id"])
-    op.create_table(
+    head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_audit_head"),
     )
+    # The chain's genesis row exists from the start, so the first two writers cannot race
+    # to create it.
+    op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": "0" * 64}])
     op.create_table(
         "idempotency_keys",
         sa.Column("scope", sa.String(128), nullable=False),

@@ -1,0 +1,156 @@
+"""``/scans`` (chain-of-identity checks) and ``/orders/{id}/labels`` (label output)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.domain.verification import Checkpoint
+from gateway.service.errors import NotFound, ServiceError
+from gateway.service.labels import LabelFactory, LabelUnavailable
+from gateway.service.scanning import ScanRequest, ScanResult, ScanStation
+from labeling import layout
+from labeling.render_pdf import render_pdf
+from labeling.render_png import render_png
+from labeling.render_svg import render_svg
+from labeling.render_zpl import render_zpl
+
+router = APIRouter(tags=["scans and labels"])
+
+
+class ScanBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Checkpoint
+    user: str = Field(min_length=1, description="The logged-in person scanning")
+    unit_scan: str = Field(description="Keyboard-wedge text from the bag's label")
+    wristband_scan: str | None = Field(default=None, description="The patient's wristband")
+    order_id: str | None = Field(default=None, description="The order being worked on")
+    location: str | None = None
+    role: str | None = None
+
+
+def result_body(result: ScanResult) -> dict[str, Any]:
+    return {
+        "verdict": "green" if result.green else "red",
+        "green": result.green,
+        "checkpoint": result.checkpoint,
+        "user": result.user,
+        "reason_code": result.reason_code,
+        "reason": result.reason,
+        "order_id": result.order_id,
+        "coi": result.coi,
+        "unit_id": result.unit_id,
+        "at": result.at.isoformat() if result.at else None,
+        "bedside_complete": result.bedside_complete,
+        "version": result.version,
+        "notes": list(result.notes),
+    }
+
+
+def station(request: Request) -> ScanStation:
+    found: ScanStation = request.app.state.scan_station
+    return found
+
+
+@router.post("/scans", summary="Check a scanned unit against its order (green or red)")
+def scan(body: ScanBody, request: Request) -> dict[str, Any]:
+    """A red verdict is a normal answer (HTTP 200): the check ran and said no."""
+    result = station(request).scan(
+        ScanRequest(
+            checkpoint=body.checkpoint,
+            user=body.user,
+            unit_scan=body.unit_scan,
+            wristband_scan=body.wristband_scan,
+            order_id=body.order_id,
+            location=body.location,
+            role=body.role,
+        )
+    )
+    return result_body(result)
+
+
+@router.post("/scans/image", summary="Check a photographed label")
+async def scan_image(
+    request: Request,
+    checkpoint: Annotated[Checkpoint, Form()],
+    user: Annotated[str, Form(min_length=1)],
+    image: Annotated[UploadFile, File(description="Photo or scan of the label")],
+    order_id: Annotated[str | None, Form()] = None,
+    wristband_scan: Annotated[str | None, Form()] = None,
+    location: Annotated[str | None, Form()] = None,
+) -> dict[str, Any]:
+    data = await image.read()
+    if len(data) > 20 * 1024 * 1024:
+        raise ServiceError("The image is larger than 20 MB.")
+    result = station(request).scan(
+        ScanRequest(
+            checkpoint=checkpoint,
+            user=user,
+            unit_image=data,
+            wristband_scan=wristband_scan,
+            order_id=order_id,
+            location=location,
+        )
+    )
+    return result_body(result)
+
+
+Format = Literal["png", "svg", "pdf", "zpl"]
+MEDIA = {
+    "png": "image/png",
+    "svg": "image/svg+xml",
+    "pdf": "application/pdf",
+    "zpl": "application/vnd.zebra.zpl",
+}
+
+
+def render(label: layout.LabelData, fmt: Format) -> bytes:
+    if fmt == "png":
+        return render_png(label)
+    if fmt == "svg":
+        return render_svg(label).encode()
+    if fmt == "pdf":
+        return render_pdf([label])
+    return render_zpl(label).encode()
+
+
+@router.get("/orders/{order_id}/labels/{unit_id}.{fmt}", summary="A unit's label")
+def unit_label(
+    order_id: str,
+    unit_id: str,
+    fmt: Format,
+    request: Request,
+    kind: Literal["bag", "cassette"] = "bag",
+) -> Response:
+    service = request.app.state.orders
+    order = service.get(order_id)
+    unit = order.unit(unit_id)
+    if unit is None:
+        raise NotFound(f"Order {order_id} has no unit {unit_id}.")
+    label_kind = layout.LabelKind(kind)
+    patient = service.patient_of(order_id) if label_kind.may_carry_patient else None
+    factory: LabelFactory = request.app.state.labels
+    try:
+        label = factory.product_label(order, unit, label_kind, patient)
+    except LabelUnavailable as exc:
+        raise ServiceError(str(exc)) from exc
+    return Response(render(label, fmt), media_type=MEDIA[fmt])
+
+
+@router.get("/orders/{order_id}/wristband.{fmt}", summary="The patient's wristband label")
+def wristband_label(order_id: str, fmt: Format, request: Request) -> Response:
+    service = request.app.state.orders
+    order = service.get(order_id)
+    patient = service.patient_of(order_id)
+    if patient is None:
+        raise NotFound(f"Order {order_id} has no patient record.")
+    factory: LabelFactory = request.app.state.labels
+    try:
+        label = factory.wristband(order, patient)
+    except LabelUnavailable as exc:
+        raise ServiceError(str(exc)) from exc
+    return Response(render(label, fmt), media_type=MEDIA[fmt])

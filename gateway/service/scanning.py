@@ -1,0 +1,278 @@
+"""Scan checkpoints: read a label (typed or photographed), find its order, check chain of
+identity and record the verdict — green or red — in the custody log.
+
+Nothing here ever turns an unreadable or unexpected scan into green: an unknown unit, a
+bag that belongs to another patient's order or a damaged read is red, with a reason the
+person holding the bag can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.domain.lifecycle import bedside_verified
+from gateway.domain.model import ScanVerdict, TherapyOrder
+from gateway.domain.verification import (
+    Checkpoint,
+    ScannedUnit,
+    ScannedWristband,
+    record,
+    verify,
+)
+from gateway.service.labels import label_patient_id, local_to_utc, site_zone
+from gateway.service.orders import OrderService
+from gateway.sites import SiteDirectory
+from gateway.store import audit
+from gateway.store.repository import ConcurrencyConflict
+from labeling.coi import CoiIdentifier
+from labeling.scan import ScanRead, read_image, read_scan
+from labeling.structures import DonationId, ExpirationDateTime, PatientId, ProductCode
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    checkpoint: Checkpoint
+    user: str
+    unit_scan: str | None = None
+    unit_image: bytes | None = None
+    wristband_scan: str | None = None
+    order_id: str | None = None
+    location: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    green: bool
+    checkpoint: str
+    user: str
+    reason: str
+    reason_code: str | None = None
+    order_id: str | None = None
+    coi: str | None = None
+    unit_id: str | None = None
+    at: datetime | None = None
+    bedside_complete: bool = False
+    version: int | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def scanned_unit(read: ScanRead) -> tuple[ScannedUnit, datetime | None]:
+    unit_id = next((s.identifier for s in read.structures if isinstance(s, DonationId)), None)
+    product = next((s.product for s in read.structures if isinstance(s, ProductCode)), None)
+    coi = next((s.value for s in read.structures if isinstance(s, CoiIdentifier)), None)
+    expiry = next((s.value for s in read.structures if isinstance(s, ExpirationDateTime)), None)
+    return ScannedUnit(unit_id=unit_id, product_code=product, coi=coi), expiry
+
+
+def scanned_wristband(read: ScanRead) -> ScannedWristband:
+    coi = next((s.value for s in read.structures if isinstance(s, CoiIdentifier)), None)
+    patient = next((s.value for s in read.structures if isinstance(s, PatientId)), None)
+    return ScannedWristband(coi=coi, patient_id=patient)
+
+
+class ScanStation:
+    def __init__(self, orders: OrderService, sites: SiteDirectory) -> None:
+        self.orders = orders
+        self.sites = sites
+
+    def scan(self, request: ScanRequest) -> ScanResult:
+        at = self.orders.clock()
+        read = self._read_unit(request)
+        if not read.accepted:
+            return self._red_without_order(
+                request,
+                at,
+                "unreadable_scan",
+                read.reason or "The scan could not be read.",
+                read.notes,
+            )
+        unit, label_expiry = scanned_unit(read)
+        if unit.unit_id is None:
+            return self._red_without_order(
+                request,
+                at,
+                "no_unit_id",
+                "That scan has no unit number. Scan the bag's "
+                "DataMatrix (or its unit-number barcode), not the wristband.",
+                read.notes,
+            )
+        owner = self.orders.find("unit", unit.unit_id)
+        expected = self._expected_order(request)
+        if expected is not None and owner is not None and owner.id != expected.id:
+            return self._record(
+                expected,
+                request,
+                at,
+                red=(
+                    "wrong_order",
+                    f"Unit {unit.unit_id} belongs to a different order (CoI "
+                    f"{owner.coi}), not to this patient's (CoI {expected.coi}). Wrong patient's "
+                    "product: STOP and quarantine the bag.",
+                ),
+                notes=read.notes,
+            )
+        order = expected or owner
+        if order is None:
+            return self._red_without_order(
+                request,
+                at,
+                "unknown_unit",
+                f"Unit {unit.unit_id} is not known to vein2vein. "
+                "Do not use it; quarantine the bag and call the cell-therapy lab.",
+                read.notes,
+            )
+        if label_expiry is not None:
+            unit = unit.model_copy(
+                update={"expires_at": local_to_utc(label_expiry, site_zone(order, self.sites))}
+            )
+        wristband = None
+        if request.wristband_scan is not None:
+            band = read_scan(request.wristband_scan)
+            if not band.accepted:
+                return self._record(
+                    order,
+                    request,
+                    at,
+                    red=("unreadable_wristband", band.reason or "The wristband could not be read."),
+                    notes=band.notes,
+                )
+            wristband = scanned_wristband(band)
+        return self._verify_and_record(order, request, unit, wristband, at, read.notes)
+
+    # --- internals ----------------------------------------------------------------------
+    def _read_unit(self, request: ScanRequest) -> ScanRead:
+        if request.unit_image is not None:
+            return read_image(request.unit_image)
+        return read_scan(request.unit_scan or "")
+
+    def _expected_order(self, request: ScanRequest) -> TherapyOrder | None:
+        if request.order_id is None:
+            return None
+        return self.orders.get(request.order_id)
+
+    def _verify_and_record(
+        self,
+        order: TherapyOrder,
+        request: ScanRequest,
+        unit: ScannedUnit,
+        wristband: ScannedWristband | None,
+        at: datetime,
+        notes: tuple[str, ...],
+    ) -> ScanResult:
+        rules = self.orders.rules.get(order.therapy.code)
+        assert rules is not None
+        expected_patient = None
+        if wristband is not None and wristband.patient_id is not None:
+            patient = self.orders.patient_of(order.id)
+            expected_patient = label_patient_id(patient.mrn) if patient else None
+        verdict = verify(
+            order,
+            request.checkpoint,
+            unit,
+            rules,
+            at=at,
+            user=request.user,
+            wristband=wristband,
+            expected_patient_id=expected_patient,
+            method=None if wristband else "second_person",
+        )
+        return self._save(order, request, verdict, notes)
+
+    def _record(
+        self,
+        order: TherapyOrder,
+        request: ScanRequest,
+        at: datetime,
+        *,
+        red: tuple[str, str],
+        notes: tuple[str, ...] = (),
+    ) -> ScanResult:
+        verdict = ScanVerdict(
+            at=at,
+            checkpoint=request.checkpoint.value,
+            user=request.user,
+            green=False,
+            reason_code=red[0],
+            reason=red[1],
+        )
+        return self._save(order, request, verdict, notes)
+
+    def _save(
+        self,
+        order: TherapyOrder,
+        request: ScanRequest,
+        verdict,  # type: ignore[no-untyped-def]
+        notes: tuple[str, ...],
+    ) -> ScanResult:
+        for _attempt in range(5):
+            with self.orders.uow() as uow:
+                current = uow.orders.get(order.id, for_update=True)
+                assert current is not None
+                updated = record(current, verdict, where=request.location, role=request.role)
+                try:
+                    uow.orders.save(updated, expected_version=current.version)
+                except ConcurrencyConflict:
+                    continue
+                audit.append(
+                    uow.conn,
+                    at=verdict.at,
+                    actor=request.user,
+                    action="scan.verdict",
+                    order_id=order.id,
+                    payload={
+                        "checkpoint": verdict.checkpoint,
+                        "green": verdict.green,
+                        "reason_code": verdict.reason_code,
+                        "reason": verdict.reason,
+                        "unit_id": verdict.unit_id,
+                        "location": request.location,
+                        "method": verdict.method,
+                        "version": updated.version,
+                    },
+                )
+                uow.commit()
+            self.orders.publish(updated)
+            return ScanResult(
+                green=verdict.green,
+                checkpoint=verdict.checkpoint,
+                user=request.user,
+                reason=verdict.reason or "",
+                reason_code=verdict.reason_code,
+                order_id=order.id,
+                coi=order.coi,
+                unit_id=verdict.unit_id,
+                at=verdict.at,
+                bedside_complete=verdict.checkpoint == "bedside" and bedside_verified(updated),
+                version=updated.version,
+                notes=notes,
+            )
+        raise RuntimeError(f"order {order.id} kept changing while recording a scan")
+
+    def _red_without_order(
+        self, request: ScanRequest, at: datetime, code: str, reason: str, notes: tuple[str, ...]
+    ) -> ScanResult:
+        if request.order_id is not None:
+            return self._record(
+                self.orders.get(request.order_id), request, at, red=(code, reason), notes=notes
+            )
+        with self.orders.uow() as uow:
+            audit.append(
+                uow.conn,
+                at=at,
+                actor=request.user,
+                action="scan.verdict",
+                order_id=None,
+                payload={
+                    "checkpoint": request.checkpoint.value,
+                    "green": False,
+                    "reason_code": code,
+                    "reason": reason,
+                    "location": request.location,
+                },
+            )
+            uow.commit()
+        return ScanResult(
+            False, request.checkpoint.value, request.user, reason, code, at=at, notes=notes
+        )

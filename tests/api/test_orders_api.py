@@ -1,0 +1,150 @@
+"""The canonical /orders API: create, read, search, events, idempotency, ETags, problems."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import SYNTHETIC_PATIENTS
+
+PROBLEM = "application/problem+json"
+
+
+def create_body(placer: str = "PL-API-1", therapy: str = "exa-cel") -> dict[str, Any]:
+    return {"patient": dict(SYNTHETIC_PATIENTS[0]), "therapy_code": therapy,
+            "site": {"id": "st-mary", "facility_code": "A9991"}, "placer_number": placer,
+            "clinician": {"id": "dr-001", "name": "Dr Example"}}
+
+
+def create(api, placer: str = "PL-API-1") -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    response = api.post("/orders", json=create_body(placer))
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_create_returns_location_etag_and_no_phi(api) -> None:  # type: ignore[no-untyped-def]
+    response = api.post("/orders", json=create_body())
+    assert response.status_code == 201
+    body = response.json()
+    assert response.headers["location"] == f"/orders/{body['id']}"
+    assert response.headers["etag"] == '"1"'
+    assert body["state"] == "REFERRED" and body["status"] == "REFERRED"
+    assert "MRN-SYN-0001" not in response.text and "Zz-Testpatient" not in response.text
+    assert body["patient_pseudonym"].startswith("PSN-")
+
+
+def test_get_and_conditional_get(api) -> None:  # type: ignore[no-untyped-def]
+    order = create(api)
+    response = api.get(f"/orders/{order['id']}")
+    assert response.status_code == 200 and response.json()["id"] == order["id"]
+    assert api.get(f"/orders/{order['id']}", headers={"If-None-Match": '"1"'}).status_code == 304
+    missing = api.get("/orders/ord-nope")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == PROBLEM
+    assert missing.json()["code"] == "not_found"
+
+
+def test_search_by_coi_placer_and_state_with_paging(api) -> None:  # type: ignore[no-untyped-def]
+    ids = [create(api, f"PL-S{index}")["id"] for index in range(5)]
+    enrolled = api.post(f"/orders/{ids[0]}/events", json={"type": "enroll"}).json()["order"]
+    by_coi = api.get("/orders", params={"coi": enrolled["coi"]}).json()["items"]
+    assert [item["id"] for item in by_coi] == [ids[0]]
+    by_placer = api.get("/orders", params={"placer": "PL-S3"}).json()["items"]
+    assert [item["id"] for item in by_placer] == [ids[3]]
+    by_state = api.get("/orders", params={"state": "ENROLLED"}).json()["items"]
+    assert [item["id"] for item in by_state] == [ids[0]]
+    first = api.get("/orders", params={"limit": 2}).json()
+    assert len(first["items"]) == 2 and first["next"]
+    second = api.get(first["next"]).json()
+    assert {i["id"] for i in first["items"]}.isdisjoint({i["id"] for i in second["items"]})
+    bad = api.get("/orders", params={"state": "FROZEN"})
+    assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
+
+
+def test_events_apply_with_if_match_and_stale_is_412(api) -> None:  # type: ignore[no-untyped-def]
+    order = create(api)
+    url = f"/orders/{order['id']}/events"
+    ok = api.post(url, json={"type": "enroll"}, headers={"If-Match": '"1"'})
+    assert ok.status_code == 200 and ok.headers["etag"] == '"2"'
+    assert ok.json()["outcome"] == "applied"
+    stale = api.post(url, json={"type": "request_slot"}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 412
+    assert stale.headers["content-type"] == PROBLEM
+    assert stale.json()["current_version"] == 2
+    garbage = api.post(url, json={"type": "request_slot"}, headers={"If-Match": "yesterday"})
+    assert garbage.status_code == 412
+
+
+def test_refused_transition_is_a_409_problem_and_audited(api) -> None:  # type: ignore[no-untyped-def]
+    order = create(api)
+    response = api.post(f"/orders/{order['id']}/events", json={"type": "infuse"},
+                        headers={"X-V2V-Actor": "rn.smith"})
+    assert response.status_code == 409
+    problem = response.json()
+    assert response.headers["content-type"] == PROBLEM
+    assert problem["code"] == "illegal_transition"
+    assert problem["type"].endswith("/illegal_transition")
+    assert problem["allowed_states"] == ["THAWED"]
+    audit = api.get(f"/orders/{order['id']}/audit").json()["items"]
+    assert audit[-1]["action"] == "order.refused" and audit[-1]["actor"] == "rn.smith"
+
+
+def test_idempotency_key_replays_the_first_response(api) -> None:  # type: ignore[no-untyped-def]
+    order = create(api)
+    url = f"/orders/{order['id']}/events"
+    headers = {"Idempotency-Key": "evt-0001"}
+    first = api.post(url, json={"type": "enroll"}, headers=headers)
+    again = api.post(url, json={"type": "enroll"}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert api.get(f"/orders/{order['id']}").json()["version"] == 2  # applied once
+    different = api.post(url, json={"type": "request_slot"}, headers=headers)
+    assert different.status_code == 422
+    assert different.json()["code"] == "idempotency_key_reused"
+
+
+def test_idempotent_create_and_refusal_replay(api) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Idempotency-Key": "create-1"}
+    first = api.post("/orders", json=create_body("PL-I1"), headers=headers)
+    second = api.post("/orders", json=create_body("PL-I1"), headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    order_id = first.json()["id"]
+    refusal_headers = {"Idempotency-Key": "thaw-1"}
+    refused = api.post(f"/orders/{order_id}/events", json={"type": "thaw"},
+                       headers=refusal_headers)
+    replay = api.post(f"/orders/{order_id}/events", json={"type": "thaw"},
+                      headers=refusal_headers)
+    assert refused.status_code == replay.status_code == 409
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+def test_validation_errors_are_problems_with_pointers(api) -> None:  # type: ignore[no-untyped-def]
+    body = create_body()
+    del body["patient"]["mrn"]
+    response = api.post("/orders", json=body)
+    assert response.status_code == 422
+    problem = response.json()
+    assert response.headers["content-type"] == PROBLEM
+    assert problem["code"] == "validation_error"
+    assert problem["errors"][0]["pointer"] == "/patient/mrn"
+    unknown = api.post("/orders", json=create_body(therapy="no-such-cel"))
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_therapy"
+    bad_event = api.post("/orders/ord-x/events", json={"type": "teleport"})
+    assert bad_event.status_code == 422 and bad_event.json()["errors"][0]["pointer"] == "/type"
+    not_json = api.post("/orders", content=b"{nope", headers={"content-type": "application/json"})
+    assert not_json.status_code == 422 and not_json.headers["content-type"] == PROBLEM
+
+
+def test_duplicate_placer_is_409(api) -> None:  # type: ignore[no-untyped-def]
+    create(api, "PL-DUP")
+    response = api.post("/orders", json=create_body("PL-DUP"))
+    assert response.status_code == 409 and response.json()["identifier"] == "placer"
+
+
+def test_openapi_and_health(api) -> None:  # type: ignore[no-untyped-def]
+    spec = api.get("/openapi.json").json()
+    assert "/orders" in spec["paths"] and "/orders/{order_id}/events" in spec["paths"]
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"

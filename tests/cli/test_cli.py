@@ -1,0 +1,143 @@
+"""The `v2v` command: every command has --help, and the operational ones work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli.main import app
+from gateway.embedded import free_port
+
+runner = CliRunner()
+COMMANDS = [[], ["serve"], ["db"], ["db", "upgrade"], ["orders"], ["orders", "list"],
+            ["orders", "show"], ["audit"], ["audit", "verify"], ["mappings"],
+            ["mappings", "check"], ["demo"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "v2v")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_serve_names_its_options() -> None:
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    for option in ("--host", "--port", "--mllp-port"):
+        assert option in result.output
+
+
+@pytest.fixture
+def db_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    database = tmp_path / "cli.db"
+    monkeypatch.setenv("V2V_DATABASE_URL", f"sqlite:///{database}")
+    return database
+
+
+def test_db_upgrade_orders_and_audit_verify(db_env: Path) -> None:
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0 and "0001" in result.output
+    from gateway.bootstrap import build_service
+    from gateway.domain.model import Site
+    from gateway.domain.patient import PatientIdentity
+    from gateway.service.commands import CreateOrder
+    from tests.conftest import SYNTHETIC_PATIENTS
+
+    service = build_service()
+    order = service.create_order(CreateOrder(
+        patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]), therapy_code="sam-cel",
+        site=Site(id="lakeside"), placer_number="PL-CLI-1"), actor="cli-test")
+    listed = runner.invoke(app, ["orders", "list", "--json"])
+    assert listed.exit_code == 0 and order.id in listed.output
+    shown = runner.invoke(app, ["orders", "show", "PL-CLI-1"])
+    assert shown.exit_code == 0 and order.id in shown.output
+    assert "MRN-SYN-0001" not in shown.output
+    missing = runner.invoke(app, ["orders", "show", "nope"])
+    assert missing.exit_code == 1
+    verified = runner.invoke(app, ["audit", "verify"])
+    assert verified.exit_code == 0 and "intact" in verified.output
+    service.engine.dispose()
+
+
+def test_audit_verify_exits_1_on_tampering(db_env: Path) -> None:
+    import sqlite3
+
+    runner.invoke(app, ["db", "upgrade"])
+    from gateway.bootstrap import build_service
+    from gateway.domain.model import Site
+    from gateway.domain.patient import PatientIdentity
+    from gateway.service.commands import CreateOrder
+    from tests.conftest import SYNTHETIC_PATIENTS
+
+    service = build_service()
+    for index in range(3):
+        service.create_order(CreateOrder(
+            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]), therapy_code="exa-cel",
+            site=Site(id="st-mary"), placer_number=f"PL-T{index}"), actor="cli-test")
+    service.engine.dispose()
+    conn = sqlite3.connect(db_env)
+    conn.execute("DROP TRIGGER audit_log_no_update")
+    conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    result = runner.invoke(app, ["audit", "verify"])
+    assert result.exit_code == 1
+    assert "BROKEN at entry 2" in result.output
+
+
+def test_mappings_check_reports_file_and_line(tmp_path: Path) -> None:
+    import shutil
+
+    from gateway.mapping_files import DEFAULT_MAPPINGS_DIR
+
+    ok = runner.invoke(app, ["mappings", "check"])
+    assert ok.exit_code == 0, ok.output
+    broken = tmp_path / "mappings"
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, broken)
+    rule = broken / "therapies" / "exa-cel.yaml"
+    rule.write_text(rule.read_text().replace("thaw_to_infusion_minutes: 90",
+                                             "thaw_to_infusion_minutes: soon"))
+    result = runner.invoke(app, ["mappings", "check", "--folder", str(broken)],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    line = next(n for n, text in enumerate(rule.read_text().splitlines(), 1)
+                if text.startswith("thaw_to_infusion_minutes"))
+    assert f"exa-cel.yaml:{line}" in result.output
+    assert "thaw_to_infusion_minutes" in result.output
+
+
+def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "V2V_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli.main", "serve", "--port", str(port),
+         "--mllp-port", str(free_port())],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.2)
+        assert ready.json()["schema"] == "0001"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "stopped cleanly" in output
