@@ -34,6 +34,7 @@ from labeling.structures import (
 from labeling.symbols import (
     Code128Symbol,
     DataMatrixSymbol,
+    datamatrix_size,
     encode_code128,
     encode_datamatrix,
 )
@@ -304,7 +305,7 @@ class _Builder:
 
     def matrix(self, x: int, y: int, message: str, module_dots: int) -> MatrixItem:
         data = message.encode("ascii")
-        item = MatrixItem(x, y, data, module_dots, encode_datamatrix(data).size)
+        item = MatrixItem(x, y, data, module_dots, datamatrix_size(data))
         self.items.append(item)
         return item
 
@@ -352,21 +353,60 @@ def _minute_aware(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
+_BAG_MARGIN: Final = 30
+_BAG_MODULE: Final = 3  # 0.254 mm at 300 dpi: the ISBT 128 target module width
+
+
 def _bag(data: LabelData, message: str, builder: _Builder) -> None:
-    assert data.unit and data.product and data.expires and data.collected
-    module = 3  # 0.254 mm at 300 dpi: the ISBT 128 target module width
+    """Unit-specific items here; everything shared by a print run comes from a cache."""
+    assert data.unit and data.product
+    margin, module = _BAG_MARGIN, _BAG_MODULE
     din_bars = encode_code128(data.unit.data_structure)
-    product_bars = encode_code128(data.product.data_structure)
-    assert data.expiry is not None
-    expiry_bars = encode_code128(data.expiry.data_structure)
-    margin = 30
-    left = BarsItem(margin, margin, din_bars, module, 150)
+    builder.items.append(BarsItem(margin, margin, din_bars, module, 150))
     # 36 modules between the two symbols' bars lets a scanner concatenate them (]C4).
     right_x = margin + (10 + din_bars.width_modules + 36 - 10) * module
-    right = BarsItem(right_x, margin, product_bars, module, 150)
-    builder.items += [left, right]
     y = builder.din(margin + 30, margin + 165, data.unit, 46)
     builder.text(margin + 30, y, "Unit identifier", 26)
+    matrix = builder.matrix(margin, 730, message, 7)
+    shared = _RunShared(
+        data.coi,
+        data.product,
+        data.product_description,
+        data.collected,
+        data.expires,
+        data.storage,
+        data.patient,
+        data.warnings,
+        data.show_utc,
+        data.expiry,
+    )
+    builder.items.extend(_bag_shared(shared, right_x, matrix.side))
+
+
+@dataclass(frozen=True)
+class _RunShared:
+    """The fields of a bag label that stay the same across a print run (the cache key)."""
+
+    coi: CoiIdentifier
+    product: ProductCode | None
+    product_description: str
+    collected: datetime | None
+    expires: datetime | None
+    storage: str
+    patient: PatientIdentity | None
+    warnings: tuple[str, ...]
+    show_utc: bool
+    expiry: ExpirationDateTime | None
+
+
+@lru_cache(maxsize=256)
+def _bag_shared(data: _RunShared, right_x: int, matrix_side: int) -> tuple[LayoutItem, ...]:
+    """Items that do not depend on the unit number (cached: a print run repeats them)."""
+    assert data.product and data.expires and data.collected and data.expiry
+    builder = _Builder()
+    margin, module = _BAG_MARGIN, _BAG_MODULE
+    product_bars = encode_code128(data.product.data_structure)
+    builder.items.append(BarsItem(right_x, margin, product_bars, module, 150))
     py = builder.text(right_x + 30, margin + 165, f"Product {data.product.content}", 34, bold=True)
     builder.wrapped(right_x + 30, py, data.product_description, 28, 1200 - right_x - 60, 4)
 
@@ -375,14 +415,14 @@ def _bag(data: LabelData, message: str, builder: _Builder) -> None:
     for line in _local_lines("COLLECTED", data.collected, data.show_utc):
         y = builder.text(margin + 30, y, line, 26)
     ey = 445
+    expiry_bars = encode_code128(data.expiry.data_structure)
     builder.items.append(BarsItem(right_x, ey, expiry_bars, module, 110))
     ey += 120
     for line in _local_lines("EXPIRES", data.expires, data.show_utc):
         ey = builder.text(right_x + 30, ey, line, 30, bold=True)
 
     builder.items.append(BoxItem(margin, 700, 1200 - 2 * margin, 3, line=3))
-    matrix = builder.matrix(margin, 730, message, 7)
-    tx = margin + matrix.side + 30
+    tx = margin + matrix_side + 30
     width = 1200 - tx - margin
     y = 730
     y = builder.checked(tx, y, data.coi.grouped, data.coi.check_character, 34)
@@ -396,6 +436,7 @@ def _bag(data: LabelData, message: str, builder: _Builder) -> None:
             y = builder.text(tx, y, f"ID {data.patient.patient_id}", 30)
     for warning in data.warnings:
         y = builder.wrapped(tx, y, warning, 26, width, 2)
+    return tuple(builder.items)
 
 
 def _cassette(data: LabelData, message: str, builder: _Builder) -> None:

@@ -13,6 +13,7 @@ zxing-cpp and a size that is too small prints nothing.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from labeling.layout import BarsItem, BoxItem, LabelData, Layout, MatrixItem, TextItem, layout_label
 
@@ -55,7 +56,9 @@ def _datamatrix_data(data: bytes) -> str:
     )
 
 
+@lru_cache(maxsize=4096)
 def _item(item: TextItem | MatrixItem | BarsItem | BoxItem) -> str:
+    """ZPL for one item (cached: most items repeat across a print run)."""
     if isinstance(item, MatrixItem):
         x, y = item.origin
         return (

@@ -28,6 +28,7 @@ __all__ = [
     "code128_image",
     "datamatrix_image",
     "datamatrix_reserved_size",
+    "datamatrix_size",
     "decode_image",
     "encode_code128",
     "encode_datamatrix",
@@ -136,6 +137,30 @@ def _module_bytes(barcode: object) -> tuple[int, int, bytes]:
 
 
 @lru_cache(maxsize=512)
+def _create_square(data: bytes) -> object:
+    """zxing-cpp's square DataMatrix for ``data`` (cached: size and modules share one encode)."""
+    barcode = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.DataMatrix, forceSquare=True)
+    if bytes(barcode.bytes) != data:
+        raise RuntimeError("DataMatrix encoder changed the message bytes")
+    return barcode
+
+
+def datamatrix_size(message: str | bytes) -> int:
+    """Modules a side of the square symbol :func:`encode_datamatrix` makes for ``message``.
+
+    Reads the size from the symbol's corner positions, skipping the module-image copy, so the
+    ZPL path (where the printer draws the symbol) only pays for the encode.
+    """
+    data = message.encode("ascii") if isinstance(message, str) else message
+    position = _create_square(data).position  # type: ignore[attr-defined]
+    rows = position.bottom_left.y - position.top_left.y + 1
+    columns = position.top_right.x - position.top_left.x + 1
+    if rows != columns:
+        raise RuntimeError(f"DataMatrix encoder produced a {rows}x{columns} rectangle")
+    return int(rows)
+
+
+@lru_cache(maxsize=512)
 def encode_datamatrix(message: str | bytes) -> DataMatrixSymbol:
     """Encode ``message`` as a square ECC 200 DataMatrix (no FNC1, no GS added).
 
@@ -143,10 +168,7 @@ def encode_datamatrix(message: str | bytes) -> DataMatrixSymbol:
     label that scans differently from what we meant must never be printed.
     """
     data = message.encode("ascii") if isinstance(message, str) else message
-    barcode = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.DataMatrix, forceSquare=True)
-    if bytes(barcode.bytes) != data:
-        raise RuntimeError("DataMatrix encoder changed the message bytes")
-    rows, columns, pixels = _module_bytes(barcode)
+    rows, columns, pixels = _module_bytes(_create_square(data))
     if rows != columns:
         raise RuntimeError(f"DataMatrix encoder produced a {rows}x{columns} rectangle")
     return DataMatrixSymbol(data, rows, pixels.translate(_PIXEL_TO_MODULE))

@@ -177,6 +177,8 @@ def test_zpl_structure(any_label: LabelData) -> None:
     [(params, data)] = _zpl_fields(zpl, "BX")
     orientation, module, quality, columns, rows, fmt, escape, aspect = params.split(",")
     assert (quality, fmt, aspect) == ("200", "6", "1")  # ECC 200, 8-bit, square
+    assert (orientation, columns, rows, escape) == ("N", "0", "0", "~")  # printer sizes it
+    assert int(module) >= 5
     message = _unhex(data).replace(b"~d126", b"~")
     assert message == any_label.compound_message().data_structure.encode()
     for _, field in _zpl_fields(zpl, "BC"):

@@ -9,7 +9,12 @@ from labeling_strategies import structures
 from PIL import Image
 
 from labeling import decode_image, encode_code128, encode_datamatrix, read_image
-from labeling.symbols import code128_image, datamatrix_image, datamatrix_reserved_size
+from labeling.symbols import (
+    code128_image,
+    datamatrix_image,
+    datamatrix_reserved_size,
+    datamatrix_size,
+)
 
 MESSAGE = "=+04000=A99991712345600=<S9101100&>0263652359&/CHA999926ABCDEF"
 
@@ -36,6 +41,7 @@ def test_ascii_size_is_a_lower_bound_and_symbols_are_square(members) -> None:  #
     text = "".join(m.data_structure for m in members)
     symbol = encode_datamatrix(text)
     assert symbol.size >= datamatrix_reserved_size(text)
+    assert datamatrix_size(text) == symbol.size
     assert len(symbol.modules) == symbol.size**2
 
 
