@@ -453,7 +453,7 @@ def _cassette(data: LabelData, message: str, builder: _Builder) -> None:
     y = builder.checked(tx, y, data.coi.grouped, data.coi.check_character, 22)
     if data.product.is_autologous:
         y = builder.text(tx, y, AUTOLOGOUS_STATEMENT, 24, bold=True)
-    builder.wrapped(tx, y, data.storage, 20, width, 1)
+    builder.wrapped(tx, y, data.storage, 20, width, 3)
     bars = encode_code128(data.unit.data_structure)
     builder.items.append(BarsItem(margin, 450 - 15 - 70, bars, 2, 70))
 
