@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from gateway.api import health, orders, problems, scans
+from gateway.api import health, orders, problems, scans, station
 from gateway.service.labels import LabelFactory
 from gateway.service.orders import OrderService
 from gateway.service.scanning import ScanStation
@@ -27,4 +27,6 @@ def create_app(service: OrderService, sites: SiteDirectory | None = None) -> Fas
     app.include_router(health.router)
     app.include_router(orders.router)
     app.include_router(scans.router)
+    app.include_router(station.router)
+    app.mount("/static", station.static_files(), name="static")
     return app

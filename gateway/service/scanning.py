@@ -148,9 +148,17 @@ class ScanStation:
         return read_scan(request.unit_scan or "")
 
     def _expected_order(self, request: ScanRequest) -> TherapyOrder | None:
-        if request.order_id is None:
-            return None
-        return self.orders.get(request.order_id)
+        """The order being worked on: named by the station, or by the patient's wristband
+        (at the bedside the wristband is scanned first, and the bag must match it)."""
+        if request.order_id is not None:
+            return self.orders.get(request.order_id)
+        if request.wristband_scan:
+            band = read_scan(request.wristband_scan)
+            if band.accepted:
+                coi = scanned_wristband(band).coi
+                if coi:
+                    return self.orders.find("coi", coi)
+        return None
 
     def _verify_and_record(
         self,

@@ -1,0 +1,133 @@
+// The scan station: a keyboard-wedge field that is always focused, a full-screen verdict,
+// and the bedside flow (wristband first, then the bag, then a second person).
+"use strict";
+
+const state = { user: null, role: null, wristband: null, bedsideOrder: null };
+const $ = (id) => document.getElementById(id);
+
+function signIn() {
+  const user = $("user").value.trim();
+  if (!user) { $("user").focus(); return; }
+  state.user = user;
+  state.role = $("role").value;
+  $("who").textContent = `${user} (${state.role})`;
+  $("signin").hidden = true;
+  $("work").hidden = false;
+  focusScan();
+}
+
+function signOut() {
+  state.user = null;
+  $("who").textContent = "not signed in";
+  $("work").hidden = true;
+  $("signin").hidden = false;
+  $("user").value = "";
+  $("user").focus();
+}
+
+function focusScan() { if (!$("work").hidden && $("verdict").hidden) $("scan").focus(); }
+
+function checkpoint() { return $("checkpoint").value; }
+
+function onCheckpoint() {
+  const bedside = checkpoint() === "bedside";
+  $("bedside-steps").hidden = !bedside;
+  if (!bedside) { state.wristband = null; state.bedsideOrder = null; $("band-status").textContent = "—"; }
+  focusScan();
+}
+
+// A wristband carries a CoI and a patient id but no unit number (no "=" DIN structure).
+function looksLikeWristband(text) {
+  const body = text.replace(/^\][A-Za-z]\d/, "");
+  return body.includes("&#") && !/=[A-NP-Z1-9]\d{4}/.test(body);
+}
+
+async function post(url, body, isForm) {
+  const response = await fetch(url, isForm ? { method: "POST", body } : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const payload = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    return { green: false, verdict: "red", reason_code: payload.code || `http_${response.status}`,
+             reason: payload.detail || "The gateway did not accept the scan.", checkpoint: checkpoint() };
+  }
+  return payload;
+}
+
+async function submitText(text) {
+  if (!text) return;
+  if (checkpoint() === "bedside" && looksLikeWristband(text)) {
+    state.wristband = text;
+    $("band-status").textContent = "wristband scanned ✓ — now scan the bag";
+    return;
+  }
+  if (checkpoint() === "bedside" && !state.wristband && !state.bedsideOrder) {
+    show({ green: false, reason_code: "wristband_first",
+           reason: "Scan the patient's wristband first, then the bag." });
+    return;
+  }
+  const body = { checkpoint: checkpoint(), user: state.user, role: state.role, unit_scan: text,
+                 location: $("location").value || null };
+  if (checkpoint() === "bedside") {
+    if (state.wristband) body.wristband_scan = state.wristband;
+    else body.order_id = state.bedsideOrder;
+  }
+  show(await post("/scans", body, false));
+}
+
+async function submitPhoto(file) {
+  const form = new FormData();
+  form.append("checkpoint", checkpoint());
+  form.append("user", state.user);
+  form.append("image", file);
+  if ($("location").value) form.append("location", $("location").value);
+  if (checkpoint() === "bedside") {
+    if (state.wristband) form.append("wristband_scan", state.wristband);
+    else if (state.bedsideOrder) form.append("order_id", state.bedsideOrder);
+  }
+  show(await post("/scans/image", form, true));
+}
+
+function show(result) {
+  const green = result.green === true;
+  const panel = $("verdict");
+  panel.className = `verdict ${green ? "green" : "red"}`;
+  $("verdict-word").textContent = green ? "GREEN" : "RED — STOP";
+  $("verdict-reason").textContent = result.reason || "";
+  const detail = [result.reason_code, result.unit_id && `unit ${result.unit_id}`,
+                  result.coi && `CoI ${result.coi}`, `${result.checkpoint || checkpoint()} · ${state.user}`];
+  $("verdict-detail").textContent = detail.filter(Boolean).join(" · ");
+  panel.hidden = false;
+  $("verdict-ok").focus();
+  const item = document.createElement("li");
+  item.className = green ? "green" : "red";
+  item.textContent = `${new Date().toLocaleTimeString()} ${green ? "GREEN" : "RED"} ` +
+    `${result.checkpoint || ""} ${result.unit_id || ""} ${result.reason_code || ""}`;
+  $("history").prepend(item);
+  if (checkpoint() === "bedside" && green) {
+    state.bedsideOrder = result.order_id;
+    state.wristband = null;
+    $("progress").textContent = result.bedside_complete
+      ? "Bedside verification complete: two independent checks recorded. You may infuse."
+      : "First check recorded. A second person must now sign in and scan the bag.";
+  }
+}
+
+function dismiss() {
+  $("verdict").hidden = true;
+  $("scan").value = "";
+  focusScan();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("signin-button").addEventListener("click", signIn);
+  $("user").addEventListener("keydown", (e) => { if (e.key === "Enter") signIn(); });
+  $("signout").addEventListener("click", signOut);
+  $("checkpoint").addEventListener("change", onCheckpoint);
+  $("verdict-ok").addEventListener("click", dismiss);
+  $("scan").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); const text = $("scan").value; $("scan").value = ""; submitText(text); }
+  });
+  $("photo").addEventListener("change", (e) => { if (e.target.files[0]) submitPhoto(e.target.files[0]); e.target.value = ""; });
+  document.addEventListener("click", (e) => { if (e.target.tagName !== "INPUT" && e.target.tagName !== "SELECT") focusScan(); });
+  $("user").focus();
+});

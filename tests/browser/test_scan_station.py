@@ -1,0 +1,104 @@
+"""The scan station page in headless Chromium: a pharmacist signs in, scans, sees the verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.api.app import create_app
+from gateway.embedded import serve_in_thread
+from gateway.service.orders import OrderService
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def gateway_url(service: OrderService):  # type: ignore[no-untyped-def]
+    with serve_in_thread(create_app(service)) as server:
+        yield server.url
+
+
+def sign_in(page, url: str, user: str, role: str = "nurse") -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{url}/station")
+    page.get_by_test_id("user").fill(user)
+    page.get_by_test_id("role").select_option(role)
+    page.get_by_test_id("signin").click()
+    assert page.get_by_test_id("who").inner_text().startswith(user)
+
+
+def wedge(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    """A keyboard-wedge scanner: types into the focused field and presses Enter."""
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def test_wrong_patient_bag_shows_a_red_screen(
+    page,
+    gateway_url: str,
+    prepare,  # type: ignore[no-untyped-def]
+    service: OrderService,
+    screenshots: Path,
+) -> None:
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+    sign_in(page, gateway_url, "rn.adeyemi")
+    page.get_by_test_id("checkpoint").select_option("bedside")
+    page.get_by_test_id("scan").focus()
+    wedge(page, "]d1" + bravo.wristband_text)
+    assert "wristband scanned" in page.get_by_test_id("band-status").inner_text()
+    wedge(page, "]d1" + alpha.bag_text)  # Alpha's bag at Bravo's bedside
+    verdict = page.get_by_test_id("verdict")
+    verdict.wait_for(state="visible")
+    assert "red" in (verdict.get_attribute("class") or "")
+    assert "RED" in page.get_by_test_id("verdict-word").inner_text()
+    assert "different order" in page.get_by_test_id("verdict-reason").inner_text()
+    page.screenshot(path=str(screenshots / "station-wrong-patient-red.png"))
+    # the red verdict is in the custody log under the signed-in user
+    bravo_order = service.get(bravo.order_id)
+    assert bravo_order.custody_events[-1].verification == "red"
+    assert bravo_order.custody_events[-1].who.person == "rn.adeyemi"
+
+
+def test_two_person_bedside_flow_turns_green(
+    page,
+    gateway_url: str,
+    prepare,  # type: ignore[no-untyped-def]
+    screenshots: Path,
+) -> None:
+    prepared = prepare("THAWED")
+    sign_in(page, gateway_url, "rn.adeyemi")
+    page.get_by_test_id("checkpoint").select_option("bedside")
+    page.get_by_test_id("scan").focus()
+    wedge(page, prepared.bag_text)  # bag before wristband: refused
+    assert "wristband first" in page.get_by_test_id("verdict-reason").inner_text()
+    page.get_by_test_id("verdict-ok").click()
+    wedge(page, prepared.wristband_text)
+    wedge(page, prepared.bag_text)
+    page.get_by_test_id("verdict").wait_for(state="visible")
+    assert "GREEN" in page.get_by_test_id("verdict-word").inner_text()
+    page.screenshot(path=str(screenshots / "station-bedside-green.png"))
+    assert (
+        "wristband" in page.get_by_test_id("progress").inner_text().lower()
+        or "complete" in page.get_by_test_id("progress").inner_text().lower()
+    )
+
+
+def test_expired_bag_at_thaw_is_red(
+    page,
+    gateway_url: str,
+    prepare,
+    clock,  # type: ignore[no-untyped-def]
+    screenshots: Path,
+) -> None:
+    from datetime import timedelta
+
+    prepared = prepare("STORED", expires_in=timedelta(days=1))
+    clock.advance(days=2)
+    sign_in(page, gateway_url, "pharm.ng", role="pharmacist")
+    page.get_by_test_id("checkpoint").select_option("thaw")
+    page.get_by_test_id("scan").focus()
+    wedge(page, prepared.bag_text)
+    page.get_by_test_id("verdict").wait_for(state="visible")
+    assert "expired" in page.get_by_test_id("verdict-reason").inner_text()
+    page.screenshot(path=str(screenshots / "station-expired-red.png"))

@@ -1,0 +1,160 @@
+"""Chain-of-identity checks at each checkpoint: one scenario, one scan, one verdict."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from gateway.domain.lifecycle import LifecycleEvent
+from gateway.domain.model import Actor
+from gateway.domain.states import EventType
+from gateway.domain.verification import Checkpoint
+from gateway.service.orders import OrderService
+from gateway.service.scanning import ScanRequest, ScanStation
+from gateway.store.audit import entries
+
+
+def scan(
+    station: ScanStation, checkpoint: str, text: str, user: str = "pharm.one", **extra
+) -> object:  # type: ignore[no-untyped-def]
+    return station.scan(
+        ScanRequest(checkpoint=Checkpoint(checkpoint), user=user, unit_scan=text, **extra)
+    )
+
+
+def test_green_storage_scan_is_recorded_in_custody_and_audit(
+    service: OrderService, station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("RECEIVED_AT_SITE")
+    result = scan(station, "storage", "]d1" + prepared.bag_text + "\r\n", location="LN2 F-2")
+    assert result.green, result.reason
+    order = service.get(prepared.order_id)
+    custody = order.custody_events[-1]
+    assert custody.action.value == "verification" and custody.verification == "green"
+    assert custody.who.person == "pharm.one" and custody.where == "LN2 F-2"
+    with service.engine.connect() as conn:
+        last = list(entries(conn, prepared.order_id))[-1]
+    assert last.action == "scan.verdict" and last.payload["green"] is True
+
+
+def test_wrong_patient_bag_at_bedside_is_red(
+    service: OrderService, station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+    # Bravo's wristband, Alpha's bag
+    result = station.scan(
+        ScanRequest(
+            checkpoint=Checkpoint.BEDSIDE,
+            user="rn.a",
+            unit_scan=alpha.bag_text,
+            wristband_scan=bravo.wristband_text,
+        )
+    )
+    assert not result.green
+    assert result.reason_code == "wrong_order"
+    assert "STOP" in result.reason
+    # recorded against the patient at the bedside
+    bravo_order = service.get(bravo.order_id)
+    assert bravo_order.custody_events[-1].verification == "red"
+    assert not bravo_order.scans[-1].green
+
+
+def test_bedside_needs_two_people_or_the_wristband(
+    service: OrderService, station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("THAWED")
+    first = scan(station, "bedside", prepared.bag_text, user="rn.a", order_id=prepared.order_id)
+    assert first.green and not first.bedside_complete
+    same = scan(station, "bedside", prepared.bag_text, user="rn.a", order_id=prepared.order_id)
+    assert same.green and not same.bedside_complete  # the same person twice is one check
+    second = scan(station, "bedside", prepared.bag_text, user="rn.b", order_id=prepared.order_id)
+    assert second.bedside_complete
+    infused = service.apply_event(
+        prepared.order_id,
+        LifecycleEvent(type=EventType.INFUSE, actor=Actor(person="rn.a")),
+        actor="rn.a",
+    )
+    assert infused.order.state.value == "INFUSED"
+    again = scan(station, "bedside", prepared.bag_text, user="rn.c", order_id=prepared.order_id)
+    assert not again.green and again.reason_code == "already_infused"
+
+
+def test_wristband_plus_one_person_completes_bedside(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("THAWED")
+    result = station.scan(
+        ScanRequest(
+            checkpoint=Checkpoint.BEDSIDE,
+            user="rn.a",
+            unit_scan=prepared.bag_text,
+            wristband_scan="]d1" + prepared.wristband_text,
+        )
+    )
+    assert result.green and result.bedside_complete
+
+
+def test_expired_product_at_thaw_is_red(station: ScanStation, prepare, clock) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("STORED", expires_in=timedelta(days=2))
+    clock.advance(days=3)
+    result = scan(station, "thaw", prepared.bag_text)
+    assert not result.green and result.reason_code == "expired"
+
+
+def test_thawed_too_long_is_red(station: ScanStation, prepare, clock) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("THAWED")
+    clock.advance(minutes=91)  # exa-cel: 90 minutes from thaw to infusion
+    result = scan(station, "bedside", prepared.bag_text, order_id=prepared.order_id)
+    assert not result.green and result.reason_code == "thawed_too_long"
+
+
+def test_held_order_is_red(service: OrderService, station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("STORED")
+    service.apply_event(
+        prepared.order_id,
+        LifecycleEvent(
+            type=EventType.PLACE_HOLD,
+            details={"hold_reason": "temperature_excursion", "reason": "logger LG-1 above -150 °C"},
+        ),
+        actor="qa",
+    )
+    result = scan(station, "thaw", prepared.bag_text)
+    assert not result.green and result.reason_code == "on_hold"
+    assert "temperature_excursion" in result.reason
+
+
+def test_cancelled_order_is_red(service: OrderService, station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("STORED")
+    service.apply_event(
+        prepared.order_id,
+        LifecycleEvent(type=EventType.CANCEL, source="manufacturer", details={"reason": "recall"}),
+        actor="m",
+    )
+    result = scan(station, "thaw", prepared.bag_text)
+    assert not result.green and result.reason_code == "order_cancelled"
+
+
+def test_unknown_unit_and_unreadable_scans_are_red(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("STORED")
+    other = prepared.bag_text.replace(prepared.unit_id[7:], "999999", 1)
+    unknown = scan(station, "thaw", other)
+    assert not unknown.green
+    assert unknown.reason_code in ("unknown_unit", "unreadable_scan")
+    garbage = scan(station, "thaw", "hello world")
+    assert not garbage.green and garbage.reason_code == "unreadable_scan"
+    truncated = scan(station, "thaw", prepared.bag_text[:20])
+    assert not truncated.green and truncated.reason
+
+
+def test_wrong_step_is_red(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("STORED")
+    result = scan(station, "bedside", prepared.bag_text, order_id=prepared.order_id)
+    assert not result.green and result.reason_code == "wrong_step"
+
+
+def test_a_scan_never_turns_green_for_a_tampered_coi(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    alpha = prepare("STORED", patient=0)
+    bravo = prepare("STORED", patient=1)
+    # a relabelled bag: Alpha's unit number carrying Bravo's CoI
+    forged = alpha.bag_text.replace(alpha.coi, bravo.coi)
+    result = scan(station, "thaw", forged)
+    assert not result.green
+    assert result.reason_code in ("coi_mismatch", "unreadable_scan")
