@@ -26,6 +26,13 @@ BackgroundTask = Callable[..., Awaitable[None]]
 background_tasks: list[Callable[[object, asyncio.Event, Settings], Awaitable[None]]] = []
 
 
+def _register_builtin_tasks() -> None:
+    from adapters.hl7v2.listener import run_listener
+
+    if run_listener not in background_tasks:
+        background_tasks.append(run_listener)
+
+
 class _GatewayServer(uvicorn.Server):
     """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process
     before the MLLP listener and relay finish and make a clean stop exit non-zero. Catch the
@@ -45,6 +52,7 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def run_server(settings: Settings) -> None:
+    _register_builtin_tasks()
     service = build_service(settings)
     app = create_app(service)
     config = uvicorn.Config(

@@ -1,0 +1,233 @@
+"""Acknowledgements: AA/AE/AR (original mode) and CA/CE/CR (enhanced mode) with ERR.
+
+ACKs sit on the hot path, so they are written with the ER7 writer rather than hl7apy;
+``tests/hl7v2`` parses them back with hl7apy to keep them standard. An ERR segment says
+what was wrong and where in both the v2.5+ form (ERR-2 location, ERR-3 table 0357 code,
+ERR-4 severity, ERR-5 our refusal code, ERR-8 a sentence for a person) and, for senders on
+v2.3/2.4, the older ERR-1 form; MSA-3 repeats the sentence for engines that show only it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from adapters.hl7v2.er7 import (
+    Component,
+    FieldValue,
+    Message,
+    Raw,
+    encode_field,
+    encode_message,
+    encode_segment,
+)
+from adapters.hl7v2.escapes import STANDARD, Separators
+
+AckCode = Literal["AA", "AE", "AR", "CA", "CE", "CR"]
+
+#: HL7 table 0357, message error condition codes.
+TABLE_0357 = {
+    "0": "Message accepted",
+    "100": "Segment sequence error",
+    "101": "Required field missing",
+    "102": "Data type error",
+    "103": "Table value not found",
+    "104": "Value too long",
+    "200": "Unsupported message type",
+    "201": "Unsupported event code",
+    "202": "Unsupported processing id",
+    "203": "Unsupported version id",
+    "204": "Unknown key identifier",
+    "205": "Duplicate key identifier",
+    "206": "Application record locked",
+    "207": "Application internal error",
+}
+
+_ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
+_counter = itertools.count(1)
+_PROCESS = f"{os.getpid() % 100000:05d}"
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    """One problem, located the way ERR-2 (ERL) locates it."""
+
+    code: str  # table 0357
+    reason: str
+    segment: str = ""
+    sequence: int = 1
+    field: int | None = None
+    component: int | None = None
+    application_code: str | None = None  # our stable refusal code, e.g. order_on_hold
+    severity: str = "E"
+
+    @property
+    def where(self) -> str:
+        if not self.segment:
+            return "message"
+        text = self.segment + (f"-{self.field}" if self.field else "")
+        return text + (f".{self.component}" if self.component else "")
+
+
+def new_control_id(prefix: str = "V2V") -> str:
+    """Unique per process and time; 20 characters fit MSH-10 in every version."""
+    return f"{prefix}{int(time.time() * 1000) % 10**10:010d}{_PROCESS}{next(_counter) % 100:02d}"
+
+
+def hl7_timestamp(at: datetime | None = None) -> str:
+    moment = (at or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y%m%d%H%M%S") + "+0000"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    numbers = re.findall(r"\d+", version)
+    return tuple(int(n) for n in numbers[:3]) if numbers else (2, 5, 1)
+
+
+def uses_err_location(version: str) -> bool:
+    """ERR-2..ERR-8 exist from v2.5; earlier versions carry ERR-1 (ELD) only."""
+    return _version_tuple(version) >= (2, 5)
+
+
+def ack_mode(message: Message | None) -> Literal["original", "enhanced"]:
+    if message is None:
+        return "original"
+    if message.get("MSH-15") or message.get("MSH-16"):
+        return "enhanced"
+    return "original"
+
+
+def wanted(condition: str, success: bool) -> bool:
+    """Whether MSH-15/16's condition (AL, NE, ER, SU; empty = AL) asks for this ACK."""
+    condition = condition.upper() or "AL"
+    if condition == "NE":
+        return False
+    if condition == "ER":
+        return not success
+    if condition == "SU":
+        return success
+    return True
+
+
+def _err_segment(error: ErrorDetail, version: str, seps: Separators) -> str:
+    code_text = TABLE_0357.get(error.code, "")
+    if not uses_err_location(version):
+        eld: list[Component] = [
+            error.segment,
+            str(error.sequence) if error.segment else "",
+            str(error.field) if error.field else "",
+            [error.code, code_text, "HL70357"],
+        ]
+        return encode_segment("ERR", [eld], seps)
+    location: list[Component] = (
+        [
+            error.segment,
+            str(error.sequence),
+            str(error.field) if error.field else "",
+            "1" if error.field else "",
+            str(error.component) if error.component else "",
+        ]
+        if error.segment
+        else []
+    )
+    application: FieldValue = (
+        [error.application_code, "", "V2V"] if error.application_code else None
+    )
+    return encode_segment(
+        "ERR",
+        [
+            None,
+            location,
+            [error.code, code_text, "HL70357"],
+            error.severity,
+            application,
+            None,
+            None,
+            error.reason,
+        ],
+        seps,
+    )
+
+
+def build_ack(
+    inbound: Message | None,
+    code: AckCode,
+    *,
+    errors: Sequence[ErrorDetail] = (),
+    sending_application: str = "VEIN2VEIN",
+    sending_facility: str = "V2V",
+    at: datetime | None = None,
+    control_id: str | None = None,
+) -> bytes:
+    """An acknowledgement of ``inbound`` (None when its MSH could not be read)."""
+    seps = inbound.seps if inbound is not None else STANDARD
+    msh = inbound.msh if inbound is not None else None
+    version = (inbound.version if inbound is not None else "") or "2.5.1"
+    trigger = inbound.get("MSH-9.2") if inbound is not None else ""
+
+    def raw(index: int) -> str:
+        return msh.raw(index) if msh is not None else ""
+
+    header = encode_segment(
+        "MSH",
+        [
+            sending_application,
+            sending_facility,
+            Raw(raw(3)),
+            Raw(raw(4)),
+            hl7_timestamp(at),
+            None,
+            ["ACK", trigger, "ACK"] if trigger else ["ACK", "", "ACK"],
+            control_id or new_control_id("ACK"),
+            Raw(raw(11)) if raw(11) else "P",
+            Raw(raw(12)) if raw(12) else version,
+        ],
+        seps,
+    )
+    reason = "; ".join(f"{e.where}: {e.reason}" for e in errors)
+    msa = encode_segment(
+        "MSA",
+        [code, inbound.control_id if inbound is not None else "", reason[:200] or None],
+        seps,
+    )
+    segments = [header, msa, *(_err_segment(error, version, seps) for error in errors)]
+    return encode_message(segments)
+
+
+def enhanced(code: str) -> AckCode:
+    return _ENHANCED[code]  # type: ignore[return-value]
+
+
+def split_messages(body: bytes) -> list[bytes]:
+    """Split stored replies (one or more ER7 messages back to back) into messages."""
+    text = body.decode("utf-8")
+    starts = [m.start() for m in re.finditer(r"(?:^|\r)MSH", text)]
+    if not starts:
+        return [body] if body else []
+    pieces = []
+    for index, start in enumerate(starts):
+        begin = start + (1 if text[start] == "\r" else 0)
+        end = starts[index + 1] + 1 if index + 1 < len(starts) else len(text)
+        pieces.append(text[begin:end].encode("utf-8"))
+    return pieces
+
+
+__all__ = [
+    "TABLE_0357",
+    "AckCode",
+    "ErrorDetail",
+    "ack_mode",
+    "build_ack",
+    "encode_field",
+    "enhanced",
+    "hl7_timestamp",
+    "new_control_id",
+    "split_messages",
+    "wanted",
+]

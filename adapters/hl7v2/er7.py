@@ -1,0 +1,344 @@
+"""A fast, tolerant ER7 (pipe-and-hat) reader and writer.
+
+hl7apy knows the standard but parses a 10-segment order in tens of milliseconds; the
+inbound hot path cannot afford that. This reader splits segments and fields eagerly (a
+few microseconds) and components, subcomponents and escapes only when a mapping asks for
+a value. It accepts what real interface engines send: a UTF-8 byte-order mark, ``\\r``,
+``\\n`` or ``\\r\\n`` segment endings, trailing separators, empty lines, Z-segments and any
+version from 2.1 to 2.8.
+
+Paths name values the way hospital interface analysts write them: ``PID-3``,
+``PID-3.1``, ``PID-5.1.1``, ``PID-3[2].1`` (second repetition), ``OBX[2]-5`` (second OBX).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from adapters.hl7v2.escapes import STANDARD, Separators, escape, unescape
+
+_SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+_PATH = re.compile(
+    r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<occ>\d+)\])?-(?P<field>\d+)"
+    r"(?:\[(?P<rep>\d+)\])?(?:\.(?P<comp>\d+))?(?:\.(?P<sub>\d+))?$"
+)
+_SEGMENT_BREAK = re.compile(r"\r\n|\r|\n")
+BOM = "\ufeff"
+
+
+class Er7Error(ValueError):
+    """A message that cannot be read, with where and why in HL7 error terms (table 0357)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: str = "102",
+        segment: str = "MSH",
+        sequence: int = 1,
+        field: int | None = None,
+        component: int | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.segment = segment
+        self.sequence = sequence
+        self.field = field
+        self.component = component
+
+
+@dataclass(frozen=True)
+class Path:
+    segment: str
+    occurrence: int = 1
+    field: int = 1
+    repetition: int = 1
+    component: int | None = None
+    subcomponent: int | None = None
+
+    def __str__(self) -> str:
+        text = self.segment + (f"[{self.occurrence}]" if self.occurrence != 1 else "")
+        text += f"-{self.field}" + (f"[{self.repetition}]" if self.repetition != 1 else "")
+        if self.component is not None:
+            text += f".{self.component}"
+            if self.subcomponent is not None:
+                text += f".{self.subcomponent}"
+        return text
+
+
+@lru_cache(maxsize=1024)
+def parse_path(text: str) -> Path:
+    """Read a path such as ``PID-3[2].1``; raises ValueError naming what is wrong."""
+    match = _PATH.match(text.strip())
+    if match is None:
+        raise ValueError(
+            f"'{text}' is not a field path; write SEG-F, SEG-F.C, SEG-F.C.S, "
+            "SEG-F[rep].C or SEG[n]-F"
+        )
+    parts = match.groupdict()
+    numbers = {
+        key: int(value) for key, value in parts.items() if key != "seg" and value is not None
+    }
+    if any(value < 1 for value in numbers.values()):
+        raise ValueError(f"'{text}': positions count from 1")
+    return Path(
+        segment=parts["seg"],
+        occurrence=numbers.get("occ", 1),
+        field=numbers["field"],
+        repetition=numbers.get("rep", 1),
+        component=numbers.get("comp"),
+        subcomponent=numbers.get("sub"),
+    )
+
+
+class Segment:
+    """One segment; ``fields[n]`` is SEG-n, so for MSH ``fields[1]`` is the field separator."""
+
+    __slots__ = ("fields", "name", "seps")
+
+    def __init__(self, name: str, fields: list[str], seps: Separators) -> None:
+        self.name = name
+        self.fields = fields
+        self.seps = seps
+
+    def raw(self, index: int) -> str:
+        """The field exactly as sent (escaped, with all repetitions)."""
+        return self.fields[index] if 0 <= index < len(self.fields) else ""
+
+    def repetitions(self, index: int) -> list[str]:
+        text = self.raw(index)
+        if not text:
+            return []
+        if self.name == "MSH" and index in (1, 2):
+            return [text]
+        return text.split(self.seps.repetition)
+
+    def value(
+        self,
+        index: int,
+        repetition: int = 1,
+        component: int | None = None,
+        subcomponent: int | None = None,
+    ) -> str:
+        """One leaf value, unescaped. Without a component: the first component's first
+        subcomponent, which is what a mapping means by "the value of PID-8"."""
+        if self.name == "MSH" and index in (1, 2):
+            return self.raw(index)
+        reps = self.repetitions(index)
+        if len(reps) < repetition:
+            return ""
+        text = reps[repetition - 1]
+        components = text.split(self.seps.component)
+        comp = component or 1
+        if len(components) < comp:
+            return ""
+        subs = components[comp - 1].split(self.seps.subcomponent)
+        sub = subcomponent or 1
+        if len(subs) < sub:
+            return ""
+        return unescape(subs[sub - 1], self.seps)
+
+    def components(self, index: int, repetition: int = 1) -> list[str]:
+        reps = self.repetitions(index)
+        if len(reps) < repetition:
+            return []
+        return [
+            unescape(part, self.seps) for part in reps[repetition - 1].split(self.seps.component)
+        ]
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.name} ({len(self.fields) - 1} fields)>"
+
+
+@dataclass
+class Message:
+    seps: Separators
+    segments: list[Segment]
+    text: str = field(repr=False)
+
+    def segment(self, name: str, occurrence: int = 1) -> Segment | None:
+        seen = 0
+        for segment in self.segments:
+            if segment.name == name:
+                seen += 1
+                if seen == occurrence:
+                    return segment
+        return None
+
+    def all(self, name: str) -> list[Segment]:
+        return [segment for segment in self.segments if segment.name == name]
+
+    def has(self, name: str) -> bool:
+        return any(segment.name == name for segment in self.segments)
+
+    def get(self, path: str | Path) -> str:
+        """The unescaped value at ``path``; empty when absent."""
+        where = parse_path(path) if isinstance(path, str) else path
+        segment = self.segment(where.segment, where.occurrence)
+        if segment is None:
+            return ""
+        return segment.value(where.field, where.repetition, where.component, where.subcomponent)
+
+    def first(self, paths: Sequence[str]) -> tuple[str, str]:
+        """The first non-empty value among ``paths`` and the path it came from."""
+        for path in paths:
+            value = self.get(path)
+            if value:
+                return value, path
+        return "", paths[0] if paths else ""
+
+    # --- header shortcuts -------------------------------------------------------------
+    @property
+    def msh(self) -> Segment:
+        return self.segments[0]
+
+    @property
+    def message_code(self) -> str:
+        return self.get("MSH-9.1").upper()
+
+    @property
+    def trigger(self) -> str:
+        return self.get("MSH-9.2").upper()
+
+    @property
+    def message_type(self) -> str:
+        return f"{self.message_code}^{self.trigger}" if self.trigger else self.message_code
+
+    @property
+    def control_id(self) -> str:
+        return self.get("MSH-10")
+
+    @property
+    def version(self) -> str:
+        return self.get("MSH-12")
+
+    @property
+    def sending_application(self) -> str:
+        return self.msh.raw(3)
+
+    @property
+    def sending_facility(self) -> str:
+        return self.msh.raw(4)
+
+
+def decode(data: bytes | str) -> str:
+    """Bytes to text: UTF-8 (the default everywhere we connect), Latin-1 as the fallback
+    that can decode anything an older engine sends."""
+    if isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")
+    return text[1:] if text.startswith(BOM) else text
+
+
+def read_separators(header: str) -> Separators:
+    """MSH-1 and MSH-2 from the first segment; raises :class:`Er7Error` when unusable."""
+    if not header.startswith("MSH"):
+        raise Er7Error(
+            "the message must start with an MSH segment", code="100", segment="MSH", field=None
+        )
+    if len(header) < 8:
+        raise Er7Error("MSH is too short to declare its separators", field=2)
+    field_sep = header[3]
+    end = header.find(field_sep, 4)
+    encoding = header[4:] if end == -1 else header[4:end]
+    chars = field_sep + encoding
+    if (
+        len(encoding) not in (4, 5)
+        or len(set(chars)) != len(chars)
+        or any(char.isalnum() or char in " \r\n" for char in chars)
+    ):
+        raise Er7Error(
+            f"MSH-1/MSH-2 must declare distinct separators (usually |^~\\&), got {chars!r}",
+            field=2,
+        )
+    return Separators(
+        field=field_sep,
+        component=encoding[0],
+        repetition=encoding[1],
+        escape=encoding[2],
+        subcomponent=encoding[3],
+        truncation=encoding[4] if len(encoding) == 5 else None,
+    )
+
+
+def parse(data: bytes | str) -> Message:
+    """Parse one message. Structure problems raise :class:`Er7Error` with an HL7 location."""
+    text = decode(data).lstrip("\r\n\x00 \t\x0b")
+    lines = [line for line in _SEGMENT_BREAK.split(text) if line.strip()]
+    if not lines:
+        raise Er7Error("the message is empty", code="100")
+    seps = read_separators(lines[0])
+    segments: list[Segment] = []
+    for sequence, line in enumerate(lines, start=1):
+        name = line[:3]
+        if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != seps.field):
+            raise Er7Error(
+                f"segment {sequence} does not start with a segment name "
+                f"and field separator: {line[:12]!r}",
+                code="100",
+                segment=name if _SEGMENT_NAME.match(name) else "???",
+                sequence=sequence,
+            )
+        parts = line.split(seps.field)
+        if name == "MSH":
+            parts.insert(1, seps.field)
+        segments.append(Segment(name, parts, seps))
+    return Message(seps, segments, text)
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+class Raw(str):
+    """A value already in ER7 form (copied from an inbound message); written unchanged."""
+
+
+Component = str | Sequence[str] | None
+FieldValue = str | Sequence[Component] | None
+
+
+def encode_field(value: FieldValue, seps: Separators = STANDARD) -> str:
+    """Render a field: a string is one escaped value; a sequence is its components, each a
+    string or a sequence of subcomponents."""
+    if value is None:
+        return ""
+    if isinstance(value, Raw):
+        return str(value)
+    if isinstance(value, str):
+        return escape(value, seps)
+    rendered: list[str] = []
+    for component in value:
+        if component is None:
+            rendered.append("")
+        elif isinstance(component, str):
+            rendered.append(escape(component, seps))
+        else:
+            rendered.append(
+                seps.subcomponent.join(escape(sub or "", seps) for sub in component).rstrip(
+                    seps.subcomponent
+                )
+            )
+    return seps.component.join(rendered).rstrip(seps.component)
+
+
+def encode_segment(name: str, fields: Sequence[FieldValue], seps: Separators = STANDARD) -> str:
+    """``fields[0]`` is SEG-1 (for MSH: MSH-3, since MSH-1 and MSH-2 are the separators)."""
+    rendered = [encode_field(value, seps) for value in fields]
+    while rendered and not rendered[-1]:
+        rendered.pop()
+    if name == "MSH":
+        return seps.field.join(["MSH", seps.encoding_characters, *rendered])
+    return seps.field.join([name, *rendered])
+
+
+def encode_message(segments: Sequence[str]) -> bytes:
+    """Join rendered segments with the standard carriage return."""
+    return ("\r".join(segments) + "\r").encode("utf-8")
