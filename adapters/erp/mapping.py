@@ -1,0 +1,60 @@
+"""``mappings/erp/<site>.yaml``: how to reach a hospital's purchasing service and which
+vendor and material numbers its ERP uses for our manufacturers and therapies."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.manufacturers.mapping import Endpoint
+from gateway import mapping_check
+from gateway.mapping_files import DEFAULT_MAPPINGS_DIR, MappingFileError, load_model, mappings_dir
+
+REPOSITORY = DEFAULT_MAPPINGS_DIR.parent
+
+
+class ErpMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: str
+    name: str
+    wsdl: str = Field(description="WSDL path (relative to the repository) or URL")
+    endpoint: Endpoint
+    timeout_seconds: float = Field(default=20, gt=0)
+    plant: str
+    cost_center: str | None = None
+    vendors: dict[str, str] = Field(description="manufacturer id → ERP vendor number")
+    materials: dict[str, str] = Field(description="therapy code → ERP material number")
+
+    def wsdl_location(self) -> str:
+        if "://" in self.wsdl:
+            return self.wsdl
+        path = Path(self.wsdl)
+        return str(path if path.is_absolute() else REPOSITORY / path)
+
+
+def load_erp(directory: Path | None = None) -> dict[str, ErpMapping]:
+    folder = (directory or mappings_dir()) / "erp"
+    found: dict[str, ErpMapping] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        mapping = load_model(path, ErpMapping)
+        if mapping.site != path.stem:
+            raise MappingFileError(path, 1, f"site '{mapping.site}' must match the file name")
+        if "://" not in mapping.wsdl and not Path(mapping.wsdl_location()).is_file():
+            raise MappingFileError(path, None, f"wsdl: no file at {mapping.wsdl_location()}")
+        found[mapping.site] = mapping
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(folder: Path) -> dict[str, ErpMapping]:
+    return load_erp(folder)
+
+
+def erp_for(site: str, directory: Path | None = None) -> ErpMapping | None:
+    return _cached(directory or mappings_dir()).get(site)
+
+
+mapping_check.register("erp", lambda folder: len(load_erp(folder)))

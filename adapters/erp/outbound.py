@@ -1,0 +1,110 @@
+"""The relay transport for ``erp:<site>``: a purchase order when the slot is confirmed,
+a goods receipt when the product is received at site.
+
+The purchase order number is kept on the order (``external_ids.erp_purchase_order``);
+the outbox idempotency key is the ERP request id, so a retry after a lost answer returns
+the same purchase order instead of raising a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from adapters.erp.mapping import ErpMapping, load_erp
+from adapters.erp.soap import PurchaseOrderStatus, PurchasingService
+from gateway.domain.tracking import link_reference
+from gateway.service.orders import OrderService
+from gateway.service.relay import DeliveryError, Transport
+from gateway.store.outbox import OutboxItem
+
+
+def transport(
+    service: OrderService,
+    *,
+    mappings: Mapping[str, ErpMapping] | None = None,
+    mappings_dir: Path | None = None,
+    addresses: Mapping[str, str] | None = None,
+) -> Transport:
+    sites = dict(mappings) if mappings is not None else load_erp(mappings_dir)
+    connections: dict[str, PurchasingService] = {}
+
+    def connect(site: str) -> PurchasingService:
+        mapping = sites.get(site)
+        if mapping is None:
+            raise DeliveryError(f"no ERP mapping for site {site!r}", permanent=True)
+        if site not in connections:
+            connections[site] = PurchasingService(mapping, (addresses or {}).get(site))
+        return connections[site]
+
+    def deliver(item: OutboxItem) -> None:
+        site = item.destination.split(":", 1)[1]
+        if item.kind not in ("erp.create_purchase_order", "erp.goods_receipt"):
+            return
+        erp = connect(site)
+        if not item.order_id:
+            raise DeliveryError("an ERP notice needs its order", permanent=True)
+        order = service.get(item.order_id)
+        if item.kind == "erp.create_purchase_order":
+            if order.external_ids.erp_purchase_order:
+                return  # raised already (by the hospital, or a delivery whose ack was lost)
+            vendor = erp.mapping.vendors.get(order.therapy.manufacturer)
+            material = erp.mapping.materials.get(order.therapy.code)
+            if vendor is None or material is None:
+                raise DeliveryError(
+                    f"ERP mapping for {site} lacks vendor for {order.therapy.manufacturer!r} "
+                    f"or material for {order.therapy.code!r}",
+                    permanent=True,
+                )
+            when = order.milestones.slot_start or order.milestones.apheresis_at or order.created_at
+            number = erp.create_purchase_order(
+                request_id=request_id(item),
+                vendor=vendor,
+                material=material,
+                delivery=when.date(),
+                reference=order.coi or order.id,
+            )
+            with service.uow() as uow:
+                service.amend(
+                    order.id,
+                    link_reference("erp_purchase_order", number),
+                    action="reference_linked",
+                    actor=f"erp:{site}",
+                    uow=uow,
+                )
+                uow.commit()
+            return
+        if not order.external_ids.erp_purchase_order:
+            raise DeliveryError(f"order {order.id} has no purchase order yet; retrying later")
+        erp.post_goods_receipt(
+            request_id=request_id(item),
+            purchase_order=order.external_ids.erp_purchase_order,
+            received_at=order.milestones.received_at_site_at or _received(item),
+            batches=[unit.unit_id for unit in order.final_products()],
+        )
+
+    return deliver
+
+
+def request_id(item: OutboxItem) -> str:
+    """The ERP's request id (at most 40 characters), stable across retries of one item."""
+    return "V2V-" + hashlib.sha256(item.idempotency_key.encode()).hexdigest()[:32]
+
+
+def _received(item: OutboxItem) -> datetime:
+    value = item.payload.get("received_at")
+    if not value:
+        raise DeliveryError("the goods receipt notice has no receipt time", permanent=True)
+    return datetime.fromisoformat(value)
+
+
+def purchase_order_status(
+    site: str, purchase_order: str, *, address: str | None = None
+) -> PurchaseOrderStatus:
+    """Read a purchase order's status from the site's ERP."""
+    mapping = load_erp().get(site)
+    if mapping is None:
+        raise LookupError(f"no ERP mapping for site {site!r}")
+    return PurchasingService(mapping, address).status(purchase_order)

@@ -1,0 +1,105 @@
+"""The hospital ERP's purchasing service over SOAP 1.1, through zeep.
+
+A SOAP fault is a :class:`DeliveryError`: a client fault (we sent something the ERP
+refuses) is permanent, a server fault or a network failure is retried by the relay.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import requests
+import zeep
+from zeep.exceptions import Error as ZeepError
+from zeep.exceptions import Fault, TransportError
+from zeep.transports import Transport as ZeepTransport
+
+from adapters.erp.mapping import ErpMapping
+from gateway.service.relay import DeliveryError
+
+BINDING = "{urn:vein2vein:erp:purchasing:1:wsdl}PurchasingBinding"
+
+
+@dataclass(frozen=True)
+class PurchaseOrderStatus:
+    number: str
+    status: str
+    reference: str
+
+
+@functools.lru_cache(maxsize=16)
+def _client(wsdl: str, timeout: float) -> zeep.Client:
+    session = requests.Session()
+    session.trust_env = False  # a site proxy setting must not reroute calls to the ERP
+    return zeep.Client(wsdl, transport=ZeepTransport(session=session, operation_timeout=timeout))
+
+
+def is_client_fault(fault: Fault) -> bool:
+    code = (fault.code or "").split(":")[-1]
+    return code.startswith("Client") or code.startswith("Sender")
+
+
+class PurchasingService:
+    """One site's purchasing service; ``address`` overrides the mapping's endpoint."""
+
+    def __init__(self, mapping: ErpMapping, address: str | None = None) -> None:
+        self.mapping = mapping
+        self.address = address or mapping.endpoint.base_url()
+        client = _client(mapping.wsdl_location(), mapping.timeout_seconds)
+        self.service = client.create_service(BINDING, self.address)
+
+    def _call(self, operation: str, **arguments: Any) -> Any:
+        try:
+            return getattr(self.service, operation)(**arguments)
+        except Fault as fault:
+            raise DeliveryError(
+                f"ERP {self.mapping.site} {operation} fault {fault.code}: {fault.message}",
+                permanent=is_client_fault(fault),
+            ) from fault
+        except TransportError as exc:
+            raise DeliveryError(
+                f"ERP {self.mapping.site} {operation}: HTTP {exc.status_code}",
+                permanent=400 <= exc.status_code < 500 and exc.status_code not in (408, 429),
+            ) from exc
+        except (requests.RequestException, OSError) as exc:
+            raise DeliveryError(f"ERP {self.mapping.site} unreachable: {exc}") from exc
+        except ZeepError as exc:
+            raise DeliveryError(f"ERP {self.mapping.site} {operation}: {exc}") from exc
+
+    def create_purchase_order(
+        self, *, request_id: str, vendor: str, material: str, delivery: date, reference: str
+    ) -> str:
+        answer = self._call(
+            "CreatePurchaseOrder",
+            RequestId=request_id,
+            Plant=self.mapping.plant,
+            VendorId=vendor,
+            Material=material,
+            Quantity=1,
+            DeliveryDate=delivery,
+            CostCenter=self.mapping.cost_center,
+            Reference=reference,
+        )
+        return str(answer.PurchaseOrderNumber)
+
+    def post_goods_receipt(
+        self, *, request_id: str, purchase_order: str, received_at: datetime, batches: list[str]
+    ) -> str:
+        answer = self._call(
+            "PostGoodsReceipt",
+            RequestId=request_id,
+            PurchaseOrderNumber=purchase_order,
+            ReceivedAt=received_at,
+            Quantity=1,
+            Batch=batches,
+        )
+        return str(answer.DocumentNumber)
+
+    def status(self, purchase_order: str) -> PurchaseOrderStatus:
+        answer = self._call("GetPurchaseOrderStatus", PurchaseOrderNumber=purchase_order)
+        return PurchaseOrderStatus(
+            str(answer.PurchaseOrderNumber), str(answer.Status), str(answer.Reference)
+        )

@@ -1,0 +1,231 @@
+"""Receiving a partner webhook: authenticate, store, apply, answer — the same for every
+partner kind (manufacturers here, couriers reuse it).
+
+The raw body is stored in the inbox before the 2xx leaves, in the same transaction as its
+effects; the sender's message id is the idempotency key, so a retry gets the stored answer.
+Messages that fail authentication are stored too, under a key of their own, so that a
+forged message can never claim a genuine message id.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from adapters.manufacturers.signing import SignatureError
+from gateway.api.problems import PROBLEM_JSON, TYPE_BASE
+from gateway.domain.errors import DomainError, TransitionRefused
+from gateway.service.errors import ServiceError
+from gateway.service.orders import InboundMessage, OrderService, Reply
+from gateway.service.unit_of_work import UnitOfWork
+
+
+class PayloadError(ValueError):
+    """A message we understood well enough to refuse: its problem names the field."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        order_id: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.field = field
+        self.order_id = order_id
+
+
+@dataclass
+class Context:
+    """Shared by a message's handler and its error reply: a refusal is filed under the
+    order the handler had found."""
+
+    order_id: str | None = None
+
+
+Authenticate = Callable[[dict[str, str], bytes], str]
+Handle = Callable[[UnitOfWork], Reply]
+
+TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Transition refused"}
+
+
+def problem_reply(
+    status: int,
+    code: str,
+    detail: str,
+    instance: str,
+    *,
+    order_id: str | None = None,
+    **extensions: Any,
+) -> Reply:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code,
+        "title": TITLES.get(status, "Unprocessable content"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": instance,
+    }
+    body.update({key: value for key, value in extensions.items() if value is not None})
+    return Reply("rejected", json.dumps(body).encode(), PROBLEM_JSON, order_id=order_id)
+
+
+def accepted_reply(order_id: str | None, **body: Any) -> Reply:
+    return Reply(
+        "accepted",
+        json.dumps({"status": "accepted", "order_id": order_id, **body}, default=str).encode(),
+        "application/json",
+        order_id=order_id,
+    )
+
+
+def error_reply(instance: str, context: Context | None = None) -> Callable[[Exception], Reply]:
+    def build(exc: Exception) -> Reply:
+        order_id = context.order_id if context else None
+        if isinstance(exc, PayloadError):
+            return problem_reply(
+                exc.status,
+                exc.code,
+                exc.detail,
+                instance,
+                order_id=exc.order_id or order_id,
+                field=exc.field,
+            )
+        if isinstance(exc, TransitionRefused):
+            return problem_reply(
+                409, exc.code, exc.message, instance, order_id=order_id, **exc.details
+            )
+        if isinstance(exc, (ServiceError, DomainError)):
+            status = exc.status if isinstance(exc, ServiceError) else 422
+            return problem_reply(
+                status, exc.code, exc.message, instance, order_id=order_id, **exc.details
+            )
+        return Reply(
+            "error",
+            json.dumps(
+                {
+                    "type": TYPE_BASE + "internal_error",
+                    "title": "Internal error",
+                    "status": 500,
+                    "detail": "The gateway failed unexpectedly; nothing was applied. Retry later.",
+                    "code": "internal_error",
+                    "instance": instance,
+                }
+            ).encode(),
+            PROBLEM_JSON,
+            order_id=order_id,
+        )
+
+    return build
+
+
+def http_response(reply: Reply) -> Response:
+    status = 200
+    if reply.status != "accepted":
+        try:
+            status = int(json.loads(reply.body).get("status", 500))
+        except (ValueError, AttributeError):
+            status = 500
+    headers = {"Webhook-Replayed": "true"} if reply.duplicate else {}
+    return Response(reply.body, status_code=status, media_type=reply.content_type, headers=headers)
+
+
+def _refuse(error: PayloadError) -> Handle:
+    def handle(uow: UnitOfWork) -> Reply:
+        raise error
+
+    return handle
+
+
+def store_rejection(
+    service: OrderService,
+    *,
+    channel: str,
+    sender: str,
+    request_body: bytes,
+    content_type: str,
+    error: PayloadError,
+    instance: str,
+) -> Reply:
+    """Store a message we will not process (unauthenticated, unknown partner) and refuse it."""
+    message = InboundMessage(
+        key=f"rejected:{channel}:{uuid.uuid4().hex}",
+        channel=channel,
+        sender=sender,
+        content_type=content_type,
+        body=request_body,
+    )
+    return service.process_inbound(message, _refuse(error), error_reply(instance))
+
+
+async def receive(
+    request: Request,
+    service: OrderService,
+    *,
+    channel: str,
+    partner: str | None,
+    authenticate: Authenticate | None,
+    handle: Callable[[bytes, Context], Handle],
+) -> Response:
+    """The whole inbound webhook exchange; ``partner`` None means the partner is unknown."""
+    body = await request.body()
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    content_type = headers.get("content-type", "application/octet-stream")
+    instance = request.url.path
+    sender = partner or request.path_params.get("partner", "unknown")
+
+    def run() -> Reply:
+        if partner is None or authenticate is None:
+            return store_rejection(
+                service,
+                channel=channel,
+                sender=sender,
+                request_body=body,
+                content_type=content_type,
+                error=PayloadError(404, "unknown_partner", f"No partner mapping for {sender!r}."),
+                instance=instance,
+            )
+        try:
+            message_id = authenticate(headers, body)
+        except SignatureError as exc:
+            return store_rejection(
+                service,
+                channel=channel,
+                sender=sender,
+                request_body=body,
+                content_type=content_type,
+                error=PayloadError(401, exc.code, exc.detail),
+                instance=instance,
+            )
+        message = InboundMessage(
+            key=f"webhook:{partner}:{message_id}",
+            channel=channel,
+            sender=partner,
+            content_type=content_type,
+            body=body,
+        )
+        context = Context()
+        return service.process_inbound(
+            message, handle(body, context), error_reply(instance, context)
+        )
+
+    return http_response(await run_in_threadpool(run))
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(400, "malformed_json", f"The body is not valid JSON: {exc}.") from None
