@@ -7,13 +7,17 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.domain.model import TherapyOrder
+    from gateway.service.orders import OrderService
 
 app = typer.Typer(
     help="vein2vein: cell-therapy order gateway and chain-of-identity labels.",
@@ -92,16 +96,8 @@ def orders_show(
 ) -> None:
     """Show one order as canonical JSON (no patient identity)."""
     from gateway.bootstrap import build_service
-    from gateway.service.errors import NotFound
 
-    service = build_service()
-    order = service.find("coi", order_id) or service.find("placer", order_id)
-    if order is None:
-        try:
-            order = service.get(order_id)
-        except NotFound:
-            errors.print(f"[red]No order with id, CoI or placer number {order_id!r}.[/]")
-            raise typer.Exit(1) from None
+    order = _find_order(build_service(), order_id)
     body = order.model_dump(mode="json")
     body["status"] = order.status
     print(json.dumps(body, indent=2))
@@ -146,6 +142,124 @@ def mappings_check(
             errors.print(f"[red]BROKEN[/]  {result.name}: {result.error}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def label(
+    order: Annotated[str, typer.Argument(help="Order id, CoI or placer number.")],
+    unit: Annotated[str | None, typer.Argument(help="Unit id (omit for the wristband).")] = None,
+    kind: Annotated[str, typer.Option(help="bag, cassette or wristband.")] = "bag",
+    fmt: Annotated[str, typer.Option("--format", help="png, svg, pdf or zpl.")] = "png",
+    out: Annotated[
+        Path | None, typer.Option(help="File to write (default: stdout for text formats).")
+    ] = None,
+) -> None:
+    """Render a unit's label or the patient's wristband."""
+    from gateway.api.scans import render
+    from gateway.bootstrap import build_service
+    from gateway.service.labels import LabelFactory, LabelUnavailable
+    from gateway.sites import load_sites
+    from labeling.layout import LabelKind
+
+    if fmt not in ("png", "svg", "pdf", "zpl"):
+        errors.print(f"[red]Unknown format {fmt!r}; use png, svg, pdf or zpl.[/]")
+        raise typer.Exit(2)
+    service = build_service()
+    found = _find_order(service, order)
+    factory = LabelFactory.default(load_sites())
+    patient = service.patient_of(found.id)
+    try:
+        if kind == "wristband":
+            if patient is None:
+                raise LabelUnavailable("the order has no patient record")
+            data = factory.wristband(found, patient)
+        else:
+            target = found.unit(unit or "")
+            if target is None:
+                raise LabelUnavailable(
+                    f"order {found.id} has no unit {unit!r}; units: "
+                    f"{', '.join(u.unit_id for u in found.units) or 'none'}"
+                )
+            label_kind = LabelKind(kind)
+            data = factory.product_label(
+                found, target, label_kind, patient if label_kind.may_carry_patient else None
+            )
+    except (LabelUnavailable, ValueError) as exc:
+        errors.print(f"[red]Cannot print that label:[/] {exc}")
+        raise typer.Exit(1) from None
+    content = render(data, fmt)  # type: ignore[arg-type]
+    if out is None and fmt in ("png", "pdf"):
+        errors.print("[red]Binary formats need --out FILE.[/]")
+        raise typer.Exit(2)
+    if out is None:
+        sys.stdout.write(content.decode())
+        return
+    out.write_bytes(content)
+    console.print(f"wrote {out} ({len(content)} bytes)")
+
+
+@app.command()
+def scan(
+    text: Annotated[str | None, typer.Argument(help="What the scanner typed (quote it).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="receipt, storage, thaw or bedside.")] = "receipt",
+    user: Annotated[str, typer.Option(help="Who is scanning (goes into the custody log).")] = "",
+    image: Annotated[Path | None, typer.Option(help="A photo of the label instead.")] = None,
+    order: Annotated[str | None, typer.Option(help="The order being worked on.")] = None,
+    wristband: Annotated[str | None, typer.Option(help="The wristband scan (bedside).")] = None,
+    location: Annotated[str | None, typer.Option(help="Where the scan happens.")] = None,
+) -> None:
+    """Check a scanned label against its order; exit 0 on green, 3 on red."""
+    from gateway.bootstrap import build_service
+    from gateway.domain.verification import Checkpoint
+    from gateway.service.scanning import ScanRequest, ScanStation
+    from gateway.sites import load_sites
+
+    if not user:
+        errors.print("[red]--user is required: every verdict is recorded under a name.[/]")
+        raise typer.Exit(2)
+    if (text is None) == (image is None):
+        errors.print("[red]Give the scanned text or --image, not both.[/]")
+        raise typer.Exit(2)
+    try:
+        point = Checkpoint(checkpoint)
+    except ValueError:
+        errors.print(f"[red]Unknown checkpoint {checkpoint!r}.[/]")
+        raise typer.Exit(2) from None
+    service = build_service()
+    order_id = _find_order(service, order).id if order else None
+    result = ScanStation(service, load_sites()).scan(
+        ScanRequest(
+            checkpoint=point,
+            user=user,
+            unit_scan=text,
+            unit_image=image.read_bytes() if image else None,
+            wristband_scan=wristband,
+            order_id=order_id,
+            location=location,
+        )
+    )
+    if result.green:
+        console.print(
+            f"[bold white on green] GREEN [/] {result.reason} unit {result.unit_id} "
+            f"CoI {result.coi}" + (" — bedside complete" if result.bedside_complete else "")
+        )
+        return
+    console.print(f"[bold white on red] RED — STOP [/] {result.reason_code}: {result.reason}")
+    raise typer.Exit(3)
+
+
+def _find_order(service: OrderService, key: str) -> TherapyOrder:
+    """An order by CoI, placer number or id: operators paste whichever they have."""
+    from gateway.service.errors import NotFound
+
+    found = service.find("coi", key) or service.find("placer", key)
+    if found is not None:
+        return found
+    try:
+        return service.get(key)
+    except NotFound:
+        errors.print(f"[red]No order with id, CoI or placer number {key!r}.[/]")
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -142,11 +142,99 @@ def main() -> int:
         ("photo decode success", f"{successes}/{tries}", "", "", f"{tries}/{tries}",
          successes == tries),
     ]  # fmt: skip
+    rows.extend(verdict_rows())
     print(f"{'measure':<22}{'value':>10}  {'baseline (same run)':<30}{'ratio':<14}{'target':<10}")
     for name, value, baseline, ratio, target, met in rows:
         mark = "ok" if met else "MISSED"
         print(f"{name:<22}{value:>10}  {baseline:<30}{ratio:<14}{target:<10}{mark}")
     return 0 if all(row[-1] for row in rows) else 1
+
+
+TARGET_VERDICT_P99_MS = 5.0
+
+
+def verdict_rows() -> list[tuple[str, str, str, str, str, bool]]:
+    """Verdict latency in-process: parse the wedge text, then check it against the order.
+
+    The baseline is parsing the same compound message alone, so the ratio shows what the
+    chain-of-identity checks add. A second figure includes the SQLite commit of the custody
+    event (the whole ``ScanStation.scan``), for information.
+    """
+    import tempfile
+    from datetime import timedelta
+    from pathlib import Path
+
+    from gateway.domain.verification import Checkpoint, verify
+    from gateway.service.labels import LabelFactory
+    from gateway.service.orders import OrderService
+    from gateway.service.scanning import ScanRequest, ScanStation, scanned_unit
+    from gateway.sites import load_sites
+    from gateway.store.database import make_engine
+    from gateway.store.migrate import upgrade
+    from gateway.therapy_rules import load_rule_book
+    from labeling import parse_compound, read_scan
+    from labeling.layout import LabelKind
+    from tests.scanning.conftest import walk
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine = make_engine(f"sqlite:///{Path(folder) / 'bench.db'}")
+        upgrade(engine)
+        service = OrderService(engine, load_rule_book())
+        from gateway.domain.model import Site
+        from gateway.domain.patient import PatientIdentity
+        from gateway.service.commands import CreateOrder
+
+        order = service.create_order(CreateOrder(
+            patient=PatientIdentity(mrn="MRN-SYN-0900", family_name="Zz-Benchpatient",
+                                    birth_date="1970-01-01"),
+            therapy_code="exa-cel", site=Site(id="st-mary", facility_code="A9991"),
+            placer_number="PL-BENCH"), actor="bench")
+        unit_id = "A999126000902"
+        walk(service, order.id, "STORED", unit_id, service.clock() + timedelta(days=90))
+        order = service.get(order.id)
+        unit = order.unit(unit_id)
+        assert unit is not None
+        label = LabelFactory.default(load_sites()).product_label(order, unit, LabelKind.CASSETTE,
+                                                                 None)
+        text = "]d1" + label.compound_message().data_structure + "\r\n"
+        body = label.compound_message().data_structure
+        rules = service.rules.get("exa-cel")
+        assert rules is not None
+        now = service.clock()
+        runs = 2000
+        verdict_ms, parse_ms = [], []
+        for _ in range(runs):
+            begin = time.perf_counter()
+            parse_compound(body)
+            parse_ms.append((time.perf_counter() - begin) * 1000)
+            begin = time.perf_counter()
+            read = read_scan(text)
+            scanned, _expiry = scanned_unit(read)
+            verdict = verify(order, Checkpoint.THAW, scanned, rules, at=now, user="bench")
+            verdict_ms.append((time.perf_counter() - begin) * 1000)
+            assert verdict.green, verdict.reason
+        station = ScanStation(service, load_sites())
+        stored_ms = []
+        for _ in range(200):
+            begin = time.perf_counter()
+            result = station.scan(ScanRequest(checkpoint=Checkpoint.THAW, user="bench",
+                                              unit_scan=text))
+            stored_ms.append((time.perf_counter() - begin) * 1000)
+            assert result.green, result.reason
+        engine.dispose()
+    v50, v99 = statistics.median(verdict_ms), percentile(verdict_ms, 0.99)
+    b50, b99 = statistics.median(parse_ms), percentile(parse_ms, 0.99)
+    s50, s99 = statistics.median(stored_ms), percentile(stored_ms, 0.99)
+    return [
+        ("verdict p50 ms", f"{v50:.3f}", f"parse alone {b50:.3f} ms", f"{v50 / b50:.1f}x", "",
+         True),
+        ("verdict p99 ms", f"{v99:.3f}", f"parse alone {b99:.3f} ms", f"{v99 / b99:.1f}x",
+         f"<= {TARGET_VERDICT_P99_MS:.0f}", v99 <= TARGET_VERDICT_P99_MS),
+        ("verdict+commit p50 ms", f"{s50:.2f}", f"verdict alone {v50:.3f} ms",
+         f"{s50 / v50:.0f}x", "(info)", True),
+        ("verdict+commit p99 ms", f"{s99:.2f}", f"verdict alone {v99:.3f} ms",
+         f"{s99 / v99:.0f}x", "(info)", True),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

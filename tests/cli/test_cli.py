@@ -17,9 +17,20 @@ from gateway.cli.main import app
 from gateway.embedded import free_port
 
 runner = CliRunner()
-COMMANDS = [[], ["serve"], ["db"], ["db", "upgrade"], ["orders"], ["orders", "list"],
-            ["orders", "show"], ["audit"], ["audit", "verify"], ["mappings"],
-            ["mappings", "check"], ["demo"]]
+COMMANDS = [
+    [],
+    ["serve"],
+    ["db"],
+    ["db", "upgrade"],
+    ["orders"],
+    ["orders", "list"],
+    ["orders", "show"],
+    ["audit"],
+    ["audit", "verify"],
+    ["mappings"],
+    ["mappings", "check"],
+    ["demo"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "v2v")
@@ -52,9 +63,15 @@ def test_db_upgrade_orders_and_audit_verify(db_env: Path) -> None:
     from tests.conftest import SYNTHETIC_PATIENTS
 
     service = build_service()
-    order = service.create_order(CreateOrder(
-        patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]), therapy_code="sam-cel",
-        site=Site(id="lakeside"), placer_number="PL-CLI-1"), actor="cli-test")
+    order = service.create_order(
+        CreateOrder(
+            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
+            therapy_code="sam-cel",
+            site=Site(id="lakeside"),
+            placer_number="PL-CLI-1",
+        ),
+        actor="cli-test",
+    )
     listed = runner.invoke(app, ["orders", "list", "--json"])
     assert listed.exit_code == 0 and order.id in listed.output
     shown = runner.invoke(app, ["orders", "show", "PL-CLI-1"])
@@ -79,9 +96,15 @@ def test_audit_verify_exits_1_on_tampering(db_env: Path) -> None:
 
     service = build_service()
     for index in range(3):
-        service.create_order(CreateOrder(
-            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]), therapy_code="exa-cel",
-            site=Site(id="st-mary"), placer_number=f"PL-T{index}"), actor="cli-test")
+        service.create_order(
+            CreateOrder(
+                patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
+                therapy_code="exa-cel",
+                site=Site(id="st-mary"),
+                placer_number=f"PL-T{index}",
+            ),
+            actor="cli-test",
+        )
     service.engine.dispose()
     conn = sqlite3.connect(db_env)
     conn.execute("DROP TRIGGER audit_log_no_update")
@@ -103,13 +126,18 @@ def test_mappings_check_reports_file_and_line(tmp_path: Path) -> None:
     broken = tmp_path / "mappings"
     shutil.copytree(DEFAULT_MAPPINGS_DIR, broken)
     rule = broken / "therapies" / "exa-cel.yaml"
-    rule.write_text(rule.read_text().replace("thaw_to_infusion_minutes: 90",
-                                             "thaw_to_infusion_minutes: soon"))
-    result = runner.invoke(app, ["mappings", "check", "--folder", str(broken)],
-                           env={"COLUMNS": "300"})
+    rule.write_text(
+        rule.read_text().replace("thaw_to_infusion_minutes: 90", "thaw_to_infusion_minutes: soon")
+    )
+    result = runner.invoke(
+        app, ["mappings", "check", "--folder", str(broken)], env={"COLUMNS": "300"}
+    )
     assert result.exit_code == 1
-    line = next(n for n, text in enumerate(rule.read_text().splitlines(), 1)
-                if text.startswith("thaw_to_infusion_minutes"))
+    line = next(
+        n
+        for n, text in enumerate(rule.read_text().splitlines(), 1)
+        if text.startswith("thaw_to_infusion_minutes")
+    )
     assert f"exa-cel.yaml:{line}" in result.output
     assert "thaw_to_infusion_minutes" in result.output
 
@@ -118,9 +146,21 @@ def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
     port = free_port()
     env = {**os.environ, "V2V_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli.main", "serve", "--port", str(port),
-         "--mllp-port", str(free_port())],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--mllp-port",
+            str(free_port()),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
