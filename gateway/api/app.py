@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from adapters.couriers import router as courier_webhooks
+from adapters.manufacturers import router as manufacturer_webhooks
 from gateway.api import health, orders, problems, scans, station
 from gateway.service.labels import LabelFactory
 from gateway.service.orders import OrderService
@@ -26,6 +28,8 @@ def create_app(service: OrderService, sites: SiteDirectory | None = None) -> Fas
     problems.install(app)
     app.include_router(health.router)
     app.include_router(orders.router)
+    app.include_router(manufacturer_webhooks)
+    app.include_router(courier_webhooks)
     app.include_router(scans.router)
     app.include_router(station.router)
     app.mount("/static", station.static_files(), name="static")

@@ -24,10 +24,11 @@ from gateway.domain.lifecycle import LifecycleEvent, Outcome
 from gateway.domain.model import ExternalIds, Therapy, TherapyOrder
 from gateway.domain.patient import PatientIdentity, new_pseudonym
 from gateway.domain.states import EventType
+from gateway.domain.tracking import Amendment, Change
 from gateway.service.clock import Clock, utc_now
 from gateway.service.commands import CreateOrder
 from gateway.service.errors import Conflict, NotFound, UnknownTherapy, VersionMismatch
-from gateway.service.notifications import notices_for
+from gateway.service.notifications import Notice, notices_for
 from gateway.service.unit_of_work import UnitOfWork
 from gateway.store import audit, inbox, outbox
 from gateway.store.repository import ConcurrencyConflict, DuplicateIdentifier, OrderPage
@@ -45,6 +46,12 @@ def default_coi_issuer(default_facility: str) -> CoiIssuer:
         return new_coi(order.site.facility_code or default_facility, at.year % 100).value
 
     return issue
+
+
+def notice_key(order_id: str, version: int, notice: Notice) -> str:
+    """One key per notice: an order version may send a destination a status and an alert."""
+    key = f"{order_id}:{version}:{notice.destination}"
+    return key if notice.kind == "order.status" else f"{key}:{notice.kind}"
 
 
 @dataclass(frozen=True)
@@ -241,7 +248,7 @@ class OrderService:
                 "note": outcome.note,
             },
         )
-        for notice in notices_for(outcome, event.type.value):
+        for notice in notices_for(outcome, event.type.value, event):
             outbox.enqueue(
                 uow.conn,
                 destination=notice.destination,
@@ -249,9 +256,44 @@ class OrderService:
                 payload=notice.payload,
                 order_id=order_id,
                 at=now,
-                idempotency_key=f"{order_id}:{outcome.order.version}:{notice.destination}",
+                idempotency_key=notice_key(order_id, outcome.order.version, notice),
             )
         return outcome
+
+    def amend(
+        self, order_id: str, change: Change, *, action: str, actor: str, uow: UnitOfWork
+    ) -> Amendment | None:
+        """Record a fact that is not a lifecycle step (courier tracking, a partner's
+        reference) as a new, audited version of the order, inside the caller's transaction.
+        Returns None when the fact was already known."""
+        order = uow.orders.get(order_id, for_update=True)
+        if order is None:
+            raise NotFound(f"No order with id {order_id}.", order_id=order_id)
+        rules = self.rules.get(order.therapy.code)
+        if rules is None:
+            raise UnknownTherapy(f"Therapy '{order.therapy.code}' has no rule file.")
+        now = self.clock()
+        amendment = change(order, rules, now)
+        if amendment is None:
+            return None
+        try:
+            with uow.conn.begin_nested():
+                uow.orders.save(amendment.order, expected_version=order.version)
+        except ConcurrencyConflict as exc:
+            raise VersionMismatch(str(exc)) from exc
+        except DuplicateIdentifier as exc:
+            raise Conflict(
+                str(exc), identifier=exc.kind, value=exc.value, existing_order_id=exc.order_id
+            ) from exc
+        audit.append(
+            uow.conn,
+            at=now,
+            actor=actor,
+            action=f"order.{action}",
+            order_id=order_id,
+            payload={"version": amendment.order.version, **amendment.summary},
+        )
+        return amendment
 
     def record_refusal(
         self, order_id: str, event: LifecycleEvent, refusal: TransitionRefused, *, actor: str
