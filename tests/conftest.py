@@ -16,6 +16,8 @@ from gateway.store.database import make_engine
 from gateway.store.migrate import upgrade
 from gateway.therapy_rules import load_rule_book
 
+pytest_plugins = ["tests.scan_fixtures"]
+
 POSTGRES_URL = os.environ.get(
     "V2V_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

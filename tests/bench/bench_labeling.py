@@ -174,7 +174,7 @@ def verdict_rows() -> list[tuple[str, str, str, str, str, bool]]:
     from gateway.therapy_rules import load_rule_book
     from labeling import parse_compound, read_scan
     from labeling.layout import LabelKind
-    from tests.scanning.conftest import walk
+    from tests.scan_fixtures import walk
 
     with tempfile.TemporaryDirectory() as folder:
         engine = make_engine(f"sqlite:///{Path(folder) / 'bench.db'}")

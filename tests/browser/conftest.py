@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.scanning.conftest import prepare, station  # noqa: F401 — shared fixtures
-
 CHROMIUM = os.environ.get("V2V_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 FLAGS = [

@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from gateway.cli.main import app
 from labeling.scan import read_image
-from tests.scanning.conftest import prepare, station  # noqa: F401 — shared fixtures
 
 runner = CliRunner()
 

@@ -1,4 +1,5 @@
-"""Orders walked to the pharmacy, with their real labels, for scan tests."""
+"""Orders walked to the pharmacy, with their real labels, for scan tests (a pytest plugin
+registered by tests/conftest.py)."""
 
 from __future__ import annotations
 
