@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from adapters.couriers import router as courier_webhooks
+from adapters.fhir import api as fhir_api
 from adapters.manufacturers import router as manufacturer_webhooks
 from gateway.api import health, orders, problems, scans, station
 from gateway.service.labels import LabelFactory
@@ -28,6 +29,7 @@ def create_app(service: OrderService, sites: SiteDirectory | None = None) -> Fas
     problems.install(app)
     app.include_router(health.router)
     app.include_router(orders.router)
+    fhir_api.install(app)  # /fhir router, and OperationOutcome errors on /fhir paths
     app.include_router(manufacturer_webhooks)
     app.include_router(courier_webhooks)
     app.include_router(scans.router)

@@ -1,0 +1,554 @@
+"""``/fhir``: order bundles in, a read/search facade over canonical orders out.
+
+Every answer under ``/fhir`` is FHIR JSON; errors are OperationOutcomes (see
+:func:`install`, which also turns framework errors on these paths into OperationOutcomes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adapters.fhir import facade, inbound, search, task_update
+from adapters.fhir import status as fhir_status
+from adapters.fhir import terminology as t
+from adapters.fhir.bundle_in import error_from
+from adapters.fhir.capability import capability_statement
+from adapters.fhir.mapping import FhirConfig, load_config, load_profiles
+from adapters.fhir.outcome import FHIR_JSON, FhirError
+from adapters.fhir.reads import OrderRow, order_ids_of_patient, order_row, patient
+from adapters.fhir.resources import etag, split_id
+from adapters.fhir.resources import patient as patient_resource
+from gateway.api.dependencies import caller, order_service
+from gateway.domain.errors import DomainError, TransitionRefused
+from gateway.service.errors import ServiceError
+from gateway.service.orders import OrderService
+from gateway.store import audit
+
+PREFIX = "/fhir"
+router = APIRouter(prefix=PREFIX, tags=["fhir"])
+
+Service = Annotated[OrderService, Depends(order_service)]
+Caller = Annotated[str, Depends(caller)]
+
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
+_STARTED = datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def fhir_config(request: Request) -> FhirConfig:
+    """The sites and FHIR profiles, loaded from ``mappings/`` once per application."""
+    config: FhirConfig | None = getattr(request.app.state, "fhir_config", None)
+    if config is None:
+        sites = getattr(request.app.state, "sites", None)
+        config = FhirConfig(sites, load_profiles()) if sites is not None else load_config()
+        request.app.state.fhir_config = config
+    return config
+
+
+Config = Annotated[FhirConfig, Depends(fhir_config)]
+
+
+def require_hospital_role(request: Request) -> str:
+    """Stand-in for authentication (a later issue replaces this function): PHI is served
+    only to a caller presenting ``X-V2V-Role: hospital``."""
+    role = request.headers.get("X-V2V-Role", "")
+    if role != "hospital":
+        raise FhirError("forbidden", "Patient data is served to hospital credentials only.")
+    return role
+
+
+def fhir_response(
+    resource: dict[str, Any] | bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    body = resource if isinstance(resource, bytes) else inbound.dumps(resource)
+    return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON)
+
+
+def resource_response(resource: dict[str, Any]) -> Response:
+    return fhir_response(
+        resource,
+        headers={"ETag": etag(resource), "Last-Modified": resource["meta"]["lastUpdated"]},
+    )
+
+
+def error_response(error: FhirError) -> Response:
+    return fhir_response(error.outcome(), error.status)
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+def _check_content_type(request: Request) -> str:
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media and media not in _JSON_TYPES:
+        raise FhirError(
+            "not-supported",
+            f"Content-Type {media} is not accepted; send application/fhir+json.",
+            status=415,
+        )
+    return content_type
+
+
+def _query(request: Request, resource_type: str) -> search.Query:
+    strict = "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
+    return search.Query(resource_type, list(request.query_params.multi_items()), strict=strict)
+
+
+def _row(service: OrderService, order_id: str, resource_type: str) -> OrderRow:
+    with service.uow() as uow:
+        row = order_row(uow.conn, order_id)
+    if row is None:
+        raise FhirError("not-found", f"{resource_type}/{order_id} is not known.")
+    return row
+
+
+# --- capability ---------------------------------------------------------------------------
+
+
+@router.get("/metadata", summary="CapabilityStatement")
+def metadata(request: Request) -> Response:
+    return fhir_response(capability_statement(_base(request), _STARTED))
+
+
+# --- inbound ------------------------------------------------------------------------------
+
+
+@router.post("", summary="Transaction or batch Bundle ordering a therapy")
+@router.post("/", include_in_schema=False)
+async def post_bundle(
+    request: Request, service: Service, config: Config, client: Caller
+) -> Response:
+    content_type = _check_content_type(request)
+    body = await request.body()
+    answer = await run_in_threadpool(
+        inbound.ingest_bundle, service, config, body, client=client, content_type=content_type
+    )
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return fhir_response(answer.body, answer.status, headers)
+
+
+@router.post("/ServiceRequest", summary="Create an order (Patient contained); If-None-Exist")
+async def create_service_request(
+    request: Request, service: Service, config: Config, client: Caller
+) -> Response:
+    content_type = _check_content_type(request)
+    body = await request.body()
+    condition = request.headers.get("If-None-Exist")
+    if condition is None and request.query_params:
+        # fhirpy's resource.create(identifier=...) sends the condition as query parameters.
+        condition = str(request.query_params)
+    answer = await run_in_threadpool(
+        lambda: inbound.create_order_resource(
+            service,
+            config,
+            body,
+            resource_type="ServiceRequest",
+            client=client,
+            content_type=content_type,
+            if_none_exist=condition,
+        )
+    )
+    headers = dict(answer.headers)
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return fhir_response(answer.body, answer.status, headers)
+
+
+# --- Task ---------------------------------------------------------------------------------
+
+
+@router.get("/Task/{task_id}", summary="Read a Task (one per order)")
+def read_task(task_id: str, service: Service, config: Config) -> Response:
+    return resource_response(facade.task(config, _row(service, task_id, "Task")))
+
+
+@router.get("/ServiceRequest/{request_id}", summary="Read a ServiceRequest (the order)")
+def read_service_request(request_id: str, service: Service, config: Config) -> Response:
+    return resource_response(
+        facade.service_request(config, _row(service, request_id, "ServiceRequest"))
+    )
+
+
+def _search_orders(
+    request: Request,
+    service: OrderService,
+    config: FhirConfig,
+    resource_type: str,
+    render: Callable[[FhirConfig, OrderRow], dict[str, Any]],
+    condition: Callable[[str], fhir_status.StatusCondition],
+    statuses: frozenset[str],
+) -> Response:
+    query = _query(request, resource_type)
+    criteria = search.order_criteria(query, config.profiles, condition, statuses, "patient")
+    limit = search.count(query)
+    cursor = query.one("_cursor")
+    includes_wanted = query.values("_include")
+    for include in includes_wanted:
+        if resource_type != "Task" or include != "Task:focus":
+            query.ignored.append(f"_include={include}")
+    query.finish(frozenset({"_id", "status", "identifier", "patient", "for", "_lastUpdated"}))
+    from adapters.fhir.reads import count_orders, search_orders
+
+    with service.uow() as uow:
+        if limit == 0 or query.one("_total") == "accurate":
+            total = count_orders(uow.conn, criteria)
+        else:
+            total = None
+        rows, next_cursor = (
+            search_orders(uow.conn, criteria, limit=limit, cursor=cursor) if limit else ([], None)
+        )
+    matches = [render(config, row) for row in rows]
+    includes = (
+        [facade.service_request(config, row) for row in rows]
+        if "Task:focus" in includes_wanted and resource_type == "Task"
+        else []
+    )
+    base = _base(request)
+    next_link = (
+        search.page_link(base, query, _cursor=next_cursor) if next_cursor is not None else None
+    )
+    return fhir_response(
+        search.searchset(base, query, matches, includes=includes, next_link=next_link, total=total)
+    )
+
+
+@router.get("/Task", summary="Search Tasks")
+def search_tasks(request: Request, service: Service, config: Config) -> Response:
+    return _search_orders(
+        request,
+        service,
+        config,
+        "Task",
+        facade.task,
+        fhir_status.task_status_condition,
+        t.TASK_STATUS,
+    )
+
+
+@router.get("/ServiceRequest", summary="Search ServiceRequests")
+def search_service_requests(request: Request, service: Service, config: Config) -> Response:
+    return _search_orders(
+        request,
+        service,
+        config,
+        "ServiceRequest",
+        facade.service_request,
+        fhir_status.request_status_condition,
+        t.REQUEST_STATUS,
+    )
+
+
+def _expected_version(request: Request) -> int | None:
+    value = request.headers.get("If-Match")
+    if value is None or value.strip() == "*":
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise FhirError(
+            "conflict", f"If-Match must be an ETag this server issued, got {value!r}.", status=412
+        )
+    return int(text)
+
+
+async def _update_task(
+    request: Request,
+    task_id: str,
+    service: OrderService,
+    config: FhirConfig,
+    client: str,
+    proposed_from: Callable[[dict[str, Any], Any], dict[str, Any]],
+) -> Response:
+    _check_content_type(request)
+    body = await request.body()
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FhirError("structure", f"The body is not valid JSON: {exc}") from None
+    expected = _expected_version(request)
+    role = request.headers.get("X-V2V-Role")
+
+    def run() -> Response:
+        row = _row(service, task_id, "Task")
+        if expected is not None and row.order.version != expected:
+            raise FhirError(
+                "conflict",
+                f"Task/{task_id} is at version {row.order.version}, not {expected}; "
+                "read it again and decide again.",
+                "Task.meta.versionId",
+                status=412,
+            )
+        current = facade.task(config, row)
+        proposed = proposed_from(current, payload)
+        event = task_update.event_for(row.order, current, proposed, client, role)
+        if event is None:
+            return resource_response(current)
+        try:
+            outcome = service.apply_event(
+                task_id, event, actor=client, expected_version=row.order.version
+            )
+        except Exception as exc:
+            raise error_from(exc, "Task") from exc
+        return resource_response(facade.task(config, OrderRow(outcome.order, row.patient_id)))
+
+    return await run_in_threadpool(run)
+
+
+@router.put("/Task/{task_id}", summary="Update a Task: status/businessStatus → lifecycle event")
+async def update_task(
+    request: Request, task_id: str, service: Service, config: Config, client: Caller
+) -> Response:
+    return await _update_task(
+        request, task_id, service, config, client, lambda current, payload: _as_task(payload)
+    )
+
+
+@router.patch("/Task/{task_id}", summary="Patch a Task (JSON Patch or merge patch)")
+async def patch_task(
+    request: Request, task_id: str, service: Service, config: Config, client: Caller
+) -> Response:
+    return await _update_task(request, task_id, service, config, client, task_update.apply_patch)
+
+
+def _as_task(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise FhirError("structure", "The body must be a Task resource (a JSON object).")
+    return payload
+
+
+# --- units, custody, audit ----------------------------------------------------------------
+
+
+def _rules(service: OrderService, row: OrderRow) -> Any:
+    return service.rules.get(row.order.therapy.code)
+
+
+@router.get("/BiologicallyDerivedProduct/{product_id}", summary="Read a unit (bag, cassette)")
+def read_product(product_id: str, service: Service) -> Response:
+    parts = split_id(product_id)
+    row = _row(service, parts[0], "BiologicallyDerivedProduct") if parts else None
+    unit = row.order.unit(parts[1]) if row is not None and parts else None
+    if row is None or unit is None:
+        raise FhirError("not-found", f"BiologicallyDerivedProduct/{product_id} is not known.")
+    from adapters.fhir.resources import biologically_derived_product
+
+    return resource_response(
+        biologically_derived_product(row.order, unit, row.patient_id, _rules(service, row))
+    )
+
+
+@router.get("/BiologicallyDerivedProduct", summary="Search units by identifier or request")
+def search_products(request: Request, service: Service) -> Response:
+    query = _query(request, "BiologicallyDerivedProduct")
+    identifier = query.one("identifier")
+    requested = query.one("request")
+    limit = search.count(query)
+    query.finish(frozenset({"identifier", "request"}))
+    if identifier is None and requested is None:
+        raise FhirError(
+            "too-costly", "Search units by identifier (the unit id) or request.", "identifier"
+        )
+    order_id = requested.rsplit("/", 1)[-1] if requested else None
+    unit_id = identifier.split("|", 1)[-1] if identifier else None
+    if identifier and "|" in identifier and identifier.split("|", 1)[0] not in ("", t.UNIT_SYSTEM):
+        unit_id = "\0"  # another system's identifier: matches nothing
+    if order_id is None and unit_id is not None:
+        found = service.find("unit", unit_id)
+        order_id = found.id if found is not None else None
+    products: list[dict[str, Any]] = []
+    if order_id:
+        with service.uow() as uow:
+            row = order_row(uow.conn, order_id)
+        if row is not None:
+            products = [
+                product
+                for product in facade.products(row, _rules(service, row))
+                if unit_id is None or product["id"].endswith(f".{unit_id}")
+            ]
+    return _paged(request, query, products, limit)
+
+
+def _paged(
+    request: Request, query: search.Query, resources: list[dict[str, Any]], limit: int
+) -> Response:
+    offset_text = query.one("_offset") or "0"
+    if not offset_text.isdigit():
+        raise FhirError("value", "_offset must be a non-negative integer.", "_offset")
+    offset = int(offset_text)
+    page = resources[offset : offset + limit]
+    base = _base(request)
+    next_link = None
+    if offset + limit < len(resources) and limit:
+        next_link = search.page_link(base, query, _offset=str(offset + limit))
+    return fhir_response(
+        search.searchset(base, query, page, next_link=next_link, total=len(resources))
+    )
+
+
+def _order_of_reference(value: str | None, name: str, types: tuple[str, ...]) -> str:
+    if not value:
+        raise FhirError("too-costly", f"This search needs the {name} parameter.", name)
+    kind, _, ident = value.rpartition("/")
+    kind = kind.rsplit("/", 1)[-1]
+    if kind and kind not in types:
+        raise FhirError("invalid", f"{name} must reference {' or '.join(types)}.", name)
+    return split_id(ident)[0] if split_id(ident) else ident
+
+
+@router.get("/Provenance/{provenance_id}", summary="Read a custody event")
+def read_provenance(provenance_id: str, service: Service) -> Response:
+    parts = split_id(provenance_id)
+    row = _row(service, parts[0], "Provenance") if parts else None
+    event = (
+        next((item for item in row.order.custody_events if item.id == parts[1]), None)
+        if row is not None and parts
+        else None
+    )
+    if row is None or event is None:
+        raise FhirError("not-found", f"Provenance/{provenance_id} is not known.")
+    return resource_response(facade.provenances(row.order)[row.order.custody_events.index(event)])
+
+
+@router.get("/Provenance", summary="Custody events of an order or unit")
+def search_provenance(request: Request, service: Service) -> Response:
+    query = _query(request, "Provenance")
+    target = query.one("target")
+    limit = search.count(query)
+    query.finish(frozenset({"target"}))
+    order_id = _order_of_reference(target, "target", ("Task", "BiologicallyDerivedProduct"))
+    with service.uow() as uow:
+        row = order_row(uow.conn, order_id)
+    resources = facade.provenances(row.order) if row is not None else []
+    if target and "BiologicallyDerivedProduct/" in target:
+        wanted = target.rsplit("/", 1)[-1]
+        resources = [
+            item
+            for item in resources
+            if any(ref["reference"].endswith(wanted) for ref in item["target"])
+        ]
+    return _paged(request, query, resources, limit)
+
+
+def _audit_resources(service: OrderService, order_id: str) -> list[dict[str, Any]]:
+    with service.uow() as uow:
+        row = order_row(uow.conn, order_id)
+        if row is None:
+            return []
+        entries = list(audit.entries(uow.conn, order_id))
+    return facade.audit_events(row.order, entries)
+
+
+@router.get("/AuditEvent/{event_id}", summary="Read a scan or audit-log event")
+def read_audit_event(event_id: str, service: Service) -> Response:
+    parts = split_id(event_id)
+    found = None
+    if parts:
+        found = next(
+            (item for item in _audit_resources(service, parts[0]) if item["id"] == event_id), None
+        )
+    if found is None:
+        raise FhirError("not-found", f"AuditEvent/{event_id} is not known.")
+    return resource_response(found)
+
+
+@router.get("/AuditEvent", summary="Scans and audit-log entries of an order")
+def search_audit_events(request: Request, service: Service) -> Response:
+    query = _query(request, "AuditEvent")
+    entity = query.one("entity")
+    limit = search.count(query)
+    query.finish(frozenset({"entity"}))
+    order_id = _order_of_reference(entity, "entity", ("Task",))
+    return _paged(request, query, _audit_resources(service, order_id), limit)
+
+
+# --- Patient (PHI) ------------------------------------------------------------------------
+
+
+@router.get("/Patient/{patient_id}", summary="Read a Patient (hospital credentials only)")
+def read_patient(
+    patient_id: str,
+    service: Service,
+    config: Config,
+    client: Caller,
+    _role: Annotated[str, Depends(require_hospital_role)],
+) -> Response:
+    with service.uow() as uow:
+        row = patient(uow.conn, patient_id)
+        if row is None:
+            raise FhirError("not-found", f"Patient/{patient_id} is not known.")
+        order_ids = order_ids_of_patient(uow.conn, patient_id)
+        pseudonyms = []
+        for order_id in order_ids:
+            found = order_row(uow.conn, order_id)
+            if found is not None:
+                pseudonyms.append(found.order.patient_pseudonym)
+        # Reading PHI is itself a fact for the record: one audit entry per order touched.
+        for order_id in order_ids:
+            audit.append(
+                uow.conn,
+                at=service.clock(),
+                actor=client,
+                action="patient.read",
+                order_id=order_id,
+                payload={"patient": patient_id, "channel": "fhir"},
+            )
+        uow.commit()
+    site = config.sites.get(row.site_id)
+    mrn_system = config.profiles.for_site(site).identifiers.mrn_system
+    return resource_response(patient_resource(row, mrn_system, pseudonyms))
+
+
+# --- errors -------------------------------------------------------------------------------
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _fhir_error_for(exc: Exception) -> FhirError:
+    if isinstance(exc, FhirError):
+        return exc
+    if isinstance(exc, StarletteHTTPException):
+        code = {404: "not-found", 405: "not-supported", 403: "forbidden"}.get(
+            exc.status_code, "invalid"
+        )
+        return FhirError(code, str(exc.detail), status=exc.status_code)
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"][1:]) or None
+        return FhirError("invalid", str(first["msg"]), where)
+    return error_from(exc)
+
+
+def _wrap(original: Handler | None) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        if request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/"):
+            return error_response(_fhir_error_for(exc))
+        if original is None:
+            raise exc
+        return await original(request, exc)
+
+    return handle
+
+
+def install(app: FastAPI) -> None:
+    """Mount ``/fhir`` and answer its errors as OperationOutcomes; call after the app's own
+    problem+json handlers are installed (they stay in force everywhere else)."""
+    app.include_router(router)
+    for exc_class in (
+        FhirError,
+        ServiceError,
+        TransitionRefused,
+        DomainError,
+        StarletteHTTPException,
+        RequestValidationError,
+        Exception,
+    ):
+        app.add_exception_handler(exc_class, _wrap(app.exception_handlers.get(exc_class)))

@@ -1,0 +1,762 @@
+"""Inbound order bundles: a ``transaction`` or ``batch`` Bundle → canonical commands.
+
+Each ServiceRequest (or MedicationRequest standing alone) is one therapy order. The
+Patient, Practitioner, Organization/Location it references become the order's patient,
+clinician and treatment site; Observation (weight, diagnosis) and Specimen (apheresis)
+entries are checked and kept with the stored raw bundle, because the canonical order has
+no place for them yet.
+
+A transaction runs every order in the caller's unit of work and fails as a whole. A batch
+runs each entry in its own savepoint and answers per entry. References must resolve inside
+the bundle (``fullUrl``, ``Type/id`` of an entry, or ``#id`` of a contained resource); a
+batch may reference its own entries, which FHIR leaves to the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from pydantic import ValidationError
+
+from adapters.fhir import terminology as t
+from adapters.fhir.elements import Element, first_string, resource_id
+from adapters.fhir.mapping import FhirConfig, FhirProfile
+from adapters.fhir.outcome import FhirError, Issue, information, operation_outcome
+from adapters.fhir.reads import patient_id_by_mrn, patient_id_of
+from adapters.fhir.resources import instant
+from gateway.domain.errors import DomainError, TransitionRefused
+from gateway.domain.model import Clinician, Site, TherapyOrder
+from gateway.domain.patient import PatientIdentity
+from gateway.service.commands import CreateOrder
+from gateway.service.errors import Conflict, ServiceError
+from gateway.service.orders import OrderService
+from gateway.service.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+ORDER_TYPES = frozenset({"ServiceRequest", "MedicationRequest"})
+SUPPORTING_TYPES = frozenset(
+    {
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Location",
+        "Observation",
+        "Specimen",
+    }
+)
+SITE_TYPES = frozenset({"Organization", "Location"})
+
+
+# --- the bundle's shape -------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    index: int
+    resource: Element
+    resource_type: str
+    full_url: str | None
+    method: str
+    url: str
+    if_none_exist: str | None
+
+    @property
+    def path(self) -> str:
+        return self.resource.path
+
+
+@dataclass
+class ParsedBundle:
+    type: str
+    id: str | None
+    entries: list[Entry]
+    by_reference: dict[str, int] = field(default_factory=dict)
+
+
+def load_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FhirError("structure", f"The body is not valid JSON: {exc}", "Bundle") from None
+    if not isinstance(data, dict):
+        raise FhirError("structure", "The body must be a JSON object (a FHIR resource).")
+    return data
+
+
+def parse_bundle(data: dict[str, Any], root: str = "Bundle") -> ParsedBundle:
+    """Check the bundle's envelope: type, entries, requests. Resources are read later."""
+    kind = data.get("resourceType")
+    if kind != "Bundle":
+        raise FhirError(
+            "invalid",
+            f"Expected resourceType 'Bundle' (a transaction or batch), got {kind!r}.",
+            "resourceType" if root == "Bundle" else root,
+        )
+    bundle = Element(data, root)
+    bundle_type = bundle.code("type", t.BUNDLE_TYPES, required=True)
+    if bundle_type not in ("transaction", "batch"):
+        raise FhirError(
+            "not-supported",
+            f"Bundle.type '{bundle_type}' is not accepted here; send a transaction or batch.",
+            bundle.at("type"),
+        )
+    bundle_id = resource_id(data.get("id"), bundle.at("id"))
+    parsed = ParsedBundle(bundle_type or "", bundle_id, [])
+    for index, item in enumerate(bundle.children("entry", required=True)):
+        parsed.entries.append(_entry(index, item))
+    for entry in parsed.entries:
+        for key in _reference_keys(entry):
+            if key in parsed.by_reference:
+                raise FhirError(
+                    "invalid",
+                    f"{entry.path} has the same identity ({key}) as entry "
+                    f"{parsed.by_reference[key]}; fullUrl and Type/id must be unique.",
+                    f"Bundle.entry[{entry.index}].fullUrl",
+                )
+            parsed.by_reference[key] = entry.index
+    return parsed
+
+
+def _entry(index: int, item: Element) -> Entry:
+    resource = item.child("resource", required=True)
+    assert resource is not None
+    resource_type = resource.string("resourceType", required=True) or ""
+    if resource_type not in ORDER_TYPES | SUPPORTING_TYPES:
+        raise FhirError(
+            "not-supported",
+            f"{resource.at('resourceType')} '{resource_type}' is not part of a therapy order; "
+            f"accepted: {', '.join(sorted(ORDER_TYPES | SUPPORTING_TYPES))}.",
+            resource.at("resourceType"),
+        )
+    resource_id(resource.data.get("id"), resource.at("id"))
+    request = item.child("request", required=True)
+    assert request is not None
+    method = request.code("method", t.HTTP_VERBS, required=True) or ""
+    if method != "POST":
+        raise FhirError(
+            "not-supported",
+            f"{request.at('method')} '{method}' is not supported; orders are created with POST.",
+            request.at("method"),
+        )
+    url = request.string("url", required=True) or ""
+    if url.split("?", 1)[0].rstrip("/") != resource_type:
+        raise FhirError(
+            "invalid",
+            f"{request.at('url')} '{url}' must name the resource type, '{resource_type}'.",
+            request.at("url"),
+        )
+    full_url = item.string("fullUrl")
+    return Entry(
+        index,
+        resource,
+        resource_type,
+        full_url,
+        method,
+        url,
+        request.string("ifNoneExist"),
+    )
+
+
+def _reference_keys(entry: Entry) -> list[str]:
+    keys = []
+    if entry.full_url:
+        keys.append(entry.full_url)
+    own_id = entry.resource.data.get("id")
+    if own_id:
+        keys.append(f"{entry.resource_type}/{own_id}")
+    return keys
+
+
+# --- references ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    element: Element
+    resource_type: str
+    container: Entry
+
+
+def _references(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every ``Reference.reference`` inside a resource, with its path."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}"
+            if key == "reference" and isinstance(item, str):
+                yield item, where
+            elif isinstance(item, dict | list):
+                yield from _references(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _references(item, f"{path}[{index}]")
+
+
+class Resolver:
+    def __init__(self, bundle: ParsedBundle) -> None:
+        self.bundle = bundle
+
+    def resolve(self, reference: str, container: Entry, path: str) -> Resolved:
+        if reference.startswith("#"):
+            for index, item in enumerate(container.resource.children("contained")):
+                if item.data.get("id") == reference[1:]:
+                    kind = item.string("resourceType", required=True) or ""
+                    element = Element(item.data, f"{container.path}.contained[{index}]")
+                    return Resolved(element, kind, container)
+            raise FhirError(
+                "invalid",
+                f"{path} '{reference}' names no contained resource of {container.path}.",
+                path,
+            )
+        key = reference.split("/_history/", 1)[0]
+        index = self.bundle.by_reference.get(key)
+        if index is None and "/" in key and not key.startswith("urn:"):
+            relative = "/".join(key.rstrip("/").split("/")[-2:])
+            index = self.bundle.by_reference.get(relative)
+        if index is None:
+            raise FhirError(
+                "invalid",
+                f"{path} '{reference}' does not resolve inside the bundle; include the "
+                "resource as an entry (fullUrl) or as a contained resource.",
+                path,
+            )
+        target = self.bundle.entries[index]
+        return Resolved(target.resource, target.resource_type, target)
+
+    def check_all(self, entry: Entry) -> None:
+        for reference, path in _references(entry.resource.data, entry.path):
+            self.resolve(reference, entry, path)
+
+    def follow(self, element: Element, name: str, container: Entry) -> Resolved | None:
+        reference = element.child(name)
+        if reference is None:
+            return None
+        target = reference.string("reference")
+        if target is None:
+            return None
+        return self.resolve(target, container, reference.at("reference"))
+
+    def reachable(self, start: Resolved) -> Iterator[Resolved]:
+        """Every resource reachable from ``start`` by references (breadth first)."""
+        seen = {id(start.element.data)}
+        queue = deque([start])
+        while queue:
+            current = queue.popleft()
+            yield current
+            for reference, path in _references(current.element.data, current.element.path):
+                target = self.resolve(reference, current.container, path)
+                if id(target.element.data) not in seen:
+                    seen.add(id(target.element.data))
+                    queue.append(target)
+
+
+# --- supporting resources -----------------------------------------------------------------
+
+
+def check_supporting(resolved: Resolved) -> None:
+    """The codes we rely on in Observation, Specimen and Patient are real codes."""
+    element = resolved.element
+    if resolved.resource_type == "Observation":
+        element.code("status", t.OBSERVATION_STATUS, required=True)
+        code = element.child("code", required=True)
+        assert code is not None
+        if not code.has("coding") and not code.has("text"):
+            raise FhirError("required", f"{code.path} needs a coding or text.", code.path)
+        quantity = element.child("valueQuantity")
+        if quantity is not None and not isinstance(quantity.data.get("value"), int | float):
+            raise FhirError(
+                "value", f"{quantity.at('value')} must be a number.", quantity.at("value")
+            )
+    elif resolved.resource_type == "Specimen":
+        element.code("status", t.SPECIMEN_STATUS)
+        collection = element.child("collection")
+        if collection is not None:
+            collection.datetime("collectedDateTime")
+    elif resolved.resource_type == "Patient":
+        element.code("gender", t.ADMINISTRATIVE_GENDER)
+        element.date("birthDate")
+
+
+def _identifiers(element: Element) -> Iterator[tuple[str | None, str | None, Element]]:
+    for identifier in element.children("identifier"):
+        yield identifier.string("system"), identifier.string("value"), identifier
+
+
+def _has_type(identifier: Element, code: str) -> bool:
+    concept = identifier.child("type")
+    if concept is None:
+        return False
+    return any(
+        coding.string("code") == code and coding.string("system") in (None, t.V2_0203)
+        for coding in concept.children("coding")
+    )
+
+
+def patient_identity(patient: Element, profile: FhirProfile) -> PatientIdentity:
+    mrn = next(
+        (
+            value
+            for system, value, identifier in _identifiers(patient)
+            if value and (system == profile.identifiers.mrn_system or _has_type(identifier, "MR"))
+        ),
+        None,
+    )
+    if mrn is None:
+        raise FhirError(
+            "required",
+            f"{patient.at('identifier')} needs the medical record number (system "
+            f"{profile.identifiers.mrn_system} or type MR).",
+            patient.at("identifier"),
+        )
+    names = patient.children("name", required=True)
+    name = next((item for item in names if item.data.get("use") == "official"), names[0])
+    family = name.string("family", required=True)
+    gender = patient.code("gender", t.ADMINISTRATIVE_GENDER)
+    try:
+        return PatientIdentity(
+            mrn=mrn,
+            family_name=family or "",
+            given_name=first_string(name.data.get("given")),
+            birth_date=patient.date("birthDate"),
+            sex=t.SEX_BY_GENDER[gender] if gender else None,
+        )
+    except ValidationError as exc:
+        raise FhirError(
+            "value", f"{patient.path}: {exc.errors()[0]['msg']}", patient.path
+        ) from None
+
+
+def clinician(resolved: Resolved | None) -> Clinician | None:
+    if resolved is None or resolved.resource_type != "Practitioner":
+        return None
+    element = resolved.element
+    ident = next((value for _, value, _ in _identifiers(element) if value), None)
+    ident = ident or element.data.get("id")
+    name = None
+    names = element.children("name")
+    if names:
+        first = names[0]
+        name = first.string("text") or " ".join(
+            part for part in (first_string(first.data.get("given")), first.string("family")) if part
+        )
+    if not ident:
+        return Clinician(id=name, name=name) if name else None
+    return Clinician(id=str(ident), name=name or None)
+
+
+# --- one order ----------------------------------------------------------------------------
+
+
+@dataclass
+class OrderPlan:
+    entry: Entry
+    command: CreateOrder
+    profile: FhirProfile
+    patient_entry: Entry | None
+    criteria: tuple[str | None, str] | None  # (system, value) of ifNoneExist identifier=
+
+
+def parse_if_none_exist(value: str, path: str) -> tuple[str | None, str]:
+    """``identifier=[system|]value``: the one criterion the order's UNIQUE keys back."""
+    params = parse_qsl(value.lstrip("?"), keep_blank_values=True)
+    if len(params) != 1 or params[0][0] != "identifier" or not params[0][1]:
+        raise FhirError(
+            "not-supported",
+            f"{path} '{value}' is not supported; use identifier=<system>|<value> (the placer "
+            "order number or the CoI).",
+            path,
+        )
+    token = params[0][1]
+    if "|" in token:
+        system, _, ident = token.partition("|")
+        return (system or None), ident
+    return None, token
+
+
+def _site(
+    resolver: Resolver, order: Resolved, bundle: ParsedBundle, config: FhirConfig
+) -> tuple[Site, FhirProfile]:
+    candidates = [found for found in resolver.reachable(order) if found.resource_type in SITE_TYPES]
+    candidates += [
+        Resolved(entry.resource, entry.resource_type, entry)
+        for entry in bundle.entries
+        if entry.resource_type in SITE_TYPES
+    ]
+    matches: dict[str, FhirProfile] = {}
+    for candidate in candidates:
+        for system, value, _ in _identifiers(candidate.element):
+            for profile in config.profiles.site_profiles():
+                if profile.site and profile.means_this_site(system, value):
+                    matches[profile.site] = profile
+    if len(matches) != 1:
+        reason = (
+            "no Organization or Location in the bundle carries a known site identifier"
+            if not matches
+            else f"the bundle names several sites ({', '.join(sorted(matches))})"
+        )
+        raise FhirError(
+            "business-rule",
+            f"The treatment site of {order.element.path} is not known: {reason}.",
+            order.element.path,
+        )
+    site_id, profile = next(iter(matches.items()))
+    config_site = config.sites.get(site_id)
+    if config_site is None:
+        raise FhirError("business-rule", f"Site '{site_id}' is not configured.", order.element.path)
+    return Site(id=site_id, name=config_site.name, facility_code=config_site.facility_code), profile
+
+
+def plan_order(
+    entry: Entry, resolver: Resolver, bundle: ParsedBundle, config: FhirConfig
+) -> OrderPlan:
+    request = entry.resource
+    is_service_request = entry.resource_type == "ServiceRequest"
+    statuses = t.REQUEST_STATUS if is_service_request else t.MEDICATION_REQUEST_STATUS
+    intents = t.REQUEST_INTENT if is_service_request else t.MEDICATION_REQUEST_INTENT
+    status = request.code("status", statuses, required=True)
+    intent = request.code("intent", intents, required=True)
+    if status != "active":
+        raise FhirError(
+            "business-rule",
+            f"{request.at('status')} is '{status}'; only an active order can be placed.",
+            request.at("status"),
+        )
+    if intent not in t.ORDER_INTENTS:
+        raise FhirError(
+            "business-rule",
+            f"{request.at('intent')} is '{intent}'; a therapy is ordered with intent "
+            "'order' or 'original-order'.",
+            request.at("intent"),
+        )
+    subject = resolver.follow(request, "subject", entry)
+    if subject is None:
+        raise FhirError("required", f"{request.at('subject')} is required.", request.at("subject"))
+    if subject.resource_type != "Patient":
+        raise FhirError(
+            "invalid",
+            f"{request.at('subject')} must reference a Patient, not {subject.resource_type}.",
+            request.at("subject.reference"),
+        )
+    site, profile = _site(resolver, Resolved(request, entry.resource_type, entry), bundle, config)
+    patient = patient_identity(subject.element, profile)
+
+    concept_name = "code" if is_service_request else "medicationCodeableConcept"
+    if not request.has(concept_name):
+        raise FhirError(
+            "required",
+            f"{request.at(concept_name)} is required: it names the therapy.",
+            request.at(concept_name),
+        )
+    therapy = None
+    codings = list(request.codings(concept_name))
+    for system, code, _ in codings:
+        therapy = profile.therapy_for(system, code)
+        if therapy:
+            break
+    if therapy is None:
+        known = ", ".join(f"{item.system}|{item.code}" for item in profile.therapy_codes)
+        where = codings[0][2] if codings else request.at(concept_name)
+        raise FhirError(
+            "code-invalid",
+            f"{request.at(concept_name)} names no therapy this site orders; known codes: {known}.",
+            where,
+        )
+
+    placer = next(
+        (
+            value
+            for system, value, identifier in _identifiers(request)
+            if value
+            and (system == profile.identifiers.placer_system or _has_type(identifier, "PLAC"))
+        ),
+        None,
+    )
+    if placer is None:
+        raise FhirError(
+            "required",
+            f"{request.at('identifier')} needs the placer order number (system "
+            f"{profile.identifiers.placer_system} or type PLAC).",
+            request.at("identifier"),
+        )
+    planned = request.datetime("occurrenceDateTime") if is_service_request else None
+    if planned is None and is_service_request:
+        period = request.child("occurrencePeriod")
+        planned = period.datetime("start") if period is not None else None
+    try:
+        command = CreateOrder(
+            patient=patient,
+            therapy_code=therapy,
+            site=site,
+            clinician=clinician(resolver.follow(request, "requester", entry)),
+            placer_number=placer,
+            planned_infusion_at=planned,
+        )
+    except ValidationError as exc:
+        raise FhirError(
+            "value", f"{request.path}: {exc.errors()[0]['msg']}", request.path
+        ) from None
+    criteria = None
+    if entry.if_none_exist is not None:
+        criteria = parse_if_none_exist(
+            entry.if_none_exist, f"Bundle.entry[{entry.index}].request.ifNoneExist"
+        )
+    patient_entry = subject.container if subject.container.resource is subject.element else None
+    return OrderPlan(entry, command, profile, patient_entry, criteria)
+
+
+def order_entries(bundle: ParsedBundle, resolver: Resolver) -> list[Entry]:
+    """ServiceRequests, and MedicationRequests not based on a ServiceRequest in the bundle."""
+    orders = []
+    for entry in bundle.entries:
+        if entry.resource_type == "ServiceRequest":
+            orders.append(entry)
+        elif entry.resource_type == "MedicationRequest":
+            based_on = [
+                resolver.resolve(reference, entry, path)
+                for reference, path in _references(entry.resource.data.get("basedOn"), entry.path)
+            ]
+            if not any(found.resource_type == "ServiceRequest" for found in based_on):
+                orders.append(entry)
+    return orders
+
+
+# --- running it ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placed:
+    order: TherapyOrder
+    created: bool
+    patient_id: str
+    patient_created: bool
+
+
+def place(service: OrderService, uow: UnitOfWork, plan: OrderPlan, actor: str) -> Placed:
+    """Create the order, or find it when the conditional create's criterion matches."""
+    site_id = plan.command.site.id
+    existing = _find(uow, plan) if plan.criteria else None
+    if existing is not None:
+        return Placed(existing, False, patient_id_of(uow.conn, existing.id) or "", False)
+    patient_existed = patient_id_by_mrn(uow.conn, site_id, plan.command.patient.mrn) is not None
+    try:
+        with uow.conn.begin_nested():
+            order = service.create_order(plan.command, actor=actor, uow=uow)
+    except Conflict as conflict:
+        found = _find(uow, plan) if plan.criteria else None
+        if found is not None:
+            # A concurrent request created it first: the conditional create is satisfied.
+            return Placed(found, False, patient_id_of(uow.conn, found.id) or "", False)
+        existing_id = conflict.details.get("existing_order_id")
+        raise FhirError(
+            "duplicate",
+            f"Placer order number '{plan.command.placer_number}' is already ordered"
+            + (f" as ServiceRequest/{existing_id}" if existing_id else "")
+            + "; use ifNoneExist (conditional create) to make retries safe.",
+            f"{plan.entry.path}.identifier",
+        ) from None
+    return Placed(order, True, patient_id_of(uow.conn, order.id) or "", not patient_existed)
+
+
+def _find(uow: UnitOfWork, plan: OrderPlan) -> TherapyOrder | None:
+    assert plan.criteria is not None
+    system, value = plan.criteria
+    if system == t.COI_SYSTEM:
+        return uow.orders.find_by_identifier("coi", value)
+    if system in (None, plan.profile.identifiers.placer_system):
+        return uow.orders.find_by_identifier("placer", value, plan.command.site.id)
+    if system == t.ORDER_SYSTEM:
+        return uow.orders.get(value)
+    raise FhirError(
+        "not-supported",
+        f"ifNoneExist system '{system}' is neither the placer order number system "
+        f"({plan.profile.identifiers.placer_system}) nor the CoI system ({t.COI_SYSTEM}).",
+        f"Bundle.entry[{plan.entry.index}].request.ifNoneExist",
+    )
+
+
+def error_from(exc: Exception, path: str | None = None) -> FhirError:
+    """Any refusal the service layer raises, as a FHIR error."""
+    if isinstance(exc, FhirError):
+        return exc
+    if isinstance(exc, Conflict):
+        return FhirError("duplicate", exc.message, path)
+    if isinstance(exc, ServiceError):
+        code = {404: "not-found", 409: "conflict", 412: "conflict"}.get(exc.status, "business-rule")
+        return FhirError(code, exc.message, path, status=exc.status if exc.status == 412 else None)
+    if isinstance(exc, TransitionRefused):
+        return FhirError("business-rule", f"{exc.code}: {exc.message}", path)
+    if isinstance(exc, DomainError):
+        return FhirError("business-rule", exc.message, path)
+    if isinstance(exc, ValidationError):
+        return FhirError("value", exc.errors()[0]["msg"], path)
+    log.exception("unexpected error in the FHIR adapter", exc_info=exc)
+    return FhirError("exception", "The gateway failed unexpectedly; nothing was changed.")
+
+
+def _created(placed: Placed) -> dict[str, Any]:
+    order = placed.order
+    return {
+        "status": "201 Created" if placed.created else "200 OK",
+        "location": f"ServiceRequest/{order.id}/_history/{order.version}",
+        "etag": f'W/"{order.version}"',
+        "lastModified": instant(order.updated_at),
+    }
+
+
+def _patient_response(placed: Placed) -> dict[str, Any]:
+    return {
+        "status": "201 Created" if placed.patient_created else "200 OK",
+        "location": f"Patient/{placed.patient_id}",
+    }
+
+
+def _folded(entry: Entry, order_ids: list[str]) -> dict[str, Any]:
+    where = ", ".join(f"ServiceRequest/{order_id}" for order_id in order_ids) or "the order"
+    return {
+        "status": "200 OK",
+        "outcome": information(
+            f"{entry.resource_type} recorded with {where} and kept in the stored message; "
+            "it is not served as a resource of its own."
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    response: dict[str, Any]
+    placed: list[Placed]
+
+    @property
+    def order_ids(self) -> list[str]:
+        return [placed.order.id for placed in self.placed]
+
+
+def run_transaction(
+    service: OrderService, uow: UnitOfWork, bundle: ParsedBundle, config: FhirConfig, actor: str
+) -> BundleResult:
+    """All or nothing: the first problem raises and the caller rolls everything back."""
+    resolver = Resolver(bundle)
+    for entry in bundle.entries:
+        resolver.check_all(entry)
+        check_supporting(Resolved(entry.resource, entry.resource_type, entry))
+    orders = order_entries(bundle, resolver)
+    if not orders:
+        raise FhirError(
+            "business-rule",
+            "The bundle orders nothing: add a ServiceRequest (or MedicationRequest).",
+            "Bundle.entry",
+        )
+    plans = [plan_order(entry, resolver, bundle, config) for entry in orders]
+    responses: dict[int, dict[str, Any]] = {}
+    placed_ids: list[str] = []
+    placed_all: list[Placed] = []
+    for plan in plans:
+        try:
+            placed = place(service, uow, plan, actor)
+        except Exception as exc:
+            raise error_from(exc, plan.entry.path) from exc
+        placed_all.append(placed)
+        placed_ids.append(placed.order.id)
+        responses[plan.entry.index] = _created(placed)
+        if plan.patient_entry is not None:
+            responses.setdefault(plan.patient_entry.index, _patient_response(placed))
+    entries = [
+        {
+            **({"fullUrl": entry.full_url} if entry.full_url else {}),
+            "response": responses.get(entry.index) or _folded(entry, placed_ids),
+        }
+        for entry in bundle.entries
+    ]
+    return BundleResult(_response_bundle("transaction-response", entries), placed_all)
+
+
+def run_batch(
+    service: OrderService, uow: UnitOfWork, bundle: ParsedBundle, config: FhirConfig, actor: str
+) -> BundleResult:
+    """Each entry on its own: a failure is that entry's answer and changes nothing else."""
+    resolver = Resolver(bundle)
+    responses: dict[int, dict[str, Any]] = {}
+    placed_ids: list[str] = []
+    placed_all: list[Placed] = []
+    orders = {entry.index for entry in order_entries_safely(bundle, resolver)}
+    for entry in bundle.entries:
+        try:
+            with uow.conn.begin_nested():
+                resolver.check_all(entry)
+                check_supporting(Resolved(entry.resource, entry.resource_type, entry))
+                if entry.index in orders:
+                    placed = place(service, uow, plan_order(entry, resolver, bundle, config), actor)
+                    placed_all.append(placed)
+                    placed_ids.append(placed.order.id)
+                    responses[entry.index] = _created(placed)
+        except Exception as exc:
+            error = error_from(exc, entry.path)
+            responses[entry.index] = {
+                "status": f"{error.status} {_REASONS.get(error.status, 'Error')}",
+                "outcome": error.outcome(),
+            }
+    entries = [
+        {
+            **({"fullUrl": entry.full_url} if entry.full_url else {}),
+            "response": responses.get(entry.index) or _folded(entry, placed_ids),
+        }
+        for entry in bundle.entries
+    ]
+    return BundleResult(_response_bundle("batch-response", entries), placed_all)
+
+
+def order_entries_safely(bundle: ParsedBundle, resolver: Resolver) -> list[Entry]:
+    """Like :func:`order_entries`, but a bad basedOn leaves the entry to fail on its own."""
+    try:
+        return order_entries(bundle, resolver)
+    except FhirError:
+        return [entry for entry in bundle.entries if entry.resource_type in ORDER_TYPES]
+
+
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    412: "Precondition Failed",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+}
+
+
+def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": entries}
+
+
+def single_resource_bundle(resource: dict[str, Any], if_none_exist: str | None) -> dict[str, Any]:
+    """``POST /fhir/ServiceRequest`` is a one-entry transaction (contained Patient etc.)."""
+    request: dict[str, Any] = {"method": "POST", "url": str(resource.get("resourceType"))}
+    if if_none_exist is not None:
+        request["ifNoneExist"] = if_none_exist
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": resource, "request": request}],
+    }
+
+
+def failure(error: FhirError) -> dict[str, Any]:
+    return operation_outcome(error.issues)
+
+
+__all__ = [
+    "BundleResult",
+    "Issue",
+    "load_json",
+    "parse_bundle",
+    "run_batch",
+    "run_transaction",
+    "single_resource_bundle",
+]

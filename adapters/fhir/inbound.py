@@ -1,0 +1,141 @@
+"""The inbound message flow: a bundle is stored raw, run, and answered in one transaction.
+
+The inbox key is ``fhir:<client>|<Bundle.id>|<body digest>`` (or ``…|sha256:<digest>``
+without an id): an identical retry gets the stored answer back, byte for byte, while a
+corrected bundle that reuses its Bundle.id is processed afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.fhir import facade
+from adapters.fhir.bundle_in import (
+    load_json,
+    parse_bundle,
+    run_batch,
+    run_transaction,
+    single_resource_bundle,
+)
+from adapters.fhir.elements import Element
+from adapters.fhir.mapping import FhirConfig
+from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
+from adapters.fhir.reads import OrderRow
+from gateway.service.orders import InboundMessage, OrderService, Reply
+from gateway.service.unit_of_work import UnitOfWork
+
+CHANNEL = "fhir"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    replayed: bool
+
+
+def dumps(resource: dict[str, Any]) -> bytes:
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def message_key(client: str, body: bytes, data: dict[str, Any] | None, kind: str) -> str:
+    digest = hashlib.sha256(body).hexdigest()
+    bundle_id = data.get("id") if isinstance(data, dict) else None
+    if isinstance(bundle_id, str) and bundle_id and kind == "Bundle":
+        return f"fhir:{client}|{bundle_id[:64]}|{digest[:32]}"
+    return f"fhir:{client}|{kind}|sha256:{digest}"
+
+
+def _failure(exc: Exception) -> Reply:
+    from adapters.fhir.bundle_in import error_from
+
+    error = error_from(exc)
+    status = "error" if error.status >= 500 else "rejected"
+    return Reply(status, dumps(error.outcome()), FHIR_JSON)
+
+
+def ingest_bundle(
+    service: OrderService, config: FhirConfig, body: bytes, *, client: str, content_type: str
+) -> Answer:
+    """``POST /fhir``: a transaction or batch Bundle."""
+    parsed: dict[str, Any] | None = None
+    parse_error: FhirError | None = None
+    try:
+        parsed = load_json(body)
+    except FhirError as exc:
+        parse_error = exc
+
+    def handle(uow: UnitOfWork) -> Reply:
+        if parse_error is not None:
+            raise parse_error
+        assert parsed is not None
+        bundle = parse_bundle(parsed)
+        run = run_transaction if bundle.type == "transaction" else run_batch
+        result = run(service, uow, bundle, config, client)
+        single = result.order_ids[0] if len(result.order_ids) == 1 else None
+        return Reply("accepted", dumps(result.response), FHIR_JSON, order_id=single)
+
+    key = message_key(client, body, parsed, "Bundle")
+    message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
+    reply = service.process_inbound(message, handle, _failure)
+    return Answer(status_of_stored(reply.body), reply.body, {}, reply.duplicate)
+
+
+def create_order_resource(
+    service: OrderService,
+    config: FhirConfig,
+    body: bytes,
+    *,
+    resource_type: str,
+    client: str,
+    content_type: str,
+    if_none_exist: str | None,
+) -> Answer:
+    """``POST /fhir/ServiceRequest``: one resource with its Patient contained, answered with
+    the order as a ServiceRequest (201, or 200 when If-None-Exist matched)."""
+    parsed: dict[str, Any] | None = None
+    parse_error: FhirError | None = None
+    try:
+        parsed = load_json(body)
+        if parsed.get("resourceType") != resource_type:
+            raise FhirError(
+                "invalid",
+                f"Expected resourceType '{resource_type}', got {parsed.get('resourceType')!r}.",
+                "resourceType",
+            )
+    except FhirError as exc:
+        parse_error = exc
+
+    created: list[bool] = []
+
+    def handle(uow: UnitOfWork) -> Reply:
+        if parse_error is not None:
+            raise parse_error
+        assert parsed is not None
+        bundle = parse_bundle(single_resource_bundle(parsed, if_none_exist))
+        entry = bundle.entries[0]
+        entry.resource = Element(entry.resource.data, resource_type)
+        result = run_transaction(service, uow, bundle, config, client)
+        placed = result.placed[0]
+        resource = facade.service_request(config, OrderRow(placed.order, placed.patient_id))
+        created.append(placed.created)
+        return Reply("accepted", dumps(resource), FHIR_JSON, placed.order.id)
+
+    key = message_key(client, (if_none_exist or "").encode() + b"\n" + body, parsed, resource_type)
+    message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
+    reply = service.process_inbound(message, handle, _failure)
+    status = status_of_stored(reply.body)
+    if status == 200 and created and created[-1] and not reply.duplicate:
+        status = 201  # a replay answers 200: the order exists, as a conditional create says
+    headers: dict[str, str] = {}
+    if status < 300:
+        resource = json.loads(reply.body)
+        headers["Location"] = (
+            f"ServiceRequest/{resource['id']}/_history/{resource['meta']['versionId']}"
+        )
+        headers["ETag"] = f'W/"{resource["meta"]["versionId"]}"'
+    return Answer(status, reply.body, headers, reply.duplicate)

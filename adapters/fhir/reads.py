@@ -1,0 +1,170 @@
+"""Read-only queries the FHIR facade needs and the order service does not offer yet.
+
+Each runs on a connection the caller owns (``service.uow()``), so it sees the same
+transaction as the commands beside it. Candidates to move into the repository once a
+second entrypoint needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Connection, and_, false, func, or_, select, true
+
+from gateway.domain.model import TherapyOrder
+from gateway.domain.patient import PatientIdentity
+from gateway.domain.states import OrderState
+from gateway.store.tables import order_identifiers, orders, patients
+
+_TERMINAL = [OrderState.INFUSED.value, OrderState.CANCELLED.value]
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    order: TherapyOrder
+    patient_id: str
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    id: str
+    site_id: str
+    identity: PatientIdentity
+    updated_at: datetime
+
+
+def order_row(conn: Connection, order_id: str) -> OrderRow | None:
+    row = conn.execute(
+        select(orders.c.document, orders.c.patient_id).where(orders.c.id == order_id)
+    ).first()
+    if row is None:
+        return None
+    return OrderRow(TherapyOrder.model_validate_json(row.document), row.patient_id)
+
+
+def patient_id_of(conn: Connection, order_id: str) -> str | None:
+    value = conn.execute(select(orders.c.patient_id).where(orders.c.id == order_id)).scalar()
+    return str(value) if value is not None else None
+
+
+def patient_id_by_mrn(conn: Connection, site_id: str, mrn: str) -> str | None:
+    value = conn.execute(
+        select(patients.c.id).where(patients.c.site_id == site_id, patients.c.mrn == mrn)
+    ).scalar()
+    return str(value) if value is not None else None
+
+
+def patient(conn: Connection, patient_id: str) -> PatientRow | None:
+    row = conn.execute(select(patients).where(patients.c.id == patient_id)).first()
+    if row is None:
+        return None
+    identity = PatientIdentity(
+        mrn=row.mrn,
+        family_name=row.family_name,
+        given_name=row.given_name,
+        birth_date=row.birth_date,
+        sex=row.sex,
+    )
+    return PatientRow(row.id, row.site_id, identity, row.updated_at)
+
+
+def order_ids_of_patient(conn: Connection, patient_id: str) -> list[str]:
+    return list(
+        conn.execute(select(orders.c.id).where(orders.c.patient_id == patient_id)).scalars()
+    )
+
+
+@dataclass(frozen=True)
+class OrderCriteria:
+    """A conjunction of conditions; each list is a disjunction (FHIR's comma)."""
+
+    ids: list[str] | None = None
+    status_held: list[tuple[frozenset[OrderState], bool | None, bool]] | None = None
+    identifiers: list[list[tuple[str | None, str | None, str]]] | None = None
+    patient_ids: list[list[str]] | None = None
+    updated: list[tuple[str, datetime]] | None = None
+
+
+def _status_condition(
+    states: frozenset[OrderState], held: bool | None, any_live_held: bool
+) -> ColumnElement[bool]:
+    """``held``: True only held orders, False only unheld, None either. ``any_live_held``
+    also matches every live order with an active hold (Task.status on-hold)."""
+    condition: ColumnElement[bool] = (
+        orders.c.state.in_([state.value for state in states]) if states else false()
+    )
+    if held is False:
+        condition = and_(condition, or_(orders.c.on_hold.is_(False), orders.c.state.in_(_TERMINAL)))
+    elif held is True:
+        condition = and_(condition, orders.c.on_hold.is_(True))
+    if any_live_held:
+        condition = or_(
+            condition, and_(orders.c.on_hold.is_(True), orders.c.state.notin_(_TERMINAL))
+        )
+    return condition
+
+
+def search_orders(
+    conn: Connection, criteria: OrderCriteria, *, limit: int, cursor: str | None = None
+) -> tuple[list[OrderRow], str | None]:
+    """Newest first, keyset-paged (the cursor is ``updated_at|id`` of the last row)."""
+    query = select(orders.c.document, orders.c.patient_id, orders.c.updated_at, orders.c.id)
+    query = query.where(*_conditions(criteria))
+    if cursor:
+        stamp, _, last_id = cursor.partition("|")
+        at = datetime.fromisoformat(stamp)
+        query = query.where(
+            or_(orders.c.updated_at < at, and_(orders.c.updated_at == at, orders.c.id < last_id))
+        )
+    rows = conn.execute(
+        query.order_by(orders.c.updated_at.desc(), orders.c.id.desc()).limit(limit + 1)
+    ).all()
+    page = [
+        OrderRow(TherapyOrder.model_validate_json(row.document), row.patient_id)
+        for row in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = f"{last.updated_at.isoformat()}|{last.id}"
+    return page, next_cursor
+
+
+def count_orders(conn: Connection, criteria: OrderCriteria) -> int:
+    query = select(func.count()).select_from(orders).where(*_conditions(criteria))
+    return int(conn.execute(query).scalar() or 0)
+
+
+def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if criteria.ids is not None:
+        conditions.append(orders.c.id.in_(criteria.ids))
+    if criteria.status_held is not None:
+        conditions.append(
+            or_(false(), *(_status_condition(*option) for option in criteria.status_held))
+        )
+    for alternatives in criteria.identifiers or []:
+        options = []
+        for kind, namespace, value in alternatives:
+            match = select(order_identifiers.c.order_id).where(order_identifiers.c.value == value)
+            if kind is not None:
+                match = match.where(order_identifiers.c.kind == kind)
+            if namespace is not None:
+                match = match.where(order_identifiers.c.namespace == namespace)
+            options.append(orders.c.id.in_(match))
+        conditions.append(or_(false(), *options))
+    for alternatives in criteria.patient_ids or []:
+        conditions.append(orders.c.patient_id.in_(alternatives))
+    for prefix, at in criteria.updated or []:
+        column = orders.c.updated_at
+        conditions.append(
+            {
+                "ge": column >= at,
+                "gt": column > at,
+                "le": column <= at,
+                "lt": column < at,
+                "eq": column == at,
+            }.get(prefix, true())
+        )
+    return conditions
