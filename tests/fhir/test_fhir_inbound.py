@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from gateway.service.orders import OrderService
 from gateway.store.tables import inbox, orders
-from tests.fhir.conftest import all_fixtures, fixture_body, load_fixture
+from tests.fhir.fhir_support import all_fixtures, fixture_body, load_fixture
 
 ORDER_FIXTURES = [name for name in all_fixtures() if not name.startswith(("04-", "1", "2"))]
 BAD_FIXTURES = [name for name in all_fixtures() if name[:1] in "12"]

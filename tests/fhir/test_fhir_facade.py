@@ -1,0 +1,271 @@
+"""The read/search facade: every resource validates as R4B, search parameters, paging,
+ETags and Task updates, and Patient only for hospital credentials."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from fhir.resources.R4B import get_fhir_model_class
+
+from adapters.fhir import resources
+from gateway.domain.model import ScanVerdict
+from gateway.service.orders import OrderService
+from tests.conftest import FixedClock
+from tests.fhir.fhir_journey import advance_to_stored
+from tests.fhir.fhir_support import fixture_body, load_fixture
+
+
+def validate(resource: dict[str, Any]) -> None:
+    """fhir.resources.R4B parses it without complaint (structure, types, cardinality)."""
+    get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+def _order_id(ordered: dict[str, Any]) -> str:
+    return str(ordered["entry"][4]["response"]["location"].split("/")[1])
+
+
+@pytest.fixture
+def journey(fhir: TestClient, ordered: dict[str, Any], service: OrderService, clock: FixedClock):  # type: ignore[no-untyped-def]
+    order_id = _order_id(ordered)
+    advance_to_stored(service, clock, order_id)
+    return order_id
+
+
+def test_every_facade_resource_validates_as_r4b(
+    fhir: TestClient, journey: str, service: OrderService
+) -> None:
+    seen: set[str] = set()
+    task = fhir.get(f"/fhir/Task/{journey}").json()
+    request = fhir.get(f"/fhir/ServiceRequest/{journey}").json()
+    products = fhir.get(f"/fhir/BiologicallyDerivedProduct?request=ServiceRequest/{journey}")
+    custody = fhir.get(f"/fhir/Provenance?target=Task/{journey}")
+    audits = fhir.get(f"/fhir/AuditEvent?entity=Task/{journey}")
+    patient_id = task["for"]["reference"].split("/")[1]
+    patient = fhir.get(f"/fhir/Patient/{patient_id}", headers={"X-V2V-Role": "hospital"})
+    bundles = [products.json(), custody.json(), audits.json()]
+    singles = [task, request, patient.json(), fhir.get("/fhir/metadata").json()]
+    for bundle in bundles:
+        validate(bundle)
+        singles += [entry["resource"] for entry in bundle["entry"]]
+    for resource in singles:
+        validate(resource)
+        seen.add(resource["resourceType"])
+    order = service.get(journey)
+    scan = ScanVerdict(
+        at=order.updated_at,
+        checkpoint="bedside",
+        user="Zz-Nurse",
+        unit_id="A999926000099",
+        green=False,
+        reason_code="wrong_patient",
+        reason="Wristband does not match the bag",
+    )
+    with_scan = order.model_copy(update={"scans": [scan]})
+    validate(resources.scan_audit_event(with_scan, scan))
+    assert seen >= {
+        "Task",
+        "ServiceRequest",
+        "BiologicallyDerivedProduct",
+        "Provenance",
+        "AuditEvent",
+        "Patient",
+        "CapabilityStatement",
+    }
+    assert len(products.json()["entry"]) == 2
+    final = next(
+        e["resource"] for e in products.json()["entry"] if e["resource"]["id"].endswith("099")
+    )
+    assert final["storage"][0]["duration"]["end"]  # expiry
+    assert final["storage"][0]["temperature"] == -150
+    assert final["productCode"]["coding"][0]["code"] == order.therapy.product_code
+    assert final["parent"][0]["reference"].endswith("A999926000001")
+
+
+def test_task_carries_the_milestone_and_reads_with_an_etag(fhir: TestClient, journey: str) -> None:
+    response = fhir.get(f"/fhir/Task/{journey}")
+    task = response.json()
+    assert task["status"] == "in-progress"
+    assert task["businessStatus"]["coding"][0]["code"] == "STORED"
+    assert response.headers["ETag"] == f'W/"{task["meta"]["versionId"]}"'
+    milestones = {output["type"]["coding"][0]["code"] for output in task["output"]}
+    assert {"collected_at", "released_at", "stored_at"} <= milestones
+    assert "MRN-SYN" not in response.text and "Zz-Testpatient" not in response.text
+
+
+def test_patient_is_for_hospital_credentials_only(
+    fhir: TestClient, ordered: dict[str, Any], service: OrderService
+) -> None:
+    patient_path = ordered["entry"][0]["response"]["location"]
+    refused = fhir.get(f"/fhir/{patient_path}", headers={"X-V2V-Role": "manufacturer"})
+    assert refused.status_code == 403
+    assert refused.json()["issue"][0]["code"] == "forbidden"
+    assert fhir.get(f"/fhir/{patient_path}").status_code == 403
+    allowed = fhir.get(f"/fhir/{patient_path}", headers={"X-V2V-Role": "hospital"})
+    assert allowed.status_code == 200
+    assert allowed.json()["identifier"][0]["value"] == "MRN-SYN-0001"
+    audit = fhir.get(f"/fhir/AuditEvent?entity=Task/{_order_id(ordered)}").json()
+    actions = [e["resource"]["subtype"][0]["code"] for e in audit["entry"]]
+    assert "patient.read" in actions
+
+
+def _place(fhir: TestClient, placer: str, mrn: str) -> str:
+    bundle = json.loads(fixture_body(load_fixture("01-order-transaction")))
+    bundle["id"] = f"msg-{placer}"
+    bundle["entry"][4]["resource"]["identifier"][0]["value"] = placer
+    del bundle["entry"][4]["request"]["ifNoneExist"]
+    bundle["entry"][0]["resource"]["identifier"][0]["value"] = mrn
+    response = fhir.post("/fhir", content=json.dumps(bundle))
+    assert response.status_code == 200, response.text
+    return str(response.json()["entry"][4]["response"]["location"].split("/")[1])
+
+
+def _ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
+    return [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == mode]
+
+
+def test_search_parameters(fhir: TestClient, service: OrderService, clock: FixedClock) -> None:
+    first = _place(fhir, "LS-S-1", "MRN-SYN-0001")
+    clock.advance(days=1)
+    second = _place(fhir, "LS-S-2", "MRN-SYN-0002")
+    clock.advance(days=1)
+    advance_to_stored(service, clock, second)
+    coi = service.get(second).coi
+    placer = "http://lakeside.example.org/fhir/sid/order-number"
+
+    def search(query: str) -> dict[str, Any]:
+        response = fhir.get(f"/fhir/Task?{query}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    assert _ids(search("status=requested")) == [first]
+    assert _ids(search("status=in-progress,requested")) == [second, first]
+    assert _ids(search("status=completed")) == []
+    assert _ids(search(f"identifier=https://vein2vein.dev/fhir/sid/coi|{coi}")) == [second]
+    assert _ids(search(f"identifier={placer}|LS-S-1")) == [first]
+    assert _ids(search("identifier=LS-S-2")) == [second]
+    assert _ids(search("identifier=http://elsewhere.example/sid|LS-S-2")) == []
+    patient = service.get(first)
+    task = fhir.get(f"/fhir/Task/{first}").json()
+    assert patient and _ids(search(f"patient={task['for']['reference']}")) == [first]
+    assert _ids(search("_lastUpdated=le2026-11-02")) == [first]
+    assert _ids(search("_lastUpdated=ge2026-11-03T00:00:00Z")) == [second]
+    assert _ids(search("_lastUpdated=gt2026-11-02&_lastUpdated=lt2026-11-03")) == []
+    included = search(f"_id={first}&_include=Task:focus")
+    assert _ids(included, "include") == [first]
+    assert included["entry"][1]["resource"]["resourceType"] == "ServiceRequest"
+    assert _ids(fhir.get("/fhir/ServiceRequest?status=active").json()) == [second, first]
+    counted = search("_count=0")
+    assert (counted["total"] == 2 and "entry" not in counted) or counted["entry"] == []
+    bad = fhir.get("/fhir/Task?status=finished")
+    assert (bad.status_code, bad.json()["issue"][0]["code"]) == (400, "code-invalid")
+    bad_date = fhir.get("/fhir/Task?_lastUpdated=ap2026")
+    assert bad_date.status_code == 400
+
+
+def test_unknown_parameters_are_reported_or_refused_when_strict(fhir: TestClient) -> None:
+    lenient = fhir.get("/fhir/Task?colour=blue").json()
+    outcome = [e for e in lenient["entry"] if e["search"]["mode"] == "outcome"]
+    assert outcome[0]["resource"]["issue"][0]["expression"] == ["colour"]
+    assert "colour" not in lenient["link"][0]["url"]
+    strict = fhir.get("/fhir/Task?colour=blue", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400
+
+
+def test_paging_follows_next_links(fhir: TestClient, clock: FixedClock) -> None:
+    placed = []
+    for index in range(5):
+        clock.advance(minutes=1)
+        placed.append(_place(fhir, f"LS-P-{index}", f"MRN-SYN-01{index:02d}"))
+    seen: list[str] = []
+    url: str | None = "/fhir/Task?_count=2"
+    pages = 0
+    while url:
+        bundle = fhir.get(url).json()
+        validate(bundle)
+        seen += _ids(bundle)
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+        pages += 1
+    assert pages == 3
+    assert seen == list(reversed(placed))
+
+
+def test_task_update_with_if_match(fhir: TestClient, ordered: dict[str, Any]) -> None:
+    order_id = _order_id(ordered)
+    task = fhir.get(f"/fhir/Task/{order_id}").json()
+    task["businessStatus"]["coding"][0]["code"] = "ENROLLED"
+    updated = fhir.put(f"/fhir/Task/{order_id}", json=task, headers={"If-Match": 'W/"1"'})
+    assert updated.status_code == 200, updated.text
+    assert updated.headers["ETag"] == 'W/"2"'
+    assert updated.json()["status"] == "accepted"
+    stale = fhir.put(f"/fhir/Task/{order_id}", json=task, headers={"If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+    assert stale.json()["resourceType"] == "OperationOutcome"
+    patch = [{"op": "replace", "path": "/businessStatus/coding/0/code", "value": "SLOT_REQUESTED"}]
+    patched = fhir.patch(
+        f"/fhir/Task/{order_id}",
+        content=json.dumps(patch),
+        headers={"Content-Type": "application/json-patch+json", "If-Match": 'W/"2"'},
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["businessStatus"]["coding"][0]["code"] == "SLOT_REQUESTED"
+    hold = fhir.patch(
+        f"/fhir/Task/{order_id}",
+        json={"status": "on-hold", "statusReason": {"text": "insurance check"}},
+    )
+    assert hold.json()["status"] == "on-hold"
+    assert hold.json()["statusReason"]["text"] == "insurance check"
+
+
+def test_task_update_refusals_are_operation_outcomes(
+    fhir: TestClient, ordered: dict[str, Any]
+) -> None:
+    order_id = _order_id(ordered)
+    task = fhir.get(f"/fhir/Task/{order_id}").json()
+    task["businessStatus"]["coding"][0]["code"] = "INFUSED"
+    refused = fhir.put(f"/fhir/Task/{order_id}", json=task)
+    assert refused.status_code == 422
+    assert "illegal_transition" in refused.json()["issue"][0]["diagnostics"]
+    task["businessStatus"]["coding"][0]["code"] = "NOT_A_STATE"
+    assert fhir.put(f"/fhir/Task/{order_id}", json=task).status_code == 400
+    task["status"] = "finished"
+    invalid = fhir.put(f"/fhir/Task/{order_id}", json=task)
+    assert invalid.json()["issue"][0]["expression"] == ["Task.status"]
+    assert fhir.put(f"/fhir/Task/{order_id}", content=b"{nope").status_code == 400
+    assert fhir.put("/fhir/Task/ord-missing", json=task).status_code == 404
+
+
+def test_capability_statement_claims_only_what_works(fhir: TestClient, journey: str) -> None:
+    statement = fhir.get("/fhir/metadata").json()
+    validate(statement)
+    rest = statement["rest"][0]
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
+    samples = {
+        "_id": journey,
+        "status": "in-progress",
+        "identifier": "LS-ORD-0001",
+        "patient": fhir.get(f"/fhir/Task/{journey}").json()["for"]["reference"],
+        "_lastUpdated": "ge2026-01-01",
+        "_count": "1",
+        "request": f"ServiceRequest/{journey}",
+        "target": f"Task/{journey}",
+        "entity": f"Task/{journey}",
+    }
+    for resource in rest["resource"]:
+        for param in resource.get("searchParam", []):
+            value = samples[param["name"]]
+            if resource["type"] == "BiologicallyDerivedProduct" and param["name"] == "identifier":
+                value = "A999926000099"
+            if resource["type"] == "ServiceRequest" and param["name"] == "status":
+                value = "active"
+            required = {
+                "Provenance": {"target": samples["target"]},
+                "AuditEvent": {"entity": samples["entity"]},
+            }.get(resource["type"], {})
+            params = {**required, param["name"]: value}
+            response = fhir.get(f"/fhir/{resource['type']}", params=params)
+            assert response.status_code == 200, (resource["type"], param, response.text)
+            assert not [e for e in response.json()["entry"] if e["search"]["mode"] == "outcome"]
+            assert response.json()["entry"], (resource["type"], param["name"])
