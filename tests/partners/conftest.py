@@ -77,6 +77,8 @@ Walk = Callable[[TherapyOrder, str], TherapyOrder]
 def walk(service: OrderService, clock) -> Walk:  # type: ignore[no-untyped-def]
     """Apply the plain events that bring ``order`` to ``state``."""
 
+    units = iter(range(1, 10**6))
+
     def details(step: E) -> EventDetails:
         if step is E.CONFIRM_SLOT:
             return EventDetails(
@@ -84,7 +86,8 @@ def walk(service: OrderService, clock) -> Walk:  # type: ignore[no-untyped-def]
                 apheresis_at=clock.now + timedelta(days=10),
             )
         if step is E.COLLECT:
-            return EventDetails(unit=Unit(unit_id="A999126000001", kind=UnitKind.APHERESIS))
+            unit_id = f"A999126{next(units):06d}"
+            return EventDetails(unit=Unit(unit_id=unit_id, kind=UnitKind.APHERESIS))
         return EventDetails()
 
     def run(order: TherapyOrder, state: str) -> TherapyOrder:
@@ -100,3 +103,34 @@ def walk(service: OrderService, clock) -> Walk:  # type: ignore[no-untyped-def]
         return service.get(order.id)
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_patient_identifiers_left_for_partners() -> Iterator[None]:
+    """At the end of the session, scan everything any partner simulator received."""
+    yield
+    from fixtures.simulators import captured
+    from tests.partners.test_minimum_necessary import hits
+
+    leaks = hits([(f"{c.partner} {c.method} {c.path}", c.body) for c in captured()])
+    assert not leaks, f"patient identifiers sent to partners: {leaks}"
+
+
+@pytest.fixture
+def api(service: OrderService) -> Iterator[httpx.Client]:
+    """The partner webhook routers on their own app (create_app registers the same ones),
+    so these suites do not depend on every other router importing cleanly."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from adapters.couriers import router as courier_webhooks
+    from adapters.manufacturers import router as manufacturer_webhooks
+    from gateway.api import problems
+
+    app = FastAPI()
+    app.state.orders = service
+    problems.install(app)
+    app.include_router(manufacturer_webhooks)
+    app.include_router(courier_webhooks)
+    with TestClient(app) as client:
+        yield client

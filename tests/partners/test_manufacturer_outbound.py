@@ -1,0 +1,125 @@
+"""Our REST calls to manufacturer portals through the relay transport."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from adapters.manufacturers import transport as manufacturer_transport
+from gateway.domain.lifecycle import EventDetails, LifecycleEvent
+from gateway.domain.model import Source
+from gateway.domain.states import EventType
+from gateway.service.relay import DeliveryError
+from gateway.store import outbox
+
+
+def items(service, order_id, prefix="manufacturer:"):  # type: ignore[no-untyped-def]
+    with service.engine.connect() as conn:
+        return [
+            i
+            for i in outbox.list_items(conn, order_id=order_id)
+            if i.destination.startswith(prefix)
+        ]
+
+
+@pytest.fixture
+def deliver(service, portals, http):  # type: ignore[no-untyped-def]
+    return manufacturer_transport(
+        service,
+        client=http,
+        base_urls={
+            "helix-bio": portals["helix-bio"].url + "/api/v2",
+            "northwind-cell": portals["northwind-cell"].url + "/nw",
+        },
+    )
+
+
+def test_helix_enrolment_and_slot_request_in_its_nested_shape(
+    service, deliver, portals, walk, new_order
+):  # type: ignore[no-untyped-def]
+    order = walk(new_order(), "SLOT_REQUESTED")
+    sent = items(service, order.id)
+    assert [i.kind for i in sent] == ["manufacturer.enroll", "manufacturer.request_slot"]
+    for item in sent:
+        deliver(item)
+    enrol, slot = portals["helix-bio"].calls("POST")
+    assert enrol.path == "/api/v2/cases"
+    assert enrol.json()["case"]["coi"] == order.coi
+    assert enrol.json()["case"]["pseudonym"] == order.patient_pseudonym
+    assert enrol.headers["idempotency-key"] == sent[0].idempotency_key
+    assert slot.path == f"/api/v2/cases/{order.coi.replace(' ', '%20')}/slot-requests"
+    assert service.get(order.id).external_ids.manufacturer_order_id == "HE-1001"
+
+
+def test_northwind_flat_shape_code_map_and_local_dates(
+    service, deliver, portals, walk, new_order, clock
+):  # type: ignore[no-untyped-def]
+    order = walk(new_order(therapy="sam-cel"), "APHERESIS_SCHEDULED")
+    new_date = clock.now + timedelta(days=12)
+    service.apply_event(
+        order.id,
+        LifecycleEvent(type=EventType.RESCHEDULE, details=EventDetails(apheresis_at=new_date)),
+        actor="test",
+    )
+    for item in items(service, order.id):
+        deliver(item)
+    portal = portals["northwind-cell"]
+    enrol = portal.calls("POST")[0].json()
+    assert enrol == {
+        "coiId": order.coi,
+        "patientRef": order.patient_pseudonym,
+        "productCode": "NW-BCMA-01",
+        "siteCode": "st-mary",
+    }
+    [move] = portal.calls("PUT")
+    assert move.json()["apheresisDate"] == "14.11.2026 10:00"  # 09:00 UTC in Amsterdam
+
+
+def test_cancel_is_sent_but_not_echoed_back_to_its_source(
+    service, deliver, portals, walk, new_order
+):  # type: ignore[no-untyped-def]
+    order = walk(new_order(), "ENROLLED")
+    service.apply_event(
+        order.id,
+        LifecycleEvent(type=EventType.CANCEL, details=EventDetails(reason="patient unwell")),
+        actor="test",
+    )
+    assert [i.kind for i in items(service, order.id)][-1] == "manufacturer.cancel"
+    other = walk(new_order(), "ENROLLED")
+    service.apply_event(
+        other.id,
+        LifecycleEvent(type=EventType.CANCEL, source=Source.MANUFACTURER),
+        actor="helix",
+    )
+    assert "manufacturer.cancel" not in [i.kind for i in items(service, other.id)]
+    for item in items(service, order.id):
+        deliver(item)
+    assert (
+        portals["helix-bio"].calls("POST")[-1].json()["cancellation"]["reason"] == "patient unwell"
+    )
+
+
+def test_status_decides_retry_or_dead_letter(service, deliver, portals, walk, new_order):  # type: ignore[no-untyped-def]
+    order = walk(new_order(), "ENROLLED")
+    [item] = items(service, order.id)
+    portals["helix-bio"].fail_next(503)
+    with pytest.raises(DeliveryError) as busy:
+        deliver(item)
+    assert not busy.value.permanent
+    portals["helix-bio"].fail_next(422)
+    with pytest.raises(DeliveryError) as refused:
+        deliver(item)
+    assert refused.value.permanent
+    deliver(item)
+    deliver(item)  # the retry after a lost answer: same Idempotency-Key, same case
+    assert service.get(order.id).external_ids.manufacturer_order_id == "HE-1001"
+
+
+def test_other_notices_are_acknowledged_without_a_call(service, deliver, portals, walk, new_order):  # type: ignore[no-untyped-def]
+    order = walk(new_order(), "ENROLLED")
+    [item] = items(service, order.id)
+    from dataclasses import replace
+
+    deliver(replace(item, kind="order.status"))
+    assert portals["helix-bio"].requests == []
