@@ -114,16 +114,23 @@ def mark_delivered(conn: Connection, item_id: int, owner: str, at: datetime) -> 
 
 
 def mark_failed(
-    conn: Connection, item_id: int, owner: str, *, error: str, retry_at: datetime | None
+    conn: Connection,
+    item_id: int,
+    owner: str,
+    *,
+    error: str,
+    retry_at: datetime | None,
+    count_attempt: bool = True,
 ) -> None:
-    """Schedule a retry, or dead-letter the item when ``retry_at`` is None."""
+    """Schedule a retry, or dead-letter the item when ``retry_at`` is None. An item that only
+    waited behind an earlier failure (``count_attempt=False``) keeps its attempt count."""
     conn.execute(
         update(outbox)
         .where(outbox.c.id == item_id, outbox.c.lease_owner == owner)
         .values(
             status=PENDING if retry_at else DEAD,
             lease_until=None,
-            attempts=outbox.c.attempts + 1,
+            attempts=outbox.c.attempts + (1 if count_attempt else 0),
             last_error=error[:2000],
             next_attempt_at=retry_at or outbox.c.next_attempt_at,
         )
