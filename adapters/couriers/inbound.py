@@ -214,7 +214,7 @@ def translate_csv(mapping: CourierMapping, body: bytes) -> TrackingBatch:
             mapping.inbound.timezone,
         )
         try:
-            value = float((row[spec.value_column] or "").replace(",", "."))
+            celsius = float((row[spec.value_column] or "").replace(",", "."))
         except ValueError:
             raise PayloadError(
                 422,
@@ -222,7 +222,7 @@ def translate_csv(mapping: CourierMapping, body: bytes) -> TrackingBatch:
                 f"row {number} {spec.value_column}: not a number.",
                 field=spec.value_column,
             ) from None
-        readings.append(TemperatureReading(at=at, celsius=to_celsius(value, spec.unit)))
+        readings.append(TemperatureReading(at=at, celsius=to_celsius(celsius, spec.unit)))
     return TrackingBatch(tracking, meta.get(spec.logger_key.lower()), [], readings)
 
 

@@ -34,7 +34,8 @@ class PurchaseOrderStatus:
 def _client(wsdl: str, timeout: float) -> zeep.Client:
     session = requests.Session()
     session.trust_env = False  # a site proxy setting must not reroute calls to the ERP
-    return zeep.Client(wsdl, transport=ZeepTransport(session=session, operation_timeout=timeout))
+    transport = ZeepTransport(session=session, operation_timeout=timeout)  # type: ignore[no-untyped-call]
+    return zeep.Client(wsdl, transport=transport)  # type: ignore[no-untyped-call]
 
 
 def is_client_fault(fault: Fault) -> bool:
@@ -49,7 +50,7 @@ class PurchasingService:
         self.mapping = mapping
         self.address = address or mapping.endpoint.base_url()
         client = _client(mapping.wsdl_location(), mapping.timeout_seconds)
-        self.service = client.create_service(BINDING, self.address)
+        self.service = client.create_service(BINDING, self.address)  # type: ignore[no-untyped-call]
 
     def _call(self, operation: str, **arguments: Any) -> Any:
         try:
