@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -408,7 +408,8 @@ def _order_of_reference(value: str | None, name: str, types: tuple[str, ...]) ->
     kind = kind.rsplit("/", 1)[-1]
     if kind and kind not in types:
         raise FhirError("invalid", f"{name} must reference {' or '.join(types)}.", name)
-    return split_id(ident)[0] if split_id(ident) else ident
+    parts = split_id(ident)
+    return parts[0] if parts else ident
 
 
 @router.get("/Provenance/{provenance_id}", summary="Read a custody event")
@@ -558,4 +559,5 @@ def install(app: FastAPI) -> None:
         RequestValidationError,
         Exception,
     ):
-        app.add_exception_handler(exc_class, _wrap(app.exception_handlers.get(exc_class)))
+        original = cast(Handler | None, app.exception_handlers.get(exc_class))
+        app.add_exception_handler(exc_class, _wrap(original))

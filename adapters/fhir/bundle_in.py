@@ -216,18 +216,18 @@ class Resolver:
                 path,
             )
         key = reference.split("/_history/", 1)[0]
-        index = self.bundle.by_reference.get(key)
-        if index is None and "/" in key and not key.startswith("urn:"):
+        found: int | None = self.bundle.by_reference.get(key)
+        if found is None and "/" in key and not key.startswith("urn:"):
             relative = "/".join(key.rstrip("/").split("/")[-2:])
-            index = self.bundle.by_reference.get(relative)
-        if index is None:
+            found = self.bundle.by_reference.get(relative)
+        if found is None:
             raise FhirError(
                 "invalid",
                 f"{path} '{reference}' does not resolve inside the bundle; include the "
                 "resource as an entry (fullUrl) or as a contained resource.",
                 path,
             )
-        target = self.bundle.entries[index]
+        target = self.bundle.entries[found]
         return Resolved(target.resource, target.resource_type, target)
 
     def check_all(self, entry: Entry) -> None:

@@ -148,9 +148,6 @@ def check(directory: Path) -> int:
     return len(profiles.profiles)
 
 
-mapping_check.register("fhir", check)
-
-
 @dataclass(frozen=True)
 class FhirConfig:
     """What the FHIR adapter reads from ``mappings/``: the sites and their FHIR profiles."""
@@ -163,3 +160,6 @@ def load_config(directory: Path | None = None) -> FhirConfig:
     from gateway.sites import load_sites
 
     return FhirConfig(load_sites(directory), load_profiles(directory))
+
+
+mapping_check.register("fhir", check)

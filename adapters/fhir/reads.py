@@ -154,8 +154,8 @@ def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
                 match = match.where(order_identifiers.c.namespace == namespace)
             options.append(orders.c.id.in_(match))
         conditions.append(or_(false(), *options))
-    for alternatives in criteria.patient_ids or []:
-        conditions.append(orders.c.patient_id.in_(alternatives))
+    for patient_ids in criteria.patient_ids or []:
+        conditions.append(orders.c.patient_id.in_(patient_ids))
     for prefix, at in criteria.updated or []:
         column = orders.c.updated_at
         conditions.append(
