@@ -7,14 +7,21 @@ from fastapi import FastAPI
 from adapters.couriers import router as courier_webhooks
 from adapters.fhir import api as fhir_api
 from adapters.manufacturers import router as manufacturer_webhooks
-from gateway.api import health, orders, problems, scans, station
+from gateway.api import auth_routes, health, orders, problems, scans, station
+from gateway.auth.config import AuthConfig, load_auth_config
 from gateway.service.labels import LabelFactory
 from gateway.service.orders import OrderService
 from gateway.service.scanning import ScanStation
 from gateway.sites import SiteDirectory, load_sites
 
 
-def create_app(service: OrderService, sites: SiteDirectory | None = None) -> FastAPI:
+def create_app(
+    service: OrderService,
+    sites: SiteDirectory | None = None,
+    auth: AuthConfig | bool | None = True,
+) -> FastAPI:
+    """``auth=True`` reads ``V2V_AUTH_FILE`` (unset: development mode); pass a config to
+    enforce it, or ``None`` for development mode regardless of the environment."""
     app = FastAPI(
         title="vein2vein gateway",
         version="0.1.0",
@@ -23,11 +30,13 @@ def create_app(service: OrderService, sites: SiteDirectory | None = None) -> Fas
     )
     sites = sites or load_sites()
     app.state.orders = service
+    app.state.auth = load_auth_config() if auth is True else (auth or None)
     app.state.sites = sites
     app.state.labels = LabelFactory.default(sites)
     app.state.scan_station = ScanStation(service, sites)
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(auth_routes.router)
     app.include_router(orders.router)
     fhir_api.install(app)  # /fhir router, and OperationOutcome errors on /fhir paths
     app.include_router(manufacturer_webhooks)

@@ -13,5 +13,7 @@ def order_service(request: Request) -> OrderService:
 
 
 def caller(request: Request) -> str:
-    """Who is calling; authentication (issue 8) replaces the header fallback."""
-    return request.headers.get("X-V2V-Actor", "api")
+    """The authenticated caller's id, for audit entries."""
+    from gateway.api.auth import current_principal
+
+    return current_principal(request).id

@@ -7,21 +7,28 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.api.dependencies import caller, order_service
+from gateway.api.auth import (
+    SOURCE_BY_KIND,
+    Forbidden,
+    Principal,
+    current_principal,
+    may_report,
+)
+from gateway.api.dependencies import order_service
 from gateway.api.idempotency import request_fingerprint, run_idempotent
 from gateway.domain.errors import TransitionRefused
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.model import TherapyOrder
 from gateway.domain.states import ON_HOLD, OrderState
 from gateway.service.commands import CreateOrder
-from gateway.service.errors import ServiceError
+from gateway.service.errors import NotFound, ServiceError
 from gateway.service.orders import OrderService
 from gateway.service.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 Service = Annotated[OrderService, Depends(order_service)]
-Caller = Annotated[str, Depends(caller)]
+Caller = Annotated[Principal, Depends(current_principal)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
@@ -29,6 +36,25 @@ IfMatch = Annotated[str | None, Header(alias="If-Match")]
 class PreconditionFailed(ServiceError):
     code = "precondition_failed"
     status = 412
+
+
+def need(actor: Principal, action: str) -> None:
+    """Scopes follow SMART's style: ``system/Order.rs`` reads and searches orders,
+    ``system/Order.c`` creates them, ``system/Order.u`` reports events."""
+    if not actor.allows("Order", action):
+        raise Forbidden(
+            f"Your credential has no scope for Order.{action}.",
+            required_scope=f"system/Order.{action}",
+        )
+
+
+def visible_order(service: OrderService, actor: Principal, order_id: str) -> TherapyOrder:
+    """The order, or 404 — also when it exists but belongs to someone else, so that a
+    partner cannot probe for other partners' order ids."""
+    order = service.get(order_id)
+    if not actor.may_see(order):
+        raise NotFound(f"No order with id {order_id}.", order_id=order_id)
+    return order
 
 
 def etag(order: TherapyOrder) -> str:
@@ -67,14 +93,22 @@ async def create_order(
     actor: Caller,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    need(actor, "c")
+    if actor.kind not in ("hospital", "user", "admin"):
+        raise Forbidden("Only the treating site's systems create orders.")
+    if actor.kind != "admin" and command.site.id != actor.tenant:
+        raise Forbidden(
+            f"Your credential belongs to site {actor.tenant!r}, not {command.site.id!r}."
+        )
+
     def run(uow: UnitOfWork) -> JSONResponse:
-        return order_response(service.create_order(command, actor=actor, uow=uow), 201)
+        return order_response(service.create_order(command, actor=actor.id, uow=uow), 201)
 
     body = await request.body()
     return run_idempotent(
         service,
         key=idempotency_key,
-        scope=actor,
+        scope=actor.id,
         fingerprint=request_fingerprint("POST", "/orders", body),
         command=run,
     )
@@ -84,6 +118,7 @@ async def create_order(
 def list_orders(
     request: Request,
     service: Service,
+    actor: Caller,
     state: Annotated[str | None, Query(description="A lifecycle state, or ON_HOLD")] = None,
     coi: str | None = None,
     placer: str | None = Query(default=None, description="Hospital placer order number"),
@@ -97,14 +132,17 @@ def list_orders(
         raise ServiceError(
             f"Unknown state {state!r}; use one of {', '.join([*OrderState.__members__, ON_HOLD])}."
         )
-    page = service.search(
-        state=state,
-        site_id=site,
-        therapy_code=therapy,
-        identifier=coi or placer or identifier,
-        limit=limit,
-        cursor=cursor,
-    )
+    need(actor, "s")
+    criteria: dict[str, Any] = {
+        "state": state,
+        "site_id": site,
+        "therapy_code": therapy,
+        "identifier": coi or placer or identifier,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    criteria.update(actor.search_filter())  # never widen beyond the caller's own orders
+    page = service.search(**criteria)
     next_link = None
     if page.next_cursor:
         next_link = str(request.url.include_query_params(cursor=page.next_cursor))
@@ -115,9 +153,11 @@ def list_orders(
 def get_order(
     order_id: str,
     service: Service,
+    actor: Caller,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    order = service.get(order_id)
+    need(actor, "r")
+    order = visible_order(service, actor, order_id)
     if if_none_match and if_none_match.strip() in (etag(order), f"W/{etag(order)}"):
         return Response(status_code=304, headers={"ETag": etag(order)})
     return order_response(order)
@@ -134,10 +174,19 @@ async def apply_event(
     if_match: IfMatch = None,
 ) -> Response:
     expected = parse_if_match(if_match)
+    need(actor, "u")
+    visible_order(service, actor, order_id)
+    if not may_report(actor, event.type):
+        raise Forbidden(
+            f"A {actor.kind} credential may not report '{event.type.value}'.",
+            event=event.type.value,
+        )
+    if actor.kind in SOURCE_BY_KIND:
+        event = event.model_copy(update={"source": SOURCE_BY_KIND[actor.kind]})
 
     def run(uow: UnitOfWork) -> JSONResponse:
         outcome = service.apply_event(
-            order_id, event, actor=actor, expected_version=expected, uow=uow
+            order_id, event, actor=actor.id, expected_version=expected, uow=uow
         )
         return order_response(
             outcome.order,
@@ -147,13 +196,13 @@ async def apply_event(
         )
 
     def audit_refusal(refusal: TransitionRefused) -> None:
-        service.record_refusal(order_id, event, refusal, actor=actor)
+        service.record_refusal(order_id, event, refusal, actor=actor.id)
 
     body = await request.body()
     return run_idempotent(
         service,
         key=idempotency_key,
-        scope=actor,
+        scope=actor.id,
         fingerprint=request_fingerprint("POST", request.url.path, body),
         command=run,
         on_refusal=audit_refusal,
@@ -161,10 +210,11 @@ async def apply_event(
 
 
 @router.get("/{order_id}/audit", summary="The order's entries in the hash-chained log")
-def order_audit(order_id: str, service: Service) -> dict[str, Any]:
+def order_audit(order_id: str, service: Service, actor: Caller) -> dict[str, Any]:
     from gateway.store import audit
 
-    service.get(order_id)
+    need(actor, "r")
+    visible_order(service, actor, order_id)
     with service.uow() as uow:
         items = [
             {

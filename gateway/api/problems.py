@@ -34,7 +34,7 @@ def problem(
 
 async def service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return problem(
+    response = problem(
         exc.status,
         exc.code,
         exc.code.replace("_", " ").capitalize(),
@@ -42,6 +42,9 @@ async def service_error(request: Request, exc: Exception) -> JSONResponse:
         request.url.path,
         **exc.details,
     )
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="vein2vein"'
+    return response
 
 
 async def refused(request: Request, exc: Exception) -> JSONResponse:

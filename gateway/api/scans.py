@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.api.auth import Forbidden, Principal, auth_config, current_principal
 from gateway.domain.verification import Checkpoint
 from gateway.service.errors import NotFound, ServiceError
 from gateway.service.labels import LabelFactory, LabelUnavailable
@@ -25,7 +26,11 @@ class ScanBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: Checkpoint
-    user: str = Field(min_length=1, description="The logged-in person scanning")
+    user: str | None = Field(
+        default=None,
+        description="The person scanning (development mode); with authentication the "
+        "signed-in user is recorded instead",
+    )
     unit_scan: str = Field(description="Keyboard-wedge text from the bag's label")
     wristband_scan: str | None = Field(default=None, description="The patient's wristband")
     order_id: str | None = Field(default=None, description="The order being worked on")
@@ -56,18 +61,37 @@ def station(request: Request) -> ScanStation:
     return found
 
 
+Staff = Annotated[Principal, Depends(current_principal)]
+
+
+def scanning_user(
+    request: Request, principal: Principal, claimed: str | None
+) -> tuple[str, str | None]:
+    """Who goes into the custody log, and the station's site. With authentication that is
+    the signed-in person, whatever the request claims."""
+    if auth_config(request) is None:
+        if not claimed:
+            raise Forbidden("Sign in first: every verdict is recorded under a name.")
+        return claimed, None
+    if principal.kind not in ("user", "hospital", "admin"):
+        raise Forbidden("Only the treating site's staff scan products.")
+    return principal.id, principal.tenant if principal.kind != "admin" else None
+
+
 @router.post("/scans", summary="Check a scanned unit against its order (green or red)")
-def scan(body: ScanBody, request: Request) -> dict[str, Any]:
+def scan(body: ScanBody, request: Request, principal: Staff) -> dict[str, Any]:
     """A red verdict is a normal answer (HTTP 200): the check ran and said no."""
+    user, site = scanning_user(request, principal, body.user)
     result = station(request).scan(
         ScanRequest(
             checkpoint=body.checkpoint,
-            user=body.user,
+            user=user,
+            site=site,
             unit_scan=body.unit_scan,
             wristband_scan=body.wristband_scan,
             order_id=body.order_id,
             location=body.location,
-            role=body.role,
+            role=body.role or principal.role,
         )
     )
     return result_body(result)
@@ -76,9 +100,10 @@ def scan(body: ScanBody, request: Request) -> dict[str, Any]:
 @router.post("/scans/image", summary="Check a photographed label")
 async def scan_image(
     request: Request,
+    principal: Staff,
     checkpoint: Annotated[Checkpoint, Form()],
-    user: Annotated[str, Form(min_length=1)],
     image: Annotated[UploadFile, File(description="Photo or scan of the label")],
+    user: Annotated[str | None, Form()] = None,
     order_id: Annotated[str | None, Form()] = None,
     wristband_scan: Annotated[str | None, Form()] = None,
     location: Annotated[str | None, Form()] = None,
@@ -86,10 +111,12 @@ async def scan_image(
     data = await image.read()
     if len(data) > 20 * 1024 * 1024:
         raise ServiceError("The image is larger than 20 MB.")
+    who, site = scanning_user(request, principal, user)
     result = station(request).scan(
         ScanRequest(
             checkpoint=checkpoint,
-            user=user,
+            user=who,
+            site=site,
             unit_image=data,
             wristband_scan=wristband_scan,
             order_id=order_id,
@@ -124,15 +151,26 @@ def unit_label(
     unit_id: str,
     fmt: Format,
     request: Request,
+    principal: Staff,
     kind: Literal["bag", "cassette"] = "bag",
 ) -> Response:
     service = request.app.state.orders
     order = service.get(order_id)
+    if not principal.may_see(order):
+        raise NotFound(f"No order with id {order_id}.")
     unit = order.unit(unit_id)
     if unit is None:
         raise NotFound(f"Order {order_id} has no unit {unit_id}.")
     label_kind = layout.LabelKind(kind)
-    patient = service.patient_of(order_id) if label_kind.may_carry_patient else None
+    patient = None
+    if label_kind.may_carry_patient:
+        if not principal.sees_phi(order):
+            raise Forbidden(
+                "The patient's own bag label carries name and DOB; only the "
+                "treating site may print it. Print the cassette label instead."
+            )
+        patient = service.patient_of(order_id)
+        service.record_access(order_id, actor=principal.id, what=f"label:{kind}:{unit_id}")
     factory: LabelFactory = request.app.state.labels
     try:
         label = factory.product_label(order, unit, label_kind, patient)
@@ -142,10 +180,13 @@ def unit_label(
 
 
 @router.get("/orders/{order_id}/wristband.{fmt}", summary="The patient's wristband label")
-def wristband_label(order_id: str, fmt: Format, request: Request) -> Response:
+def wristband_label(order_id: str, fmt: Format, request: Request, principal: Staff) -> Response:
     service = request.app.state.orders
     order = service.get(order_id)
+    if not principal.sees_phi(order):
+        raise NotFound(f"No order with id {order_id}.")
     patient = service.patient_of(order_id)
+    service.record_access(order_id, actor=principal.id, what="label:wristband")
     if patient is None:
         raise NotFound(f"Order {order_id} has no patient record.")
     factory: LabelFactory = request.app.state.labels

@@ -46,10 +46,16 @@ def serve(
     """Run the gateway (database URL from V2V_DATABASE_URL; default ./vein2vein.db)."""
     import logging
 
+    from gateway.cli.serve import InsecureBinding
     from gateway.cli.serve import serve as run
+    from gateway.mapping_files import MappingFileError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run(replace(Settings(), host=host, http_port=port, mllp_port=mllp_port))
+    try:
+        run(replace(Settings(), host=host, http_port=port, mllp_port=mllp_port))
+    except (InsecureBinding, MappingFileError) as exc:
+        errors.print(f"[red]vein2vein did not start:[/] {exc}")
+        raise typer.Exit(2) from None
 
 
 @db_app.command("upgrade")

@@ -51,10 +51,24 @@ class _GatewayServer(uvicorn.Server):
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class InsecureBinding(RuntimeError):
+    pass
+
+
 async def run_server(settings: Settings) -> None:
     _register_builtin_tasks()
     service = build_service(settings)
     app = create_app(service)
+    if app.state.auth is None and settings.host not in LOOPBACK:
+        raise InsecureBinding(
+            f"Refusing to listen on {settings.host} without authentication: set "
+            "V2V_AUTH_FILE (see docs/operations.md), or listen on 127.0.0.1 for development."
+        )
+    if app.state.auth is None:
+        log.warning("DEVELOPMENT MODE: no V2V_AUTH_FILE, callers are trusted; loopback only")
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level="info", lifespan="on"
     )

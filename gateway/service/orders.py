@@ -421,6 +421,13 @@ class OrderService:
             self._notify_id(order_id)
         return reply
 
+    def record_access(self, order_id: str, *, actor: str, what: str) -> None:
+        """Audit a read of patient identity: who saw which order's patient, and through what."""
+        with self.uow() as uow:
+            audit.append(uow.conn, at=self.clock(), actor=actor, action="phi.read",
+                         order_id=order_id, payload={"what": what})
+            uow.commit()
+
     # --- listeners (live updates) ---------------------------------------------------------
     def publish(self, order: TherapyOrder) -> None:
         """Tell live listeners (the control tower, the scan station) that an order changed."""

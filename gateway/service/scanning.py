@@ -8,7 +8,7 @@ person holding the bag can act on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from gateway.domain.lifecycle import bedside_verified
@@ -40,6 +40,7 @@ class ScanRequest:
     order_id: str | None = None
     location: str | None = None
     role: str | None = None
+    site: str | None = None  # the station's site: bags for other sites are refused
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,16 @@ class ScanStation:
 
     def scan(self, request: ScanRequest) -> ScanResult:
         at = self.orders.clock()
+        if request.order_id is not None and request.site is not None:
+            named = self.orders.get(request.order_id)
+            if named.site.id != request.site:
+                return self._red_without_order(
+                    replace(request, order_id=None),
+                    at,
+                    "wrong_site",
+                    "That order is not one of this site's. Check the patient and order.",
+                    (),
+                )
         read = self._read_unit(request)
         if not read.accepted:
             return self._red_without_order(
@@ -114,6 +125,15 @@ class ScanStation:
                 notes=read.notes,
             )
         order = expected or owner
+        if order is not None and request.site is not None and order.site.id != request.site:
+            return self._red_without_order(
+                replace(request, order_id=None),
+                at,
+                "wrong_site",
+                f"Unit {unit.unit_id} is not for this site. Do not use it; quarantine the bag "
+                "and call the cell-therapy lab.",
+                read.notes,
+            )
         if order is None:
             return self._red_without_order(
                 request,

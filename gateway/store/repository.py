@@ -158,6 +158,7 @@ class OrderRepository:
         site_id: str | None = None,
         therapy_code: str | None = None,
         manufacturer: str | None = None,
+        courier: str | None = None,
         identifier: str | None = None,
         updated_since: datetime | None = None,
         limit: int = 50,
@@ -177,6 +178,11 @@ class OrderRepository:
             query = query.where(orders.c.therapy_code == therapy_code)
         if manufacturer:
             query = query.where(orders.c.manufacturer == manufacturer)
+        if courier:
+            carried = select(order_identifiers.c.order_id).where(
+                order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == courier
+            )
+            query = query.where(orders.c.id.in_(carried))
         if updated_since:
             query = query.where(orders.c.updated_at >= updated_since)
         if identifier:

@@ -5,11 +5,23 @@
 const state = { user: null, role: null, wristband: null, bedsideOrder: null };
 const $ = (id) => document.getElementById(id);
 
-function signIn() {
+async function signIn() {
   const user = $("user").value.trim();
   if (!user) { $("user").focus(); return; }
-  state.user = user;
-  state.role = $("role").value;
+  const form = new URLSearchParams({ username: user, password: $("password").value,
+                                     role: $("role").value });
+  const response = await fetch("/auth/login", { method: "POST", body: form });
+  $("password").value = "";
+  if (!response.ok) {
+    const problem = await response.json().catch(() => ({}));
+    $("signin-error").textContent = problem.detail || "Sign-in failed.";
+    $("signin-error").hidden = false;
+    return;
+  }
+  const who = await response.json();
+  $("signin-error").hidden = true;
+  state.user = who.username;
+  state.role = who.role || $("role").value;
   $("who").textContent = `${user} (${state.role})`;
   $("signin").hidden = true;
   $("work").hidden = false;
@@ -17,6 +29,7 @@ function signIn() {
 }
 
 function signOut() {
+  fetch("/auth/logout", { method: "POST" });
   state.user = null;
   $("who").textContent = "not signed in";
   $("work").hidden = true;
@@ -121,6 +134,7 @@ function dismiss() {
 document.addEventListener("DOMContentLoaded", () => {
   $("signin-button").addEventListener("click", signIn);
   $("user").addEventListener("keydown", (e) => { if (e.key === "Enter") signIn(); });
+  $("password").addEventListener("keydown", (e) => { if (e.key === "Enter") signIn(); });
   $("signout").addEventListener("click", signOut);
   $("checkpoint").addEventListener("change", onCheckpoint);
   $("verdict-ok").addEventListener("click", dismiss);

@@ -1,0 +1,133 @@
+"""Each credential sees only its own site's, manufacturer's or courier's orders: a matrix of
+every cross-partner read and write."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.security.conftest import SECRETS, Secured, _lakeside_token
+
+
+def headers_for(secured: Secured, who: str) -> dict[str, str]:
+    if who == "northwind-portal":
+        return {"X-API-Key": SECRETS["V2V_APIKEY_NORTHWIND"]}
+    if who == "lakeside-ehr":
+        return {"Authorization": f"Bearer {_lakeside_token(secured)}"}
+    secret = {
+        "st-mary-ehr": "V2V_SECRET_ST_MARY_EHR",
+        "helix-portal": "V2V_SECRET_HELIX",
+        "polar-express": "V2V_SECRET_POLAR",
+    }[who]
+    return {"Authorization": f"Bearer {secured.token(who, SECRETS[secret])}"}
+
+
+#: who → the orders they may see. St Mary's order: exa-cel by Helix, carried by Polar Express.
+VISIBLE = {
+    "st-mary-ehr": {"st-mary"},
+    "lakeside-ehr": {"lakeside"},
+    "helix-portal": {"st-mary"},
+    "northwind-portal": {"lakeside"},
+    "polar-express": {"st-mary"},
+}
+
+
+@pytest.mark.parametrize("who", sorted(VISIBLE))
+def test_reads_and_listings_stay_inside_the_tenant(secured: Secured, who: str) -> None:
+    headers = headers_for(secured, who)
+    listed = {item["id"] for item in secured.client.get("/orders", headers=headers).json()["items"]}
+    assert listed == {secured.orders[name] for name in VISIBLE[who]}
+    for name, order_id in secured.orders.items():
+        read = secured.client.get(f"/orders/{order_id}", headers=headers)
+        audit = secured.client.get(f"/orders/{order_id}/audit", headers=headers)
+        if name in VISIBLE[who]:
+            assert read.status_code == 200 and audit.status_code == 200
+            assert "MRN-SYN" not in read.text and "Zz-Testpatient" not in read.text
+        else:
+            # 404, not 403: another partner's order ids are not confirmed to exist
+            assert read.status_code == 404 and audit.status_code == 404
+
+
+@pytest.mark.parametrize("who", sorted(VISIBLE))
+def test_writes_to_other_partners_orders_are_refused(secured: Secured, who: str) -> None:
+    headers = headers_for(secured, who)
+    for name, order_id in secured.orders.items():
+        if name in VISIBLE[who]:
+            continue
+        response = secured.client.post(
+            f"/orders/{order_id}/events",
+            headers=headers,
+            json={"type": "place_hold", "details": {"hold_reason": "other"}},
+        )
+        assert response.status_code == 404
+        assert secured.service.get(order_id).holds == []
+
+
+def test_partners_may_only_report_their_own_kind_of_event(secured: Secured) -> None:
+    order_id = secured.orders["st-mary"]
+    courier = headers_for(secured, "polar-express")
+    release = secured.client.post(
+        f"/orders/{order_id}/events", headers=courier, json={"type": "release"}
+    )
+    assert release.status_code == 403
+    helix = headers_for(secured, "helix-portal")
+    infuse = secured.client.post(
+        f"/orders/{order_id}/events", headers=helix, json={"type": "infuse"}
+    )
+    assert infuse.status_code == 403
+    # the source is taken from the credential, not from the body
+    received = secured.client.post(
+        f"/orders/{order_id}/events",
+        headers=helix,
+        json={"type": "receive_at_mfg", "source": "hospital"},
+    )
+    assert received.status_code == 200, received.text
+    audit = secured.client.get(f"/orders/{order_id}/audit", headers=helix).json()["items"]
+    assert audit[-1]["payload"]["source"] == "manufacturer"
+    assert audit[-1]["actor"] == "helix-portal"
+
+
+def test_only_the_treating_site_creates_orders_for_itself(secured: Secured) -> None:
+    from tests.conftest import SYNTHETIC_PATIENTS
+
+    body = {
+        "patient": dict(SYNTHETIC_PATIENTS[0]),
+        "therapy_code": "exa-cel",
+        "site": {"id": "st-mary"},
+        "placer_number": "PL-SEC-X",
+    }
+    for who in ("lakeside-ehr", "helix-portal", "polar-express"):
+        response = secured.client.post("/orders", headers=headers_for(secured, who), json=body)
+        assert response.status_code == 403, who
+
+
+def test_patient_identity_labels_only_for_the_site_and_audited(secured: Secured) -> None:
+    order_id = secured.orders["st-mary"]
+    for who in ("helix-portal", "polar-express", "lakeside-ehr"):
+        response = secured.client.get(
+            f"/orders/{order_id}/wristband.zpl", headers=headers_for(secured, who)
+        )
+        assert response.status_code == 404, who
+    site = secured.client.get(
+        f"/orders/{order_id}/wristband.zpl", headers=headers_for(secured, "st-mary-ehr")
+    )
+    assert site.status_code == 200 and "ZZ-TESTPATIENT" in site.text.upper()
+    from gateway.store.audit import entries
+
+    with secured.service.engine.connect() as conn:
+        reads = [e for e in entries(conn, order_id) if e.action == "phi.read"]
+    assert reads and reads[-1].actor == "st-mary-ehr"
+    assert reads[-1].payload["what"] == "label:wristband"
+
+
+def test_staff_of_one_site_cannot_scan_another_sites_bags(secured: Secured) -> None:
+    secured.client.post(
+        "/auth/login", data={"username": "rn.lee", "password": "lakeside nurse passphrase"}
+    )
+    response = secured.client.post(
+        "/scans",
+        json={"checkpoint": "receipt", "unit_scan": "x", "order_id": secured.orders["st-mary"]},
+    )
+    body = response.json()
+    assert response.status_code in (200, 404)
+    if response.status_code == 200:
+        assert body["green"] is False and body.get("coi") is None
