@@ -55,7 +55,9 @@ def db_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_db_upgrade_orders_and_audit_verify(db_env: Path) -> None:
     result = runner.invoke(app, ["db", "upgrade"])
-    assert result.exit_code == 0 and "0001" in result.output
+    from gateway.store.migrate import head_revision
+
+    assert result.exit_code == 0 and str(head_revision()) in result.output
     from gateway.bootstrap import build_service
     from gateway.domain.model import Site
     from gateway.domain.patient import PatientIdentity
@@ -173,7 +175,9 @@ def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
             assert time.monotonic() < deadline, "serve did not become ready"
             time.sleep(0.2)
-        assert ready.json()["schema"] == "0001"
+        from gateway.store.migrate import head_revision
+
+        assert ready.json()["schema"] == head_revision()
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)
     finally:
