@@ -90,27 +90,27 @@ class OrderService:
         self.issue_coi = coi_issuer or default_coi_issuer(default_facility)
         self.listeners: list[Callable[[TherapyOrder], None]] = []
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine)
+    def uow(self, *, readonly: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, readonly=readonly)
 
     # --- queries ----------------------------------------------------------------------
     def get(self, order_id: str) -> TherapyOrder:
-        with self.uow() as uow:
+        with self.uow(readonly=True) as uow:
             order = uow.orders.get(order_id)
         if order is None:
             raise NotFound(f"No order with id {order_id}.", order_id=order_id)
         return order
 
     def find(self, kind: str, value: str, namespace: str | None = None) -> TherapyOrder | None:
-        with self.uow() as uow:
+        with self.uow(readonly=True) as uow:
             return uow.orders.find_by_identifier(kind, value, namespace)
 
     def search(self, **criteria: Any) -> OrderPage:
-        with self.uow() as uow:
+        with self.uow(readonly=True) as uow:
             return uow.orders.search(**criteria)
 
     def patient_of(self, order_id: str) -> PatientIdentity | None:
-        with self.uow() as uow:
+        with self.uow(readonly=True) as uow:
             return uow.orders.patient_of(order_id)
 
     # --- commands ---------------------------------------------------------------------

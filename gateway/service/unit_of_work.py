@@ -14,12 +14,15 @@ class UnitOfWork:
     conn: Connection
     orders: OrderRepository
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, readonly: bool = False) -> None:
         self.engine = engine
+        self.readonly = readonly
         self._tx: RootTransaction | None = None
 
     def __enter__(self) -> Self:
         self.conn = self.engine.connect()
+        if self.readonly:
+            self.conn = self.conn.execution_options(v2v_readonly=True)
         self._tx = self.conn.begin()
         self.orders = OrderRepository(self.conn)
         return self
