@@ -70,3 +70,36 @@ async def run_relay(
         if not busy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+async def run_checkpoints(service: OrderService, stop: asyncio.Event, settings: Settings) -> None:
+    """Sign the audit chain's head periodically, when a signing key is configured."""
+    import os
+
+    from gateway.store import checkpoints
+
+    try:
+        checkpoints.private_key()
+    except checkpoints.CheckpointKeyMissing:
+        log.info("no V2V_AUDIT_KEY_FILE: periodic audit checkpoints are off")
+        return
+    minutes = float(os.environ.get("V2V_AUDIT_CHECKPOINT_MINUTES", "60"))
+    export = os.environ.get("V2V_AUDIT_CHECKPOINT_FILE")
+    while not stop.is_set():
+        try:
+            checkpoint = await asyncio.to_thread(_checkpoint_once, service)
+            if checkpoint is not None and export:
+                from pathlib import Path
+
+                checkpoints.append_export(Path(export), checkpoint)
+        except Exception:
+            log.exception("audit checkpoint failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=minutes * 60)
+
+
+def _checkpoint_once(service: OrderService) -> object:
+    from gateway.store import checkpoints
+
+    with service.engine.begin() as conn:
+        return checkpoints.create(conn, at=service.clock(), actor="v2v serve")

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from adapters.couriers import router as courier_webhooks
 from adapters.fhir import api as fhir_api
 from adapters.manufacturers import router as manufacturer_webhooks
-from gateway.api import auth_routes, health, orders, problems, scans, station
+from gateway.api import admin, auth_routes, health, orders, problems, scans, station
 from gateway.auth.config import AuthConfig, load_auth_config
 from gateway.service.labels import LabelFactory
 from gateway.service.orders import OrderService
@@ -37,6 +37,7 @@ def create_app(
     problems.install(app)
     app.include_router(health.router)
     app.include_router(auth_routes.router)
+    app.include_router(admin.router)
     app.include_router(orders.router)
     fhir_api.install(app)  # /fhir router, and OperationOutcome errors on /fhir paths
     app.include_router(manufacturer_webhooks)

@@ -30,6 +30,10 @@ audit_app = typer.Typer(help="The hash-chained custody and audit log.", no_args_
 app.add_typer(db_app, name="db")
 app.add_typer(orders_app, name="orders")
 app.add_typer(audit_app, name="audit")
+outbox_app = typer.Typer(
+    help="Messages waiting for, or refused by, partners.", no_args_is_help=True
+)
+app.add_typer(outbox_app, name="outbox")
 mappings_app = typer.Typer(help="Declarative partner mapping files.", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
 
@@ -110,22 +114,160 @@ def orders_show(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain; exit 1 and name the first broken link if any."""
+def audit_verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="Exported checkpoint file to check as well (see `audit checkpoint`)."),
+    ] = None,
+) -> None:
+    """Walk the hash chain and its signed checkpoints; exit 1 at the first problem."""
+    from gateway.store import checkpoints as signed
     from gateway.store.audit import verify_chain
     from gateway.store.database import make_engine
 
     engine = make_engine(Settings().database_url)
     with engine.connect() as conn:
         report = verify_chain(conn)
-    if report.ok:
-        console.print(f"[green]audit chain intact[/]: {report.entries} entries verified")
-        return
-    errors.print(
-        f"[red]audit chain BROKEN at entry {report.broken_at}[/]: {report.reason} "
-        f"({report.entries} entries verified before it)"
+        exported = signed.read_export(checkpoints) if checkpoints else []
+        signatures = signed.verify(conn, signed.public_key(), exported)
+    if not report.ok:
+        errors.print(
+            f"[red]audit chain BROKEN at entry {report.broken_at}[/]: {report.reason} "
+            f"({report.entries} entries verified before it)"
+        )
+        raise typer.Exit(1)
+    if not signatures.ok:
+        errors.print(f"[red]audit checkpoints FAILED[/]: {signatures.reason}")
+        raise typer.Exit(1)
+    console.print(
+        f"[green]audit chain intact[/]: {report.entries} entries verified, "
+        f"{signatures.checked} signed checkpoint(s) valid"
     )
-    raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    export: Annotated[
+        Path | None, typer.Option(help="Also append the checkpoint to this file (off-database).")
+    ] = None,
+) -> None:
+    """Sign the chain's current head with V2V_AUDIT_KEY_FILE and append the checkpoint."""
+    from datetime import UTC, datetime
+
+    from gateway.store import checkpoints as signed
+    from gateway.store.database import make_engine
+
+    engine = make_engine(Settings().database_url)
+    try:
+        with engine.begin() as conn:
+            checkpoint = signed.create(conn, at=datetime.now(UTC), actor="v2v audit checkpoint")
+    except signed.CheckpointKeyMissing as exc:
+        errors.print(f"[red]No signing key:[/] {exc}")
+        raise typer.Exit(2) from None
+    if checkpoint is None:
+        console.print("the audit chain is empty; nothing to sign")
+        return
+    if export is not None:
+        signed.append_export(export, checkpoint)
+    console.print(f"signed checkpoint at entry {checkpoint.covers_seq} (key {checkpoint.key_id})")
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    path: Annotated[Path, typer.Argument(help="Where to write the Ed25519 private key (PEM).")],
+) -> None:
+    """Make a checkpoint signing key pair (keep the private key off the database host)."""
+    from gateway.store.checkpoints import generate_key
+
+    if path.exists():
+        errors.print(f"[red]{path} exists; refusing to overwrite a key.[/]")
+        raise typer.Exit(2)
+    public = generate_key(path)
+    console.print(f"private key: {path}\npublic key:  {public}")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[
+        str | None, typer.Option(help="pending, delivered or dead (default: not delivered).")
+    ] = None,
+    order: Annotated[str | None, typer.Option(help="Only this order's messages.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 100,
+) -> None:
+    """List outbound messages and their delivery state."""
+    from gateway.store import outbox
+    from gateway.store.database import make_engine
+
+    engine = make_engine(Settings().database_url)
+    with engine.connect() as conn:
+        if status is None:
+            items = outbox.list_items(conn, status=outbox.DEAD, order_id=order, limit=limit)
+            items += outbox.list_items(conn, status=outbox.PENDING, order_id=order, limit=limit)
+        else:
+            items = outbox.list_items(conn, status=status, order_id=order, limit=limit)
+    table = Table("id", "destination", "kind", "order", "status", "tries", "last error")
+    for item in items:
+        table.add_row(
+            str(item.id),
+            item.destination,
+            item.kind,
+            item.order_id or "-",
+            item.status,
+            str(item.attempts),
+            (item.last_error or "")[:60],
+        )
+    console.print(table)
+
+
+@outbox_app.command("retry")
+def outbox_retry(item_id: Annotated[int, typer.Argument(help="Outbox item id.")]) -> None:
+    """Put a dead-lettered (or waiting) message back in line now."""
+    from datetime import UTC, datetime
+
+    from gateway.store import audit, outbox
+    from gateway.store.database import make_engine
+
+    engine = make_engine(Settings().database_url)
+    with engine.begin() as conn:
+        if not outbox.retry(conn, item_id, datetime.now(UTC)):
+            errors.print(f"[red]No undelivered outbox item {item_id}.[/]")
+            raise typer.Exit(1)
+        audit.append(
+            conn,
+            at=datetime.now(UTC),
+            actor="v2v outbox retry",
+            action="outbox.retry",
+            order_id=None,
+            payload={"item": item_id},
+        )
+    console.print(f"outbox item {item_id} will be retried")
+
+
+@outbox_app.command("dead-letter")
+def outbox_dead_letter(
+    item_id: Annotated[int, typer.Argument(help="Outbox item id.")],
+    reason: Annotated[str, typer.Option(help="Why it should not be delivered.")],
+) -> None:
+    """Stop retrying a message (it stays listed, with the reason)."""
+    from datetime import UTC, datetime
+
+    from gateway.store import audit, outbox
+    from gateway.store.database import make_engine
+
+    engine = make_engine(Settings().database_url)
+    with engine.begin() as conn:
+        if not outbox.dead_letter(conn, item_id, reason):
+            errors.print(f"[red]No pending outbox item {item_id}.[/]")
+            raise typer.Exit(1)
+        audit.append(
+            conn,
+            at=datetime.now(UTC),
+            actor="v2v outbox dead-letter",
+            action="outbox.dead_letter",
+            order_id=None,
+            payload={"item": item_id, "reason": reason},
+        )
+    console.print(f"outbox item {item_id} dead-lettered")
 
 
 @mappings_app.command("check")

@@ -29,12 +29,14 @@ background_tasks: list[Callable[[object, asyncio.Event, Settings], Awaitable[Non
 
 def _register_builtin_tasks() -> None:
     from adapters.hl7v2.listener import run_listener
-    from gateway.wiring import run_relay
+    from gateway.wiring import run_checkpoints, run_relay
 
     if run_listener not in background_tasks:
         background_tasks.append(run_listener)
     if os.environ.get("V2V_RELAY", "on") != "off" and run_relay not in background_tasks:
         background_tasks.append(run_relay)  # type: ignore[arg-type]
+    if run_checkpoints not in background_tasks:
+        background_tasks.append(run_checkpoints)  # type: ignore[arg-type]
 
 
 class _GatewayServer(uvicorn.Server):

@@ -1,0 +1,204 @@
+"""Operator endpoints: the outbox (retry, dead-letter), stored inbound messages, metrics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from gateway.api.auth import Forbidden, Principal, current_principal
+from gateway.service.errors import NotFound
+from gateway.service.orders import OrderService
+from gateway.store import audit, outbox
+from gateway.store.tables import audit_log, inbox, orders
+from gateway.store.tables import outbox as outbox_table
+
+router = APIRouter(tags=["operations"])
+
+
+def operator(request: Request) -> Principal:
+    principal = current_principal(request)
+    if principal.kind != "admin":
+        raise Forbidden("Operator endpoints need an admin credential.")
+    return principal
+
+
+Operator = Annotated[Principal, Depends(operator)]
+
+
+def _service(request: Request) -> OrderService:
+    service: OrderService = request.app.state.orders
+    return service
+
+
+def _item(item: outbox.OutboxItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "destination": item.destination,
+        "kind": item.kind,
+        "order_id": item.order_id,
+        "status": item.status,
+        "attempts": item.attempts,
+        "last_error": item.last_error,
+        "idempotency_key": item.idempotency_key,
+    }
+
+
+@router.get("/admin/outbox", summary="Outbound messages by delivery state")
+def list_outbox(
+    request: Request,
+    who: Operator,
+    status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
+    order_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    with _service(request).engine.connect() as conn:
+        items = outbox.list_items(conn, status=status, order_id=order_id, limit=limit)
+    return {"items": [_item(item) for item in items]}
+
+
+class DeadLetterBody(BaseModel):
+    reason: str = Field(min_length=1)
+
+
+@router.post("/admin/outbox/{item_id}/retry", summary="Retry a dead-lettered message now")
+def retry_outbox(item_id: int, request: Request, who: Operator) -> dict[str, Any]:
+    service = _service(request)
+    with service.engine.begin() as conn:
+        if not outbox.retry(conn, item_id, service.clock()):
+            raise NotFound(f"No undelivered outbox item {item_id}.")
+        audit.append(
+            conn,
+            at=service.clock(),
+            actor=who.id,
+            action="outbox.retry",
+            order_id=None,
+            payload={"item": item_id},
+        )
+    return {"id": item_id, "status": outbox.PENDING}
+
+
+@router.post("/admin/outbox/{item_id}/dead-letter", summary="Stop retrying a message")
+def dead_letter_outbox(
+    item_id: int, body: DeadLetterBody, request: Request, who: Operator
+) -> dict[str, Any]:
+    service = _service(request)
+    with service.engine.begin() as conn:
+        if not outbox.dead_letter(conn, item_id, body.reason):
+            raise NotFound(f"No pending outbox item {item_id}.")
+        audit.append(
+            conn,
+            at=service.clock(),
+            actor=who.id,
+            action="outbox.dead_letter",
+            order_id=None,
+            payload={"item": item_id, "reason": body.reason},
+        )
+    return {"id": item_id, "status": outbox.DEAD}
+
+
+@router.get("/admin/inbox", summary="Stored inbound messages, newest first")
+def list_inbox(
+    request: Request,
+    who: Operator,
+    status: str | None = None,
+    channel: str | None = None,
+    order_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    query = select(
+        inbox.c.id,
+        inbox.c.message_key,
+        inbox.c.channel,
+        inbox.c.sender,
+        inbox.c.received_at,
+        inbox.c.status,
+        inbox.c.error,
+        inbox.c.order_id,
+    )
+    if status:
+        query = query.where(inbox.c.status == status)
+    if channel:
+        query = query.where(inbox.c.channel == channel)
+    if order_id:
+        query = query.where(inbox.c.order_id == order_id)
+    with _service(request).engine.connect() as conn:
+        rows = conn.execute(query.order_by(inbox.c.id.desc()).limit(limit)).all()
+    return {
+        "items": [{**row._asdict(), "received_at": row.received_at.isoformat()} for row in rows]
+    }
+
+
+@router.get("/admin/inbox/{message_id}", summary="One stored inbound message, raw")
+def get_inbox(message_id: int, request: Request, who: Operator) -> dict[str, Any]:
+    with _service(request).engine.connect() as conn:
+        row = conn.execute(select(inbox).where(inbox.c.id == message_id)).first()
+    if row is None:
+        raise NotFound(f"No inbound message {message_id}.")
+    return {
+        "id": row.id,
+        "message_key": row.message_key,
+        "channel": row.channel,
+        "sender": row.sender,
+        "received_at": row.received_at.isoformat(),
+        "status": row.status,
+        "error": row.error,
+        "order_id": row.order_id,
+        "content_type": row.content_type,
+        "body": row.body.decode("utf-8", "replace"),
+        "response": row.response.decode("utf-8", "replace") if row.response else None,
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+def metrics(request: Request, who: Operator) -> str:
+    service = _service(request)
+    lines: list[str] = []
+
+    def family(name: str, help_text: str, kind: str = "gauge") -> None:
+        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
+
+    with service.engine.connect() as conn:
+        family("v2v_outbox_items", "Outbound messages by destination kind and status.")
+        prefix = (
+            func.substr(
+                outbox_table.c.destination, 1, func.instr(outbox_table.c.destination, ":") - 1
+            )
+            if conn.dialect.name == "sqlite"
+            else func.split_part(outbox_table.c.destination, ":", 1)
+        )
+        for row in conn.execute(
+            select(prefix.label("kind"), outbox_table.c.status, func.count()).group_by(
+                "kind", outbox_table.c.status
+            )
+        ):
+            lines.append(f'v2v_outbox_items{{destination="{row[0]}",status="{row[1]}"}} {row[2]}')
+        oldest = conn.execute(
+            select(func.min(outbox_table.c.created_at)).where(
+                outbox_table.c.status == outbox.PENDING
+            )
+        ).scalar()
+        family("v2v_outbox_oldest_pending_seconds", "Age of the oldest undelivered message.")
+        age = 0.0
+        if oldest is not None:
+            stamp = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+            age = max(0.0, (datetime.now(UTC) - stamp).total_seconds())
+        lines.append(f"v2v_outbox_oldest_pending_seconds {age:.0f}")
+        family("v2v_inbox_messages", "Inbound messages by channel and status.")
+        for row in conn.execute(
+            select(inbox.c.channel, inbox.c.status, func.count()).group_by(
+                inbox.c.channel, inbox.c.status
+            )
+        ):
+            lines.append(f'v2v_inbox_messages{{channel="{row[0]}",status="{row[1]}"}} {row[2]}')
+        family("v2v_orders", "Orders by lifecycle state.")
+        for row in conn.execute(select(orders.c.state, func.count()).group_by(orders.c.state)):
+            lines.append(f'v2v_orders{{state="{row[0]}"}} {row[1]}')
+        family("v2v_audit_entries", "Entries in the hash-chained audit log.", "counter")
+        entries = conn.execute(select(func.count()).select_from(audit_log)).scalar()
+        lines.append(f"v2v_audit_entries {entries}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""Operator endpoints: outbox retry and dead-letter, stored inbound messages, metrics."""
+
+from __future__ import annotations
+
+from gateway.domain.lifecycle import LifecycleEvent
+from gateway.domain.states import EventType
+from gateway.service.orders import InboundMessage, Reply
+
+
+def test_outbox_list_dead_letter_and_retry(api, service, new_order) -> None:  # type: ignore[no-untyped-def]
+    order = new_order()
+    service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="t")
+    pending = api.get("/admin/outbox", params={"status": "pending"}).json()["items"]
+    assert pending
+    item = pending[0]["id"]
+    dead = api.post(f"/admin/outbox/{item}/dead-letter", json={"reason": "partner retired"})
+    assert dead.status_code == 200
+    listed = api.get("/admin/outbox", params={"status": "dead"}).json()["items"]
+    assert [i["id"] for i in listed] == [item] and listed[0]["last_error"] == "partner retired"
+    assert api.post(f"/admin/outbox/{item}/retry").status_code == 200
+    assert api.get("/admin/outbox", params={"status": "dead"}).json()["items"] == []
+    assert api.post("/admin/outbox/999999/retry").status_code == 404
+    audit = api.get(f"/orders/{order.id}/audit").json()["items"]
+    assert audit  # the order's own history is intact
+    metrics = api.get("/metrics").text
+    assert 'v2v_outbox_items{destination="hospital",status="pending"}' in metrics
+    assert 'v2v_orders{state="ENROLLED"} 1' in metrics
+
+
+def test_operator_endpoints_refuse_partners(api) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/admin/outbox", "/admin/inbox", "/metrics"):
+        response = api.get(path, headers={"X-V2V-Role": "manufacturer",
+                                          "X-V2V-Tenant": "helix-bio"})
+        assert response.status_code == 403, path
+
+
+def test_stored_inbound_messages_are_visible(api, service) -> None:  # type: ignore[no-untyped-def]
+    def handle(uow):  # type: ignore[no-untyped-def]
+        raise ValueError("unknown product code ZZ999 in RXO-1")
+
+    service.process_inbound(InboundMessage("hl7v2:EHR|SITE|42", "hl7v2", "EHR|SITE",
+                                           "x-application/hl7-v2+er7", b"MSH|^~\\&|EHR|SITE"),
+                            handle, lambda exc: Reply("rejected", b"MSA|AE|42", "text/plain"))
+    listed = api.get("/admin/inbox", params={"status": "rejected"}).json()["items"]
+    assert listed and listed[0]["message_key"] == "hl7v2:EHR|SITE|42"
+    one = api.get(f"/admin/inbox/{listed[0]['id']}").json()
+    assert one["body"].startswith("MSH|") and one["response"] == "MSA|AE|42"
