@@ -30,6 +30,8 @@ audit_app = typer.Typer(help="The hash-chained custody and audit log.", no_args_
 app.add_typer(db_app, name="db")
 app.add_typer(orders_app, name="orders")
 app.add_typer(audit_app, name="audit")
+auth_app = typer.Typer(help="Credentials for staff and partners.", no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
 outbox_app = typer.Typer(
     help="Messages waiting for, or refused by, partners.", no_args_is_help=True
 )
@@ -184,6 +186,27 @@ def audit_keygen(
         raise typer.Exit(2)
     public = generate_key(path)
     console.print(f"private key: {path}\npublic key:  {public}")
+
+
+@auth_app.command("hash-password")
+def auth_hash_password(
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="The password (prompted for when omitted).",
+        ),
+    ],
+) -> None:
+    """Print a scrypt hash for a user's password_hash in V2V_AUTH_FILE."""
+    from gateway.auth.passwords import hash_password
+
+    if len(password) < 12:
+        errors.print("[red]Use at least 12 characters.[/]")
+        raise typer.Exit(2)
+    print(hash_password(password))
 
 
 @outbox_app.command("list")

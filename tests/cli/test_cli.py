@@ -20,6 +20,16 @@ runner = CliRunner()
 COMMANDS = [
     [],
     ["serve"],
+    ["auth"],
+    ["auth", "hash-password"],
+    ["outbox"],
+    ["outbox", "list"],
+    ["outbox", "retry"],
+    ["outbox", "dead-letter"],
+    ["audit", "checkpoint"],
+    ["audit", "keygen"],
+    ["scan"],
+    ["label"],
     ["db"],
     ["db", "upgrade"],
     ["orders"],
@@ -199,9 +209,15 @@ def test_outbox_commands(db_env: Path) -> None:
     from tests.conftest import SYNTHETIC_PATIENTS
 
     service = build_service()
-    order = service.create_order(CreateOrder(
-        patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]), therapy_code="exa-cel",
-        site=Site(id="st-mary"), placer_number="PL-OB-1"), actor="cli-test")
+    order = service.create_order(
+        CreateOrder(
+            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
+            therapy_code="exa-cel",
+            site=Site(id="st-mary"),
+            placer_number="PL-OB-1",
+        ),
+        actor="cli-test",
+    )
     service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="cli-test")
     with service.engine.connect() as conn:
         item = outbox.list_items(conn, status=outbox.PENDING)[0].id
@@ -213,3 +229,13 @@ def test_outbox_commands(db_env: Path) -> None:
     assert runner.invoke(app, ["outbox", "retry", str(item)]).exit_code == 0
     assert runner.invoke(app, ["outbox", "retry", "999999"]).exit_code == 1
     service.engine.dispose()
+
+
+def test_hash_password_round_trips() -> None:
+    from gateway.auth.passwords import verify_password
+
+    result = runner.invoke(app, ["auth", "hash-password", "--password", "twelve chars ok"])
+    assert result.exit_code == 0
+    assert verify_password("twelve chars ok", result.output.strip())
+    assert not verify_password("wrong", result.output.strip())
+    assert runner.invoke(app, ["auth", "hash-password", "--password", "short"]).exit_code == 2
