@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from adapters.couriers import router as courier_webhooks
 from adapters.fhir import api as fhir_api
 from adapters.manufacturers import router as manufacturer_webhooks
-from gateway.api import admin, auth_routes, health, orders, problems, scans, station
+from gateway.api import admin, auth_routes, health, orders, problems, scans, station, tower
 from gateway.auth.config import AuthConfig, load_auth_config
 from gateway.service.labels import LabelFactory
 from gateway.service.orders import OrderService
@@ -44,5 +44,6 @@ def create_app(
     app.include_router(courier_webhooks)
     app.include_router(scans.router)
     app.include_router(station.router)
+    app.include_router(tower.router)
     app.mount("/static", station.static_files(), name="static")
     return app

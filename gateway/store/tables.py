@@ -174,3 +174,21 @@ idempotency_keys = Table(
     Column("response_headers", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+#: What people did about a control-tower alert. Alerts themselves are derived from the orders
+#: and never stored; only the acknowledgement and resolution are, under the alert's key.
+#: Each action also writes an audit entry, which keeps the history this row overwrites.
+alert_states = Table(
+    "alert_states",
+    metadata,
+    Column("alert_key", String(200), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("order_id", String(40), index=True),
+    Column("status", String(16), nullable=False),
+    Column("acknowledged_by", String(200)),
+    Column("acknowledged_at", UTCDateTime()),
+    Column("resolved_by", String(200)),
+    Column("resolved_at", UTCDateTime()),
+    Column("note", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
