@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from gateway.api.auth import Forbidden, Principal, current_principal
 from gateway.service.errors import NotFound
+from gateway.service.operations import dead_letter_outbox, retry_outbox
 from gateway.service.orders import OrderService
-from gateway.store import audit, outbox
+from gateway.store import outbox
 from gateway.store.tables import audit_log, inbox, orders
 from gateway.store.tables import outbox as outbox_table
 
@@ -66,38 +67,22 @@ class DeadLetterBody(BaseModel):
 
 
 @router.post("/admin/outbox/{item_id}/retry", summary="Retry a dead-lettered message now")
-def retry_outbox(item_id: int, request: Request, who: Operator) -> dict[str, Any]:
+def retry(item_id: int, request: Request, who: Operator) -> dict[str, Any]:
     service = _service(request)
-    with service.engine.begin() as conn:
-        if not outbox.retry(conn, item_id, service.clock()):
-            raise NotFound(f"No undelivered outbox item {item_id}.")
-        audit.append(
-            conn,
-            at=service.clock(),
-            actor=who.id,
-            action="outbox.retry",
-            order_id=None,
-            payload={"item": item_id},
-        )
+    if not retry_outbox(service.engine, item_id, actor=who.id, at=service.clock()):
+        raise NotFound(f"No undelivered outbox item {item_id}.")
     return {"id": item_id, "status": outbox.PENDING}
 
 
 @router.post("/admin/outbox/{item_id}/dead-letter", summary="Stop retrying a message")
-def dead_letter_outbox(
+def dead_letter(
     item_id: int, body: DeadLetterBody, request: Request, who: Operator
 ) -> dict[str, Any]:
     service = _service(request)
-    with service.engine.begin() as conn:
-        if not outbox.dead_letter(conn, item_id, body.reason):
-            raise NotFound(f"No pending outbox item {item_id}.")
-        audit.append(
-            conn,
-            at=service.clock(),
-            actor=who.id,
-            action="outbox.dead_letter",
-            order_id=None,
-            payload={"item": item_id, "reason": body.reason},
-        )
+    if not dead_letter_outbox(
+        service.engine, item_id, reason=body.reason, actor=who.id, at=service.clock()
+    ):
+        raise NotFound(f"No pending outbox item {item_id}.")
     return {"id": item_id, "status": outbox.DEAD}
 
 

@@ -247,22 +247,13 @@ def outbox_retry(item_id: Annotated[int, typer.Argument(help="Outbox item id.")]
     """Put a dead-lettered (or waiting) message back in line now."""
     from datetime import UTC, datetime
 
-    from gateway.store import audit, outbox
+    from gateway.service.operations import retry_outbox
     from gateway.store.database import make_engine
 
     engine = make_engine(Settings().database_url)
-    with engine.begin() as conn:
-        if not outbox.retry(conn, item_id, datetime.now(UTC)):
-            errors.print(f"[red]No undelivered outbox item {item_id}.[/]")
-            raise typer.Exit(1)
-        audit.append(
-            conn,
-            at=datetime.now(UTC),
-            actor="v2v outbox retry",
-            action="outbox.retry",
-            order_id=None,
-            payload={"item": item_id},
-        )
+    if not retry_outbox(engine, item_id, actor="v2v outbox retry", at=datetime.now(UTC)):
+        errors.print(f"[red]No undelivered outbox item {item_id}.[/]")
+        raise typer.Exit(1)
     console.print(f"outbox item {item_id} will be retried")
 
 
@@ -274,22 +265,15 @@ def outbox_dead_letter(
     """Stop retrying a message (it stays listed, with the reason)."""
     from datetime import UTC, datetime
 
-    from gateway.store import audit, outbox
+    from gateway.service.operations import dead_letter_outbox
     from gateway.store.database import make_engine
 
     engine = make_engine(Settings().database_url)
-    with engine.begin() as conn:
-        if not outbox.dead_letter(conn, item_id, reason):
-            errors.print(f"[red]No pending outbox item {item_id}.[/]")
-            raise typer.Exit(1)
-        audit.append(
-            conn,
-            at=datetime.now(UTC),
-            actor="v2v outbox dead-letter",
-            action="outbox.dead_letter",
-            order_id=None,
-            payload={"item": item_id, "reason": reason},
-        )
+    if not dead_letter_outbox(
+        engine, item_id, reason=reason, actor="v2v outbox dead-letter", at=datetime.now(UTC)
+    ):
+        errors.print(f"[red]No pending outbox item {item_id}.[/]")
+        raise typer.Exit(1)
     console.print(f"outbox item {item_id} dead-lettered")
 
 
