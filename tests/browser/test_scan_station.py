@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+from playwright.sync_api import expect
+
 from gateway.api.app import create_app
 from gateway.embedded import serve_in_thread
 from gateway.service.orders import OrderService
@@ -24,7 +27,7 @@ def sign_in(page, url: str, user: str, role: str = "nurse") -> None:  # type: ig
     page.get_by_test_id("user").fill(user)
     page.get_by_test_id("role").select_option(role)
     page.get_by_test_id("signin").click()
-    assert page.get_by_test_id("who").inner_text().startswith(user)
+    expect(page.get_by_test_id("who")).to_contain_text(user)  # sign-in is a round trip
 
 
 def wedge(page, text: str) -> None:  # type: ignore[no-untyped-def]
@@ -46,7 +49,7 @@ def test_wrong_patient_bag_shows_a_red_screen(
     page.get_by_test_id("checkpoint").select_option("bedside")
     page.get_by_test_id("scan").focus()
     wedge(page, "]d1" + bravo.wristband_text)
-    assert "wristband scanned" in page.get_by_test_id("band-status").inner_text()
+    expect(page.get_by_test_id("band-status")).to_contain_text("wristband scanned")
     wedge(page, "]d1" + alpha.bag_text)  # Alpha's bag at Bravo's bedside
     verdict = page.get_by_test_id("verdict")
     verdict.wait_for(state="visible")
