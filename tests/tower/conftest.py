@@ -134,7 +134,9 @@ def track(
     with service.uow() as uow:
         service.amend(order_id, record_tracking(update), action="tracking", actor=courier, uow=uow)
         uow.commit()
-    return service.get(order_id)
+    order = service.get(order_id)
+    service.publish(order)  # as process_inbound does once a courier's message commits
+    return order
 
 
 def hold(

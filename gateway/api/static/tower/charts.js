@@ -80,8 +80,9 @@ export function temperatureChart(shipment, maxCelsius) {
                           role: "img", "data-testid": "temperature-chart",
                           "aria-label": `Temperature trace, limit ${maxCelsius} °C` });
   if (!readings.length) {
-    svg.append(el("text", { x: left, y: height / 2 }, "No temperature readings from the logger yet."));
-    return svg;
+    return el("svg", { class: "chart temperature empty", width, height: 22, role: "img",
+                       "data-testid": "temperature-chart" },
+              [el("text", { x: 0, y: 14 }, "No temperature readings from the logger yet.")]);
   }
   const excursions = (shipment.excursions || []).map((e) => ({
     start: Date.parse(e.started_at),
