@@ -130,7 +130,7 @@ def _what(step: dict[str, Any]) -> str:
     if "event" in step:
         return f"{step['event'].replace('_', ' ')} on the canonical API"
     if "await" in step:
-        return f"relay booked the courier: {step['await']}"
+        return f"the relay delivered and the partner answered: {step['await']}"
     return str(step.get("title", ""))
 
 
