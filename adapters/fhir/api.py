@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.fhir import facade, inbound, search, task_update
+from adapters.fhir import facade, inbound, rendered, search, task_update
 from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
 from adapters.fhir.bundle_in import error_from
@@ -112,7 +112,7 @@ def _query(request: Request, resource_type: str) -> search.Query:
 
 
 def _row(service: OrderService, order_id: str, resource_type: str) -> OrderRow:
-    with service.uow() as uow:
+    with service.uow(readonly=True) as uow:
         row = order_row(uow.conn, order_id)
     if row is None:
         raise FhirError("not-found", f"{resource_type}/{order_id} is not known.")
@@ -174,16 +174,43 @@ async def create_service_request(
 # --- Task ---------------------------------------------------------------------------------
 
 
-@router.get("/Task/{task_id}", summary="Read a Task (one per order)")
-def read_task(task_id: str, service: Service, config: Config) -> Response:
-    return resource_response(facade.task(config, _row(service, task_id, "Task")))
+def reader(request: Request) -> rendered.Reader:
+    """The application's cached reader, made on first use (tests swap services per app)."""
+    found: rendered.Reader | None = getattr(request.app.state, "fhir_reader", None)
+    if found is None:
+        found = rendered.Reader(order_service(request))
+        request.app.state.fhir_reader = found
+    return found
+
+
+async def _read_order_resource(
+    request: Request, order_id: str, resource_type: str, draw: rendered.Render
+) -> Response:
+    # No Depends() here: FastAPI runs plain-function dependencies in the thread pool, and
+    # two pool round trips cost more than the whole read.
+    config = fhir_config(request)
+    cached = reader(request)
+    # The probe runs on the event loop: a SQLite WAL reader never waits for writers and a
+    # primary-key lookup takes less time than handing it to a thread. Rendering a changed
+    # order, or any read on a server database, goes to the pool.
+    answered, found = cached.cached(resource_type, order_id)
+    if not answered:
+        found = await run_in_threadpool(cached.lookup, config, resource_type, order_id, draw)
+    if found is None:
+        raise FhirError("not-found", f"{resource_type}/{order_id} is not known.")
+    if rendered.not_modified(request.headers.get("if-none-match"), found.etag):
+        return Response(status_code=304, headers=found.headers())
+    return Response(found.body, headers=found.headers(), media_type=FHIR_JSON)
+
+
+@router.get("/Task/{task_id}", summary="Read a Task (one per order); If-None-Match → 304")
+async def read_task(task_id: str, request: Request) -> Response:
+    return await _read_order_resource(request, task_id, "Task", facade.task)
 
 
 @router.get("/ServiceRequest/{request_id}", summary="Read a ServiceRequest (the order)")
-def read_service_request(request_id: str, service: Service, config: Config) -> Response:
-    return resource_response(
-        facade.service_request(config, _row(service, request_id, "ServiceRequest"))
-    )
+async def read_service_request(request_id: str, request: Request) -> Response:
+    return await _read_order_resource(request, request_id, "ServiceRequest", facade.service_request)
 
 
 def _search_orders(

@@ -638,10 +638,9 @@ class BundleResult:
         return [placed.order.id for placed in self.placed]
 
 
-def run_transaction(
-    service: OrderService, uow: UnitOfWork, bundle: ParsedBundle, config: FhirConfig, actor: str
-) -> BundleResult:
-    """All or nothing: the first problem raises and the caller rolls everything back."""
+def plan_transaction(bundle: ParsedBundle, config: FhirConfig) -> list[OrderPlan]:
+    """Every check that needs no database, and the orders to place: callers run this before
+    taking the write lock, which is then held for the writes alone."""
     resolver = Resolver(bundle)
     for entry in bundle.entries:
         resolver.check_all(entry)
@@ -653,7 +652,21 @@ def run_transaction(
             "The bundle orders nothing: add a ServiceRequest (or MedicationRequest).",
             "Bundle.entry",
         )
-    plans = [plan_order(entry, resolver, bundle, config) for entry in orders]
+    return [plan_order(entry, resolver, bundle, config) for entry in orders]
+
+
+def run_transaction(
+    service: OrderService,
+    uow: UnitOfWork,
+    bundle: ParsedBundle,
+    config: FhirConfig,
+    actor: str,
+    plans: list[OrderPlan] | None = None,
+) -> BundleResult:
+    """All or nothing: the first problem raises and the caller rolls everything back.
+    ``plans`` is :func:`plan_transaction` of ``bundle`` when the caller has it already."""
+    if plans is None:
+        plans = plan_transaction(bundle, config)
     responses: dict[int, dict[str, Any]] = {}
     placed_ids: list[str] = []
     placed_all: list[Placed] = []

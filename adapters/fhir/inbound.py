@@ -7,15 +7,22 @@ corrected bundle that reuses its Bundle.id is processed afresh.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import threading
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.fhir import facade
 from adapters.fhir.bundle_in import (
+    OrderPlan,
+    ParsedBundle,
     load_json,
     parse_bundle,
+    plan_transaction,
     run_batch,
     run_transaction,
     single_resource_bundle,
@@ -26,6 +33,7 @@ from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
 from adapters.fhir.reads import OrderRow
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork
+from gateway.store.database import is_sqlite
 
 CHANNEL = "fhir"
 
@@ -40,6 +48,24 @@ class Answer:
 
 def dumps(resource: dict[str, Any]) -> bytes:
     return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_GATES: weakref.WeakKeyDictionary[OrderService, threading.Lock] = weakref.WeakKeyDictionary()
+_GATES_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def write_gate(service: OrderService) -> Iterator[None]:
+    """On SQLite, one bundle at a time per process. SQLite lets one writer in; the others
+    poll with growing sleeps (up to 100 ms), which under load costs more than queueing
+    here, where the next writer starts the moment the lock is free."""
+    if not is_sqlite(service.engine):
+        yield
+        return
+    with _GATES_LOCK:
+        gate = _GATES.setdefault(service, threading.Lock())
+    with gate:
+        yield
 
 
 def message_key(client: str, body: bytes, data: dict[str, Any] | None, kind: str) -> str:
@@ -63,25 +89,33 @@ def ingest_bundle(
 ) -> Answer:
     """``POST /fhir``: a transaction or batch Bundle."""
     parsed: dict[str, Any] | None = None
-    parse_error: FhirError | None = None
+    bundle: ParsedBundle | None = None
+    plans: list[OrderPlan] | None = None
+    early_error: Exception | None = None
     try:
         parsed = load_json(body)
-    except FhirError as exc:
-        parse_error = exc
+        bundle = parse_bundle(parsed)
+        if bundle.type == "transaction":
+            plans = plan_transaction(bundle, config)
+    except Exception as exc:
+        # Raised again inside the transaction, so the refusal is stored with the message.
+        early_error = exc
 
     def handle(uow: UnitOfWork) -> Reply:
-        if parse_error is not None:
-            raise parse_error
-        assert parsed is not None
-        bundle = parse_bundle(parsed)
-        run = run_transaction if bundle.type == "transaction" else run_batch
-        result = run(service, uow, bundle, config, client)
+        if early_error is not None:
+            raise early_error
+        assert bundle is not None
+        if bundle.type == "transaction":
+            result = run_transaction(service, uow, bundle, config, client, plans)
+        else:
+            result = run_batch(service, uow, bundle, config, client)
         single = result.order_ids[0] if len(result.order_ids) == 1 else None
         return Reply("accepted", dumps(result.response), FHIR_JSON, order_id=single)
 
     key = message_key(client, body, parsed, "Bundle")
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
-    reply = service.process_inbound(message, handle, _failure)
+    with write_gate(service):
+        reply = service.process_inbound(message, handle, _failure)
     return Answer(status_of_stored(reply.body), reply.body, {}, reply.duplicate)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, false, func, or_, select, true
 
 from gateway.domain.model import TherapyOrder
 from gateway.domain.patient import PatientIdentity
@@ -34,13 +34,24 @@ class PatientRow:
     updated_at: datetime
 
 
+# Built once: SQLAlchemy then reuses the compiled form without rebuilding its cache key,
+# which on the read path costs more than SQLite's own lookup.
+_ORDER_ROW = select(orders.c.document, orders.c.patient_id).where(
+    orders.c.id == bindparam("order_id")
+)
+_ORDER_VERSION = select(orders.c.version).where(orders.c.id == bindparam("order_id"))
+
+
 def order_row(conn: Connection, order_id: str) -> OrderRow | None:
-    row = conn.execute(
-        select(orders.c.document, orders.c.patient_id).where(orders.c.id == order_id)
-    ).first()
+    row = conn.execute(_ORDER_ROW, {"order_id": order_id}).first()
     if row is None:
         return None
     return OrderRow(TherapyOrder.model_validate_json(row.document), row.patient_id)
+
+
+def order_version(conn: Connection, order_id: str) -> int | None:
+    value = conn.execute(_ORDER_VERSION, {"order_id": order_id}).scalar()
+    return int(value) if value is not None else None
 
 
 def patient_id_of(conn: Connection, order_id: str) -> str | None:

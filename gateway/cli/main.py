@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.cli.fixtures import fixtures_app
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ outbox_app = typer.Typer(
 app.add_typer(outbox_app, name="outbox")
 mappings_app = typer.Typer(help="Declarative partner mapping files.", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
+app.add_typer(fixtures_app, name="fixtures")
 
 console = Console()
 errors = Console(stderr=True)
@@ -48,6 +50,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
     mllp_port: Annotated[int, typer.Option("--mllp-port", help="HL7 v2 MLLP port.")] = 2575,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="HTTP worker processes. Above 1 the MLLP listener and the outbox relay still "
+            "run once, in the supervising process.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the gateway (database URL from V2V_DATABASE_URL; default ./vein2vein.db)."""
     import logging
@@ -58,7 +68,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        run(replace(Settings(), host=host, http_port=port, mllp_port=mllp_port))
+        run(replace(Settings(), host=host, http_port=port, mllp_port=mllp_port), workers)
     except (InsecureBinding, MappingFileError) as exc:
         errors.print(f"[red]vein2vein did not start:[/] {exc}")
         raise typer.Exit(2) from None

@@ -2,6 +2,13 @@
 
 SIGTERM and SIGINT stop accepting new work, let in-flight requests finish and close the
 database cleanly; uvicorn's own handlers do this for HTTP and the listeners share its loop.
+
+``v2v serve --workers N`` runs the HTTP API in N worker processes sharing one socket
+(uvicorn's supervisor, the app built by :func:`worker_app`). The schema is migrated once,
+before the workers start, and the background tasks (MLLP listener, outbox relay) run once,
+in the supervising process: two relays would race for the same outbox rows and two MLLP
+listeners cannot share a port. Live listeners (``OrderService.listeners``) see only the
+changes made in their own process.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from gateway.api.app import create_app
 from gateway.bootstrap import build_service
@@ -64,10 +74,7 @@ class InsecureBinding(RuntimeError):
     pass
 
 
-async def run_server(settings: Settings) -> None:
-    _register_builtin_tasks()
-    service = build_service(settings)
-    app = create_app(service)
+def _check_binding(app: FastAPI, settings: Settings) -> None:
     if app.state.auth is None and settings.host not in LOOPBACK:
         raise InsecureBinding(
             f"Refusing to listen on {settings.host} without authentication: set "
@@ -75,6 +82,13 @@ async def run_server(settings: Settings) -> None:
         )
     if app.state.auth is None:
         log.warning("DEVELOPMENT MODE: no V2V_AUTH_FILE, callers are trusted; loopback only")
+
+
+async def run_server(settings: Settings) -> None:
+    _register_builtin_tasks()
+    service = build_service(settings)
+    app = create_app(service)
+    _check_binding(app, settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level="info", lifespan="on"
     )
@@ -92,5 +106,68 @@ async def run_server(settings: Settings) -> None:
         log.info("vein2vein stopped cleanly")
 
 
-def serve(settings: Settings) -> None:
-    asyncio.run(run_server(settings))
+def worker_app() -> FastAPI:
+    """The app of one ``--workers`` process (uvicorn imports this by name in each worker).
+    The supervisor has migrated the schema already."""
+    return create_app(build_service(Settings(), migrate=False))
+
+
+Stopper = tuple[asyncio.AbstractEventLoop, asyncio.Event]
+
+
+async def _run_background(
+    service: object, settings: Settings, started: threading.Event, holder: list[Stopper]
+) -> None:
+    stop = asyncio.Event()
+    holder.append((asyncio.get_running_loop(), stop))
+    started.set()
+    tasks: list[asyncio.Future[None]] = [
+        asyncio.ensure_future(task(service, stop, settings)) for task in background_tasks
+    ]
+    await stop.wait()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, timeout=10)
+
+
+def run_workers(settings: Settings, workers: int) -> None:
+    """The HTTP API in ``workers`` processes; MLLP listener and relay in this one."""
+    _register_builtin_tasks()
+    service = build_service(settings)  # migrates, once, before any worker starts
+    # Built here too so bad configuration stops start-up instead of crash-looping workers.
+    _check_binding(create_app(service), settings)
+    # Workers read the database URL from the environment: make it the one checked here.
+    os.environ["V2V_DATABASE_URL"] = settings.database_url
+    config = uvicorn.Config(
+        "gateway.cli.serve:worker_app",
+        factory=True,
+        host=settings.host,
+        port=settings.http_port,
+        workers=workers,
+        log_level="info",
+        lifespan="on",
+    )
+    started = threading.Event()
+    holder: list[Stopper] = []
+    background = threading.Thread(
+        target=lambda: asyncio.run(_run_background(service, settings, started, holder)),
+        name="v2v-background",
+        daemon=True,
+    )
+    background.start()
+    started.wait(timeout=30)
+    try:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        for loop, stop in holder:
+            loop.call_soon_threadsafe(stop.set)
+        background.join(timeout=30)
+        service.engine.dispose()
+        log.info("vein2vein stopped cleanly")
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    if workers > 1:
+        run_workers(settings, workers)
+    else:
+        asyncio.run(run_server(settings))
