@@ -1,0 +1,137 @@
+"""``v2v fixtures list|show|replay`` — replay aimed at a real ``v2v serve`` process, the way a
+hospital tester aims it at their own engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from fixtures.simulators.manufacturer_portal import ManufacturerPortal, new_secret
+from gateway.cli.main import app
+from gateway.embedded import free_port
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """``v2v serve`` in a subprocess, Helix Bio's portal simulator beside it."""
+    secret = new_secret()
+    folder = tmp_path_factory.mktemp("served")
+    http_port, mllp_port = free_port(), free_port()
+    with ManufacturerPortal("helix-bio", secret) as portal:
+        env = {
+            **os.environ,
+            "V2V_DATABASE_URL": f"sqlite:///{folder / 'served.db'}",
+            "V2V_WEBHOOK_SECRET_HELIX_BIO": secret,
+            "V2V_HELIX_BIO_URL": portal.url + "/api/v2",
+        }
+        env.pop("V2V_AUTH_FILE", None)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli.main",
+                "serve",
+                "--port",
+                str(http_port),
+                "--mllp-port",
+                str(mllp_port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{http_port}"
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{url}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            else:
+                pytest.fail("v2v serve did not become ready")
+            yield url, f"127.0.0.1:{mllp_port}", secret
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+def test_list_and_show() -> None:
+    listed = runner.invoke(app, ["fixtures", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert "hl7v2/journey/st-mary-orm-o01-new-order" in listed.output
+    shown = runner.invoke(app, ["fixtures", "show", "hl7v2/st-mary-orm-o01-new-order"])
+    assert shown.exit_code == 0 and "ORM^O01" in shown.output and "expected" in shown.output
+    scenario = runner.invoke(app, ["fixtures", "show", "cancel-after-cutoff"])
+    assert scenario.exit_code == 0 and "cancellation_cutoff_passed" in scenario.output
+    missing = runner.invoke(app, ["fixtures", "show", "no-such-fixture"])
+    assert missing.exit_code == 1
+
+
+def test_replay_a_scenario_against_a_served_gateway_passes(
+    served: tuple[str, str, str],
+) -> None:
+    url, mllp, secret = served
+    result = runner.invoke(
+        app,
+        [
+            "fixtures",
+            "replay",
+            "cancel-before-cutoff",
+            "hl7v2/st-mary-orm-o01-unknown-product",
+            "--url",
+            url,
+            "--mllp",
+            mllp,
+            "--secret",
+            f"helix-bio={secret}",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "8 passed, 0 failed" in result.output
+
+
+def test_replay_reports_a_mismatch_and_exits_non_zero(served: tuple[str, str, str]) -> None:
+    url, mllp, _secret = served
+    # a wrong secret: the gateway answers 401 where the fixture expects 200
+    result = runner.invoke(
+        app,
+        [
+            "fixtures",
+            "replay",
+            "cancel-after-cutoff",
+            "--url",
+            url,
+            "--mllp",
+            mllp,
+            "--secret",
+            f"helix-bio={new_secret()}",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "FAIL" in result.output and "401" in result.output
+
+
+def test_replay_needs_a_known_fixture(served: tuple[str, str, str]) -> None:
+    url, mllp, _ = served
+    result = runner.invoke(app, ["fixtures", "replay", "nope", "--url", url, "--mllp", mllp])
+    assert result.exit_code == 2
+
+
+def test_sandbox_is_documented() -> None:
+    result = runner.invoke(app, ["fixtures", "--help"])
+    assert result.exit_code == 0
+    for command in ("list", "show", "replay", "sandbox"):
+        assert command in result.output
+    assert Path(__file__).name  # the module runs against a subprocess gateway above
