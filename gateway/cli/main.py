@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.fixtures import fixtures_app
-from gateway.cli.fixtures import fixtures_app
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,7 +39,6 @@ outbox_app = typer.Typer(
 app.add_typer(outbox_app, name="outbox")
 mappings_app = typer.Typer(help="Declarative partner mapping files.", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
-app.add_typer(fixtures_app, name="fixtures")
 app.add_typer(fixtures_app, name="fixtures")
 
 console = Console()
