@@ -7,7 +7,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -20,6 +21,28 @@ from gateway.embedded import serve_in_thread
 from gateway.service.orders import OrderService
 from tests.domain.helpers import fresh_order
 from tests.tower.conftest import COORDINATOR, as_user, track
+
+T = TypeVar("T")
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """asyncio.run in a thread of its own: a session-wide Playwright browser keeps an event
+    loop on the main thread, and the feed must work from any thread anyway."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(asyncio.run(scenario()))
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 def order_at(site: str = "st-mary") -> TherapyOrder:
@@ -44,7 +67,7 @@ def test_changes_from_worker_threads_arrive_in_order_for_those_who_may_see_them(
         assert ids == [order.id for order in orders]
         return received, theirs.queue.qsize()
 
-    received, foreign = asyncio.run(scenario())
+    received, foreign = run(scenario)
     assert all(frame.startswith("event: order\n") for frame in received)
     assert foreign == 0
 
@@ -71,7 +94,7 @@ def test_a_slow_page_is_dropped_and_the_publisher_never_waits() -> None:
         ]
         assert frames[-1].startswith("event: dropped")
 
-    asyncio.run(scenario())
+    run(scenario)
 
 
 def test_the_stream_sends_heartbeats_and_ends_after_its_lifetime() -> None:
@@ -87,7 +110,7 @@ def test_the_stream_sends_heartbeats_and_ends_after_its_lifetime() -> None:
         assert feed.subscribers == 0
         return frames
 
-    frames = asyncio.run(scenario())
+    frames = run(scenario)
     assert frames[0].startswith("retry: 2000\nevent: hello\n")
     assert frames.count(": heartbeat\n\n") >= 2
     assert frames[-1].startswith("event: bye")
@@ -96,7 +119,6 @@ def test_the_stream_sends_heartbeats_and_ends_after_its_lifetime() -> None:
 def test_publishing_after_the_loop_closed_is_harmless() -> None:
     loop = asyncio.new_event_loop()
     feed = OrderFeed(loop)
-    loop.run_until_complete(asyncio.sleep(0))
     feed._subscribers.add(object())  # type: ignore[arg-type]
     loop.close()
     feed.order_changed(order_at())  # must not raise into the command that changed the order
