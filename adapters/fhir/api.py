@@ -6,6 +6,7 @@ Every answer under ``/fhir`` is FHIR JSON; errors are OperationOutcomes (see
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -27,10 +28,20 @@ from adapters.fhir.outcome import FHIR_JSON, FhirError
 from adapters.fhir.reads import OrderRow, order_ids_of_patient, order_row, patient
 from adapters.fhir.resources import etag, split_id
 from adapters.fhir.resources import patient as patient_resource
+from gateway.api.auth import (
+    SOURCE_BY_KIND,
+    Owner,
+    Principal,
+    auth_config,
+    current_principal,
+    may_report,
+    owner_of,
+)
 from gateway.api.dependencies import order_service
 from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.service.errors import ServiceError
 from gateway.service.orders import OrderService
+from gateway.sites import SiteDirectory
 from gateway.store import audit
 
 PREFIX = "/fhir"
@@ -38,9 +49,53 @@ router = APIRouter(prefix=PREFIX, tags=["fhir"])
 
 
 def fhir_client(request: Request) -> str:
-    """Who is calling, for the inbox and the audit log. Until authentication covers /fhir
-    (gateway.api.auth), the caller names itself in ``X-V2V-Actor``."""
-    return request.headers.get("X-V2V-Actor", "fhir-client")
+    """Who is calling, for the inbox and the audit log (401 when nobody authenticated)."""
+    return _principal(request).id
+
+
+def _principal(request: Request) -> Principal:
+    try:
+        return current_principal(request)
+    except ServiceError as exc:
+        code = "login" if exc.status == 401 else "forbidden"
+        raise FhirError(code, exc.message, status=exc.status) from exc
+
+
+def _unrestricted(request: Request, principal: Principal) -> bool:
+    """Development mode's X-V2V-Role without a tenant may act for any site."""
+    return principal.kind == "admin" or (auth_config(request) is None and not principal.tenant)
+
+
+def _sees(request: Request, row: OrderRow) -> bool:
+    principal = _principal(request)
+    return _unrestricted(request, principal) or principal.may_see(row.order)
+
+
+def _visible(request: Request, owner: Owner, what: str) -> None:
+    """404 for another partner's resources: their ids are not confirmed to exist."""
+    principal = _principal(request)
+    if not _unrestricted(request, principal) and not principal.may_see_owner(owner):
+        raise FhirError("not-found", f"{what} is not known.")
+
+
+def _tenant_criteria(request: Request, criteria: Any) -> Any:
+    principal = _principal(request)
+    if _unrestricted(request, principal):
+        return criteria
+    return dataclasses.replace(criteria, tenant=principal.search_filter())
+
+
+def _restricted_config(request: Request, config: FhirConfig) -> FhirConfig:
+    """Orders may be placed only by hospital credentials, and only for their own site: the
+    bundle then cannot name another site's Organization and be accepted."""
+    principal = _principal(request)
+    if principal.kind not in ("hospital", "user", "admin"):
+        raise FhirError("forbidden", "Only the treating site's systems place orders.", status=403)
+    if _unrestricted(request, principal):
+        return config
+    own = config.sites.get(principal.tenant or "")
+    sites = SiteDirectory({own.id: own} if own is not None else {})
+    return dataclasses.replace(config, sites=sites)
 
 
 Service = Annotated[OrderService, Depends(order_service)]
@@ -64,12 +119,12 @@ Config = Annotated[FhirConfig, Depends(fhir_config)]
 
 
 def require_hospital_role(request: Request) -> str:
-    """Stand-in for authentication (a later issue replaces this function): PHI is served
-    only to a caller presenting ``X-V2V-Role: hospital``."""
-    role = request.headers.get("X-V2V-Role", "")
-    if role != "hospital":
+    """PHI is served only to the treating site's own credentials (checked per patient in
+    :func:`read_patient`); everyone else is refused here."""
+    principal = _principal(request)
+    if principal.kind not in ("hospital", "user"):
         raise FhirError("forbidden", "Patient data is served to hospital credentials only.")
-    return role
+    return principal.tenant or ""
 
 
 def fhir_response(
@@ -111,11 +166,15 @@ def _query(request: Request, resource_type: str) -> search.Query:
     return search.Query(resource_type, list(request.query_params.multi_items()), strict=strict)
 
 
-def _row(service: OrderService, order_id: str, resource_type: str) -> OrderRow:
+def _row(
+    service: OrderService, order_id: str, resource_type: str, request: Request | None = None
+) -> OrderRow:
     with service.uow(readonly=True) as uow:
         row = order_row(uow.conn, order_id)
     if row is None:
         raise FhirError("not-found", f"{resource_type}/{order_id} is not known.")
+    if request is not None:
+        _visible(request, owner_of(row.order), f"{resource_type}/{order_id}")
     return row
 
 
@@ -136,6 +195,7 @@ async def post_bundle(
     request: Request, service: Service, config: Config, client: Caller
 ) -> Response:
     content_type = _check_content_type(request)
+    config = _restricted_config(request, config)
     body = await request.body()
     answer = await run_in_threadpool(
         inbound.ingest_bundle, service, config, body, client=client, content_type=content_type
@@ -149,6 +209,7 @@ async def create_service_request(
     request: Request, service: Service, config: Config, client: Caller
 ) -> Response:
     content_type = _check_content_type(request)
+    config = _restricted_config(request, config)
     body = await request.body()
     condition = request.headers.get("If-None-Exist")
     if condition is None and request.query_params:
@@ -198,6 +259,7 @@ async def _read_order_resource(
         found = await run_in_threadpool(cached.lookup, config, resource_type, order_id, draw)
     if found is None:
         raise FhirError("not-found", f"{resource_type}/{order_id} is not known.")
+    _visible(request, found.owner, f"{resource_type}/{order_id}")
     if rendered.not_modified(request.headers.get("if-none-match"), found.etag):
         return Response(status_code=304, headers=found.headers())
     return Response(found.body, headers=found.headers(), media_type=FHIR_JSON)
@@ -223,7 +285,9 @@ def _search_orders(
     statuses: frozenset[str],
 ) -> Response:
     query = _query(request, resource_type)
-    criteria = search.order_criteria(query, config.profiles, condition, statuses, "patient")
+    criteria = _tenant_criteria(
+        request, search.order_criteria(query, config.profiles, condition, statuses, "patient")
+    )
     limit = search.count(query)
     cursor = query.one("_cursor")
     includes_wanted = query.values("_include")
@@ -309,10 +373,11 @@ async def _update_task(
     except (ValueError, UnicodeDecodeError) as exc:
         raise FhirError("structure", f"The body is not valid JSON: {exc}") from None
     expected = _expected_version(request)
-    role = request.headers.get("X-V2V-Role")
+    principal = _principal(request)
+    role = SOURCE_BY_KIND[principal.kind].value if principal.kind in SOURCE_BY_KIND else None
 
     def run() -> Response:
-        row = _row(service, task_id, "Task")
+        row = _row(service, task_id, "Task", request)
         if expected is not None and row.order.version != expected:
             raise FhirError(
                 "conflict",
@@ -326,6 +391,13 @@ async def _update_task(
         event = task_update.event_for(row.order, current, proposed, client, role)
         if event is None:
             return resource_response(current)
+        if not may_report(principal, event.type):
+            raise FhirError(
+                "forbidden",
+                f"A {principal.kind} credential may not report '{event.type.value}'.",
+                "Task.businessStatus",
+                status=403,
+            )
         try:
             outcome = service.apply_event(
                 task_id, event, actor=client, expected_version=row.order.version
@@ -367,9 +439,9 @@ def _rules(service: OrderService, row: OrderRow) -> Any:
 
 
 @router.get("/BiologicallyDerivedProduct/{product_id}", summary="Read a unit (bag, cassette)")
-def read_product(product_id: str, service: Service) -> Response:
+def read_product(product_id: str, request: Request, service: Service) -> Response:
     parts = split_id(product_id)
-    row = _row(service, parts[0], "BiologicallyDerivedProduct") if parts else None
+    row = _row(service, parts[0], "BiologicallyDerivedProduct", request) if parts else None
     unit = row.order.unit(parts[1]) if row is not None and parts else None
     if row is None or unit is None:
         raise FhirError("not-found", f"BiologicallyDerivedProduct/{product_id} is not known.")
@@ -402,7 +474,7 @@ def search_products(request: Request, service: Service) -> Response:
     if order_id:
         with service.uow() as uow:
             row = order_row(uow.conn, order_id)
-        if row is not None:
+        if row is not None and _sees(request, row):
             products = [
                 product
                 for product in facade.products(row, _rules(service, row))
@@ -440,9 +512,9 @@ def _order_of_reference(value: str | None, name: str, types: tuple[str, ...]) ->
 
 
 @router.get("/Provenance/{provenance_id}", summary="Read a custody event")
-def read_provenance(provenance_id: str, service: Service) -> Response:
+def read_provenance(provenance_id: str, request: Request, service: Service) -> Response:
     parts = split_id(provenance_id)
-    row = _row(service, parts[0], "Provenance") if parts else None
+    row = _row(service, parts[0], "Provenance", request) if parts else None
     event = (
         next((item for item in row.order.custody_events if item.id == parts[1]), None)
         if row is not None and parts
@@ -462,7 +534,7 @@ def search_provenance(request: Request, service: Service) -> Response:
     order_id = _order_of_reference(target, "target", ("Task", "BiologicallyDerivedProduct"))
     with service.uow() as uow:
         row = order_row(uow.conn, order_id)
-    resources = facade.provenances(row.order) if row is not None else []
+    resources = facade.provenances(row.order) if row is not None and _sees(request, row) else []
     if target and "BiologicallyDerivedProduct/" in target:
         wanted = target.rsplit("/", 1)[-1]
         resources = [
@@ -473,22 +545,29 @@ def search_provenance(request: Request, service: Service) -> Response:
     return _paged(request, query, resources, limit)
 
 
-def _audit_resources(service: OrderService, order_id: str) -> list[dict[str, Any]]:
+def _audit_resources(
+    service: OrderService, order_id: str, request: Request
+) -> list[dict[str, Any]]:
     with service.uow() as uow:
         row = order_row(uow.conn, order_id)
-        if row is None:
+        if row is None or not _sees(request, row):
             return []
         entries = list(audit.entries(uow.conn, order_id))
     return facade.audit_events(row.order, entries)
 
 
 @router.get("/AuditEvent/{event_id}", summary="Read a scan or audit-log event")
-def read_audit_event(event_id: str, service: Service) -> Response:
+def read_audit_event(event_id: str, request: Request, service: Service) -> Response:
     parts = split_id(event_id)
     found = None
     if parts:
         found = next(
-            (item for item in _audit_resources(service, parts[0]) if item["id"] == event_id), None
+            (
+                item
+                for item in _audit_resources(service, parts[0], request)
+                if item["id"] == event_id
+            ),
+            None,
         )
     if found is None:
         raise FhirError("not-found", f"AuditEvent/{event_id} is not known.")
@@ -502,7 +581,7 @@ def search_audit_events(request: Request, service: Service) -> Response:
     limit = search.count(query)
     query.finish(frozenset({"entity"}))
     order_id = _order_of_reference(entity, "entity", ("Task",))
-    return _paged(request, query, _audit_resources(service, order_id), limit)
+    return _paged(request, query, _audit_resources(service, order_id, request), limit)
 
 
 # --- Patient (PHI) ------------------------------------------------------------------------
@@ -511,14 +590,17 @@ def search_audit_events(request: Request, service: Service) -> Response:
 @router.get("/Patient/{patient_id}", summary="Read a Patient (hospital credentials only)")
 def read_patient(
     patient_id: str,
+    request: Request,
     service: Service,
     config: Config,
     client: Caller,
-    _role: Annotated[str, Depends(require_hospital_role)],
+    tenant: Annotated[str, Depends(require_hospital_role)],
 ) -> Response:
     with service.uow() as uow:
         row = patient(uow.conn, patient_id)
-        if row is None:
+        if row is None or (
+            row.site_id != tenant and not _unrestricted(request, _principal(request))
+        ):
             raise FhirError("not-found", f"Patient/{patient_id} is not known.")
         order_ids = order_ids_of_patient(uow.conn, patient_id)
         pseudonyms = []

@@ -95,6 +95,7 @@ class OrderCriteria:
     identifiers: list[list[tuple[str | None, str | None, str]]] | None = None
     patient_ids: list[list[str]] | None = None
     updated: list[tuple[str, datetime]] | None = None
+    tenant: dict[str, str] | None = None  # the caller's own orders only (Principal.search_filter)
 
 
 def _status_condition(
@@ -165,6 +166,16 @@ def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
                 match = match.where(order_identifiers.c.namespace == namespace)
             options.append(orders.c.id.in_(match))
         conditions.append(or_(false(), *options))
+    for key, value in (criteria.tenant or {}).items():
+        if key == "site_id":
+            conditions.append(orders.c.site_id == value)
+        elif key == "manufacturer":
+            conditions.append(orders.c.manufacturer == value)
+        elif key == "courier":
+            carried = select(order_identifiers.c.order_id).where(
+                order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == value
+            )
+            conditions.append(orders.c.id.in_(carried))
     for patient_ids in criteria.patient_ids or []:
         conditions.append(orders.c.patient_id.in_(patient_ids))
     for prefix, at in criteria.updated or []:

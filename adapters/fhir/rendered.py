@@ -24,6 +24,7 @@ from adapters.fhir import inbound
 from adapters.fhir.mapping import FhirConfig
 from adapters.fhir.reads import OrderRow, order_row, order_version
 from adapters.fhir.resources import etag
+from gateway.api.auth import Owner, owner_of
 from gateway.service.orders import OrderService
 from gateway.store.database import is_sqlite, make_engine
 from gateway.store.tables import orders
@@ -40,6 +41,7 @@ class Rendered:
     etag: str
     last_modified: str
     version: int
+    owner: Owner = ("", "", frozenset())
 
     def headers(self) -> dict[str, str]:
         return {"ETag": self.etag, "Last-Modified": self.last_modified}
@@ -79,6 +81,7 @@ def render(config: FhirConfig, row: OrderRow, draw: Render) -> Rendered:
         etag(resource),
         resource["meta"]["lastUpdated"],
         row.order.version,
+        owner_of(row.order),
     )
 
 

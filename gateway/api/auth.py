@@ -39,6 +39,15 @@ class Forbidden(ServiceError):
     status = 403
 
 
+Owner = tuple[str, str, frozenset[str]]
+
+
+def owner_of(order: TherapyOrder) -> Owner:
+    """Who an order belongs to: its site, its manufacturer and the couriers carrying it."""
+    couriers = frozenset(s.courier for s in order.shipments if s.courier)
+    return order.site.id, order.therapy.manufacturer, couriers
+
+
 @dataclass(frozen=True)
 class Principal:
     id: str
@@ -49,14 +58,19 @@ class Principal:
     role: str | None = None  # for people: pharmacist, nurse, coordinator...
 
     def may_see(self, order: TherapyOrder) -> bool:
+        return self.may_see_owner(owner_of(order))
+
+    def may_see_owner(self, owner: Owner) -> bool:
+        """``owner`` is (site, manufacturer, couriers): enough to decide without the order."""
+        site, manufacturer, couriers = owner
         if self.kind == "admin":
             return True
         if self.kind in ("hospital", "user", "erp"):
-            return order.site.id == self.tenant
+            return site == self.tenant
         if self.kind == "manufacturer":
-            return order.therapy.manufacturer == self.tenant
+            return manufacturer == self.tenant
         if self.kind == "courier":
-            return any(shipment.courier == self.tenant for shipment in order.shipments)
+            return self.tenant in couriers
         return False
 
     def sees_phi(self, order: TherapyOrder) -> bool:
