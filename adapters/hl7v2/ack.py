@@ -22,12 +22,11 @@ from adapters.hl7v2.er7 import (
     Component,
     FieldValue,
     Message,
-    Raw,
     encode_field,
     encode_message,
     encode_segment,
 )
-from adapters.hl7v2.escapes import STANDARD, Separators
+from adapters.hl7v2.escapes import STANDARD, Separators, escape
 
 AckCode = Literal["AA", "AE", "AR", "CA", "CE", "CR"]
 
@@ -174,30 +173,39 @@ def build_ack(
     def raw(index: int) -> str:
         return msh.raw(index) if msh is not None else ""
 
-    header = encode_segment(
-        "MSH",
-        [
-            sending_application,
-            sending_facility,
-            Raw(raw(3)),
-            Raw(raw(4)),
-            hl7_timestamp(at),
-            None,
-            ["ACK", trigger, "ACK"] if trigger else ["ACK", "", "ACK"],
-            control_id or new_control_id("ACK"),
-            Raw(raw(11)) if raw(11) else "P",
-            Raw(raw(12)) if raw(12) else version,
-        ],
+    # MSH and MSA are joined by hand (values copied from the inbound MSH stay as sent, ours
+    # are escaped): an ACK is written for every message, and the general field encoder
+    # costs several times more.
+    header = _join(
         seps,
+        "MSH",
+        seps.encoding_characters,
+        escape(sending_application, seps),
+        escape(sending_facility, seps),
+        raw(3),
+        raw(4),
+        hl7_timestamp(at),
+        "",
+        seps.component.join(("ACK", escape(trigger, seps), "ACK")),
+        escape(control_id or new_control_id("ACK"), seps),
+        raw(11) or "P",
+        raw(12) or escape(version, seps),
     )
     reason = "; ".join(f"{e.where}: {e.reason}" for e in errors)
-    msa = encode_segment(
-        "MSA",
-        [code, inbound.control_id if inbound is not None else "", reason[:200] or None],
+    msa = _join(
         seps,
+        "MSA",
+        escape(code, seps),
+        escape(inbound.control_id, seps) if inbound is not None else "",
+        escape(reason[:200], seps),
     )
     segments = [header, msa, *(_err_segment(error, version, seps) for error in errors)]
     return encode_message(segments)
+
+
+def _join(seps: Separators, *fields: str) -> str:
+    """One segment from rendered fields, without trailing empty fields."""
+    return seps.field.join(fields).rstrip(seps.field)
 
 
 def enhanced(code: str) -> AckCode:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from adapters.hl7v2.escapes import STANDARD, Separators, escape, unescape
 
@@ -196,11 +196,12 @@ class Message:
     def msh(self) -> Segment:
         return self.segments[0]
 
-    @property
+    # Read once: every step from dedup key to ACK asks for these again.
+    @cached_property
     def message_code(self) -> str:
         return self.get("MSH-9.1").upper()
 
-    @property
+    @cached_property
     def trigger(self) -> str:
         return self.get("MSH-9.2").upper()
 
@@ -208,11 +209,11 @@ class Message:
     def message_type(self) -> str:
         return f"{self.message_code}^{self.trigger}" if self.trigger else self.message_code
 
-    @property
+    @cached_property
     def control_id(self) -> str:
         return self.get("MSH-10")
 
-    @property
+    @cached_property
     def version(self) -> str:
         return self.get("MSH-12")
 

@@ -9,6 +9,7 @@ silently would be worse than showing them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ def unescape(text: str, seps: Separators = STANDARD) -> str:
 
 def escape(text: str, seps: Separators = STANDARD) -> str:
     """Escape delimiters and line breaks so ``text`` is safe as one leaf value."""
+    return text.translate(_escape_table(seps))
+
+
+@lru_cache(maxsize=64)
+def _escape_table(seps: Separators) -> dict[int, str]:
+    # Built once per set of separators: ACKs and outbound messages escape every field.
     esc = seps.escape
     specials = {
         esc: f"{esc}E{esc}",
@@ -104,6 +111,4 @@ def escape(text: str, seps: Separators = STANDARD) -> str:
     }
     if seps.truncation:
         specials[seps.truncation] = f"{esc}P{esc}"
-    if not any(char in text for char in specials):
-        return text
-    return "".join(specials.get(char, char) for char in text)
+    return {ord(char): replacement for char, replacement in specials.items()}

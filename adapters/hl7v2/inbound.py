@@ -1,10 +1,12 @@
 """Inbound HL7 v2: one message → canonical commands → one transaction → ACK bytes.
 
-:class:`InboundHandler` is synchronous (the listener runs it in a worker thread). Every
-message, readable or not, goes through ``OrderService.process_inbound`` so the raw bytes
-are stored, retries with the same MSH-3/MSH-4/MSH-10 get the original ACK back, and a
-failure rolls back every effect of the message. An inbound ACK is never acknowledged; it
-is logged (the outbound client correlates its own ACKs on its own connection).
+:class:`InboundHandler` is synchronous (the listener calls it off the event loop). Every
+message, readable or not, goes through ``OrderService.process_inbound`` (:meth:`handle`) or
+its group-commit twin ``process_inbound_batch`` (:meth:`handle_batch`, what the listener
+uses), so the raw bytes are stored, retries with the same MSH-3/MSH-4/MSH-10 get the
+original ACK back, and a failure rolls back every effect of the message. An inbound ACK
+is never acknowledged; it is logged (the outbound client correlates its own ACKs on its
+own connection).
 """
 
 from __future__ import annotations
@@ -12,14 +14,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from adapters.hl7v2.ack import AckCode, ErrorDetail, ack_mode, build_ack, enhanced, wanted
+from adapters.hl7v2.ack import (
+    AckCode,
+    ErrorDetail,
+    ack_mode,
+    build_ack,
+    enhanced,
+    split_messages,
+    wanted,
+)
 from adapters.hl7v2.er7 import Er7Error, Message, parse, parse_path
 from adapters.hl7v2.mapping import Profile, ProfileBook
 from gateway.domain.errors import DomainError, TransitionRefused
@@ -38,6 +48,7 @@ from gateway.domain.patient import PatientIdentity
 from gateway.domain.states import EventType, OrderState
 from gateway.service.commands import CreateOrder
 from gateway.service.errors import Conflict, NotFound, ServiceError, UnknownTherapy, VersionMismatch
+from gateway.service.inbound_batch import InboundWork, process_inbound_batch
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork
 from gateway.sites import SiteConfig, SiteDirectory
@@ -129,9 +140,39 @@ class InboundHandler:
             "RAS": self._administration,
         }
 
-    # --- entry point ---
+    # --- entry points ---
     def handle(self, raw: bytes, peer: str = "") -> list[bytes]:
         """The frames to write back for one inbound message (none for an inbound ACK)."""
+        work = self.prepare(raw, peer)
+        if work is None:
+            return []
+        try:
+            reply = self.service.process_inbound(work.message, work.handle, work.on_error)
+        except Exception as exc:
+            log.exception(
+                "could not store inbound message %s; sender must resend", work.message.key
+            )
+            reply = work.on_unstored(exc)
+        return split_messages(reply.body)
+
+    def handle_batch(self, items: Sequence[tuple[bytes, str]]) -> list[list[bytes]]:
+        """The frames to write back for each of several messages, committed together
+        (group commit); nothing may be written back before this returns."""
+        answers: list[list[bytes]] = [[] for _ in items]
+        work: list[InboundWork] = []
+        slots: list[int] = []
+        for index, (raw, peer) in enumerate(items):
+            prepared = self.prepare(raw, peer)
+            if prepared is not None:
+                work.append(prepared)
+                slots.append(index)
+        for index, reply in zip(slots, process_inbound_batch(self.service, work), strict=True):
+            answers[index] = split_messages(reply.body)
+        return answers
+
+    def prepare(self, raw: bytes, peer: str = "") -> InboundWork | None:
+        """Parse one message and bind what storing and applying it takes; None for an
+        inbound ACK, which is logged and never acknowledged."""
         try:
             message: Message | None = parse(raw)
             parse_error: Er7Error | None = None
@@ -146,34 +187,31 @@ class InboundHandler:
                 msa.value(1) if msa else "?",
                 msa.value(2) if msa else "?",
             )
-            return []
-        context = Context(message=message)
-        key = self._key(raw, message)
+            return None
         sender = message.sending_facility if message is not None else (peer or "unknown")
         inbound = InboundMessage(
-            key=key,
+            key=self._key(raw, message),
             channel=CHANNEL,
             sender=f"hl7v2:{sender}"[:200],
             content_type=CONTENT_TYPE,
             body=raw,
         )
+        # A message may be applied more than once (a batch that could not commit is retried
+        # per message), so each attempt starts from a fresh context.
+        latest = [Context(message=message)]
 
         def handle(uow: UnitOfWork) -> Reply:
+            context = Context(message=message)
+            latest[0] = context
             if parse_error is not None:
                 raise parse_error
             assert message is not None
             return self._apply(message, uow, context)
 
-        try:
-            reply = self.service.process_inbound(
-                inbound, handle, lambda exc: self._negative(exc, context)
-            )
-        except Exception:
-            log.exception("could not store inbound message %s; sender must resend", key)
-            return self._not_stored(message)
-        from adapters.hl7v2.ack import split_messages
+        def on_unstored(_exc: Exception) -> Reply:
+            return Reply("error", b"".join(self._not_stored(message)), CONTENT_TYPE)
 
-        return split_messages(reply.body)
+        return InboundWork(inbound, handle, lambda exc: self._negative(exc, latest[0]), on_unstored)
 
     def _key(self, raw: bytes, message: Message | None) -> str:
         if message is None or not message.control_id:

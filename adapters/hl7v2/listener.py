@@ -1,9 +1,12 @@
 """The MLLP listener: asyncio streams, one task per connection, persistent connections.
 
 Messages on one connection are handled in order (a sender's stream is a sequence; its
-second message may depend on its first); connections are handled concurrently. The
-handler is synchronous database work, so it runs in a worker thread, and the ACK is
-written only when it returns, i.e. after the message and its effects are committed.
+second message may depend on its first); connections are handled concurrently. Handling
+is synchronous database work done off the event loop, and the ACK is written only when it
+returns, i.e. after the message and its effects are committed. With a batch handler (what
+``v2v serve`` uses) all connections feed one :class:`~adapters.hl7v2.writer.BatchWriter`,
+which commits whatever is queued in one transaction (group commit); with a per-message
+handler each message is its own transaction in a worker thread.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from adapters.hl7v2.ack import ErrorDetail, build_ack
 from adapters.hl7v2.er7 import Er7Error, parse
 from adapters.hl7v2.mllp import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, Oversized, frame
+from adapters.hl7v2.writer import DEFAULT_MAX_BATCH, BatchHandler, BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ class ListenerConfig:
     idle_timeout: float = 300.0  # seconds without a byte before we close the connection
     read_size: int = 65536
     shutdown_grace: float = 10.0
+    max_batch: int = DEFAULT_MAX_BATCH  # messages per group commit (batch handler only)
 
     @classmethod
     def from_env(cls, host: str, port: int) -> ListenerConfig:
@@ -42,18 +47,37 @@ class ListenerConfig:
                 os.environ.get("V2V_MLLP_MAX_BYTES", str(DEFAULT_MAX_MESSAGE_BYTES))
             ),
             idle_timeout=float(os.environ.get("V2V_MLLP_IDLE_SECONDS", "300")),
+            max_batch=int(os.environ.get("V2V_MLLP_MAX_BATCH", str(DEFAULT_MAX_BATCH))),
         )
 
 
 class MllpListener:
-    def __init__(self, handler: Handler, config: ListenerConfig | None = None) -> None:
+    """Pass ``handler`` (one message per call and transaction) or ``batch_handler`` (group
+    commit through one writer thread)."""
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        config: ListenerConfig | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self.handler = handler
         self.config = config or ListenerConfig()
+        self.writer = (
+            BatchWriter(batch_handler, max_batch=self.config.max_batch)
+            if batch_handler is not None
+            else None
+        )
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.port: int | None = None
 
     async def start(self) -> int:
+        if self.writer is not None:
+            self.writer.start()
         self._server = await asyncio.start_server(
             self._connection, self.config.host, self.config.port, limit=self.config.read_size
         )
@@ -78,6 +102,8 @@ class MllpListener:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.stop, self.config.shutdown_grace)
 
     async def __aenter__(self) -> MllpListener:
         await self.start()
@@ -112,8 +138,13 @@ class MllpListener:
                     break
                 if not data:
                     break
-                for item in decoder.feed(data):
+                items = decoder.feed(data)
+                if self.writer is not None:
+                    await self._answer_batched(items, peer, writer)
+                    continue
+                for item in items:
                     if isinstance(item, Frame):
+                        assert self.handler is not None
                         replies = await asyncio.to_thread(self.handler, item.payload, peer)
                     else:
                         replies = [self._oversize_nak(item, peer)]
@@ -138,6 +169,25 @@ class MllpListener:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _answer_batched(
+        self, items: list[Frame | Oversized], peer: str, writer: asyncio.StreamWriter
+    ) -> None:
+        """Queue every frame of one read at once (a pipelining sender's messages can share
+        a commit), then answer them in order as their batches commit."""
+        assert self.writer is not None
+        pending: list[asyncio.Future[list[bytes]] | bytes] = [
+            self.writer.submit(item.payload, peer)
+            if isinstance(item, Frame)
+            else self._oversize_nak(item, peer)
+            for item in items
+        ]
+        for answer in pending:
+            replies = [answer] if isinstance(answer, bytes) else await answer
+            for reply in replies:
+                writer.write(frame(reply))
+            if replies:
+                await writer.drain()
 
     def _oversize_nak(self, item: Oversized, peer: str) -> bytes:
         log.warning(
@@ -171,7 +221,7 @@ async def run_listener(service: object, stop: asyncio.Event, settings: object) -
     config = ListenerConfig.from_env(
         getattr(settings, "host", "127.0.0.1"), int(getattr(settings, "mllp_port", 2575))
     )
-    listener = MllpListener(handler.handle, config)
+    listener = MllpListener(config=config, batch_handler=handler.handle_batch)
     await listener.start()
     try:
         await stop.wait()

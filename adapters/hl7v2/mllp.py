@@ -99,7 +99,9 @@ class FrameDecoder:
                 position += consumed
                 continue
             if end == -1:
-                if self._skipping or len(self._buffer) > self.max_message_bytes:
+                # A trailing 0x1C may be the first half of the end marker, not payload.
+                held = len(self._buffer) - self._buffer.endswith(END_BLOCK[:1])
+                if self._skipping or held > self.max_message_bytes:
                     self._enter_skip()
                 position = len(data)
                 break

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, insert, select, update
 from gateway.store.tables import audit_head, audit_log
 
 GENESIS = "0" * 64
+_DEFERRED = "v2v_audit_deferred"
 
 
 def _canonical(
@@ -58,7 +60,16 @@ def append(
     order_id: str | None,
     payload: dict[str, Any],
 ) -> int:
-    """Append one entry inside the caller's transaction; returns its sequence number."""
+    """Append one entry inside the caller's transaction; returns its sequence number.
+
+    Inside :func:`deferred` the entry is only queued and 0 is returned: its sequence
+    number is assigned when the chain is written at the end of the block."""
+    pending: PendingEntries | None = conn.info.get(_DEFERRED)
+    if pending is not None:
+        pending.entries.append(
+            (at, actor, action, order_id, json.dumps(payload, sort_keys=True, default=str))
+        )
+        return 0
     head = conn.execute(
         select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
     ).first()
@@ -82,6 +93,68 @@ def append(
     )
     conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
     return seq
+
+
+class PendingEntries:
+    """Entries queued by :func:`deferred`, written to the chain in order at its end."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[datetime, str, str, str | None, str]] = []
+
+    def mark(self) -> int:
+        return len(self.entries)
+
+    def reset(self, mark: int) -> None:
+        """Forget entries queued since ``mark`` (their savepoint was rolled back)."""
+        del self.entries[mark:]
+
+
+@contextmanager
+def deferred(conn: Connection) -> Iterator[PendingEntries]:
+    """Queue this transaction's appends and write them all when the block ends.
+
+    The head row is then locked once, last, after every row lock the block took (the same
+    order a single append takes them, so batches and single appends cannot deadlock on
+    PostgreSQL), and the entries go in with one multi-row insert. A caller that rolls back
+    a savepoint inside the block must :meth:`PendingEntries.reset` to its mark. Nothing is
+    written when the block raises."""
+    if _DEFERRED in conn.info:
+        raise RuntimeError("audit appends are already deferred on this connection")
+    pending = PendingEntries()
+    conn.info[_DEFERRED] = pending
+    try:
+        yield pending
+    finally:
+        del conn.info[_DEFERRED]
+    if pending.entries:
+        _write(conn, pending.entries)
+
+
+def _write(conn: Connection, queued: list[tuple[datetime, str, str, str | None, str]]) -> None:
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).first()
+    if head is None:
+        raise RuntimeError("audit_head is missing: run `v2v db upgrade`")
+    seq, digest = head.seq, head.hash
+    rows: list[dict[str, object]] = []
+    for at, actor, action, order_id, text in queued:
+        prev_hash, seq = digest, seq + 1
+        digest = entry_hash(prev_hash, seq, at, actor, action, order_id, text)
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "order_id": order_id,
+                "payload": text,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
+    conn.execute(insert(audit_log), rows)
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ the stored response and gets the very same acknowledgement back, changing nothin
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,6 +41,30 @@ def find(conn: Connection, message_key: str) -> InboxRecord | None:
         row.response,
         row.response_content_type,
     )
+
+
+def find_many(conn: Connection, message_keys: Collection[str]) -> dict[str, InboxRecord]:
+    """The stored records among ``message_keys`` (one query for a whole batch)."""
+    if not message_keys:
+        return {}
+    query = select(
+        inbox.c.id,
+        inbox.c.message_key,
+        inbox.c.channel,
+        inbox.c.sender,
+        inbox.c.status,
+        inbox.c.order_id,
+        inbox.c.response,
+        inbox.c.response_content_type,
+    ).where(inbox.c.message_key.in_(list(message_keys)))
+    return {row.message_key: InboxRecord(*row) for row in conn.execute(query)}
+
+
+def record_many(conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:
+    """Store several answered messages at once; each row has :func:`record`'s arguments
+    plus ``response`` and ``response_content_type``."""
+    if rows:
+        conn.execute(insert(inbox), list(rows))
 
 
 def record(

@@ -58,18 +58,19 @@ def enqueue(
     ordering_key: str | None = None,
 ) -> int:
     result = conn.execute(
-        insert(outbox).values(
-            destination=destination,
-            kind=kind,
-            order_id=order_id,
-            idempotency_key=idempotency_key,
-            ordering_key=ordering_key or order_id,
-            payload=json.dumps(payload, default=str),
-            created_at=at,
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=at,
-        )
+        insert(outbox),
+        {
+            "destination": destination,
+            "kind": kind,
+            "order_id": order_id,
+            "idempotency_key": idempotency_key,
+            "ordering_key": ordering_key or order_id,
+            "payload": json.dumps(payload, default=str),
+            "created_at": at,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": at,
+        },
     )
     return int(result.inserted_primary_key[0])
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Insert, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 
 from gateway.domain.model import TherapyOrder, new_id
 from gateway.domain.patient import PatientIdentity
@@ -58,6 +58,19 @@ def business_identifiers(order: TherapyOrder) -> set[tuple[str, str, str]]:
     return ids
 
 
+_PATIENT_FIELDS = ("family_name", "given_name", "birth_date", "sex", "updated_at")
+
+
+@cache
+def _upsert_patient_statement(dialect: str) -> Insert:
+    """Built once per dialect: constructing an upsert costs more than running it."""
+    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(patients)
+    return statement.on_conflict_do_update(
+        index_elements=["site_id", "mrn"],
+        set_={name: statement.excluded[name] for name in _PATIENT_FIELDS},
+    ).returning(patients.c.id)
+
+
 @dataclass(frozen=True)
 class OrderPage:
     orders: list[TherapyOrder]
@@ -70,25 +83,19 @@ class OrderRepository:
 
     # --- patients (PHI) ---------------------------------------------------------------
     def upsert_patient(self, site_id: str, patient: PatientIdentity, at: datetime) -> str:
-        values = {
-            "family_name": patient.family_name,
-            "given_name": patient.given_name,
-            "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
-            "sex": patient.sex,
-            "updated_at": at,
-        }
         # INSERT … ON CONFLICT: two messages registering one patient at once must not fail.
-        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
-        statement = dialect_insert(patients).values(
-            id=new_id("pat"), site_id=site_id, mrn=patient.mrn, **values
-        )
-        self.conn.execute(
-            statement.on_conflict_do_update(index_elements=["site_id", "mrn"], set_=values)
-        )
         patient_id = self.conn.execute(
-            select(patients.c.id).where(
-                patients.c.site_id == site_id, patients.c.mrn == patient.mrn
-            )
+            _upsert_patient_statement(self.conn.dialect.name),
+            {
+                "id": new_id("pat"),
+                "site_id": site_id,
+                "mrn": patient.mrn,
+                "family_name": patient.family_name,
+                "given_name": patient.given_name,
+                "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+                "sex": patient.sex,
+                "updated_at": at,
+            },
         ).scalar_one()
         return str(patient_id)
 
@@ -111,42 +118,41 @@ class OrderRepository:
     # --- orders -----------------------------------------------------------------------
     def add(self, order: TherapyOrder, patient_id: str) -> None:
         self.conn.execute(
-            insert(orders).values(
-                id=order.id,
-                patient_id=patient_id,
-                pseudonym=order.patient_pseudonym,
-                created_at=order.created_at,
+            insert(orders),
+            {
+                "id": order.id,
+                "patient_id": patient_id,
+                "pseudonym": order.patient_pseudonym,
+                "created_at": order.created_at,
                 **self._columns(order),
-            )
+            },
         )
-        self._sync_identifiers(order)
+        self._sync_identifiers(order, new=True)
 
     def save(self, order: TherapyOrder, expected_version: int) -> None:
         result = self.conn.execute(
-            update(orders)
-            .where(orders.c.id == order.id, orders.c.version == expected_version)
-            .values(**self._columns(order))
+            _SAVE_ORDER,
+            {"b_id": order.id, "b_expected_version": expected_version, **self._columns(order)},
         )
         if result.rowcount != 1:
             raise ConcurrencyConflict(order.id, expected_version)
         self._sync_identifiers(order)
 
     def get(self, order_id: str, *, for_update: bool = False) -> TherapyOrder | None:
-        query = select(orders.c.document).where(orders.c.id == order_id)
-        if for_update:
-            query = query.with_for_update()
-        document = self.conn.execute(query).scalar()
+        query = _GET_ORDER_FOR_UPDATE if for_update else _GET_ORDER
+        document = self.conn.execute(query, {"b_id": order_id}).scalar()
         return TherapyOrder.model_validate_json(document) if document is not None else None
 
     def find_by_identifier(
         self, kind: str, value: str, namespace: str | None = None
     ) -> TherapyOrder | None:
-        query = select(order_identifiers.c.order_id).where(
-            order_identifiers.c.kind == kind, order_identifiers.c.value == value
-        )
-        if namespace is not None:
-            query = query.where(order_identifiers.c.namespace == namespace)
-        order_ids = list(self.conn.execute(query.limit(2)).scalars())
+        if namespace is None:
+            found = self.conn.execute(_FIND_ANY_NAMESPACE, {"b_kind": kind, "b_value": value})
+        else:
+            found = self.conn.execute(
+                _FIND, {"b_kind": kind, "b_value": value, "b_namespace": namespace}
+            )
+        order_ids = list(found.scalars())
         if len(order_ids) != 1:
             return None  # none, or ambiguous without a namespace: never guess
         return self.get(order_ids[0])
@@ -222,37 +228,60 @@ class OrderRepository:
             "document": order.model_dump_json(),
         }
 
-    def _sync_identifiers(self, order: TherapyOrder) -> None:
+    def _sync_identifiers(self, order: TherapyOrder, *, new: bool = False) -> None:
         wanted = business_identifiers(order)
-        rows = self.conn.execute(
-            select(
-                order_identifiers.c.id,
-                order_identifiers.c.kind,
-                order_identifiers.c.namespace,
-                order_identifiers.c.value,
-            ).where(order_identifiers.c.order_id == order.id)
-        ).all()
-        have = {(row.kind, row.namespace, row.value): row.id for row in rows}
+        have: dict[tuple[str, str, str], int] = {}
+        if not new:
+            rows = self.conn.execute(_IDENTIFIERS_OF, {"b_order_id": order.id}).all()
+            have = {(row.kind, row.namespace, row.value): row.id for row in rows}
         stale = [row_id for key, row_id in have.items() if key not in wanted]
         if stale:
             self.conn.execute(delete(order_identifiers).where(order_identifiers.c.id.in_(stale)))
+        claim = _claim_identifier_statement(self.conn.dialect.name)
         for kind, namespace, value in sorted(wanted - have.keys()):
-            owner = self.conn.execute(
-                select(order_identifiers.c.order_id).where(
-                    order_identifiers.c.kind == kind,
-                    order_identifiers.c.namespace == namespace,
-                    order_identifiers.c.value == value,
-                )
-            ).scalar()
-            if owner is not None:
+            # The unique constraint decides, in one statement: a concurrent transaction
+            # claiming the same identifier makes ours wait, then do nothing.
+            claimed = self.conn.execute(
+                claim, {"order_id": order.id, "kind": kind, "namespace": namespace, "value": value}
+            ).first()
+            if claimed is None:
+                owner = self.conn.execute(
+                    _IDENTIFIER_OWNER, {"b_kind": kind, "b_namespace": namespace, "b_value": value}
+                ).scalar()
                 raise DuplicateIdentifier(kind, namespace, value, owner)
-            try:
-                with self.conn.begin_nested():
-                    self.conn.execute(
-                        insert(order_identifiers).values(
-                            order_id=order.id, kind=kind, namespace=namespace, value=value
-                        )
-                    )
-            except IntegrityError as exc:
-                # A concurrent transaction took it between our check and our insert.
-                raise DuplicateIdentifier(kind, namespace, value, None) from exc
+
+
+# Statements built once: building a statement costs more than SQLite takes to run it.
+_GET_ORDER = select(orders.c.document).where(orders.c.id == bindparam("b_id"))
+_GET_ORDER_FOR_UPDATE = _GET_ORDER.with_for_update()
+_SAVE_ORDER = update(orders).where(
+    orders.c.id == bindparam("b_id"), orders.c.version == bindparam("b_expected_version")
+)
+_IDENTIFIERS_OF = select(
+    order_identifiers.c.id,
+    order_identifiers.c.kind,
+    order_identifiers.c.namespace,
+    order_identifiers.c.value,
+).where(order_identifiers.c.order_id == bindparam("b_order_id"))
+_FIND_ANY_NAMESPACE = (
+    select(order_identifiers.c.order_id)
+    .where(
+        order_identifiers.c.kind == bindparam("b_kind"),
+        order_identifiers.c.value == bindparam("b_value"),
+    )
+    .limit(2)
+)
+_FIND = _FIND_ANY_NAMESPACE.where(order_identifiers.c.namespace == bindparam("b_namespace"))
+_IDENTIFIER_OWNER = select(order_identifiers.c.order_id).where(
+    order_identifiers.c.kind == bindparam("b_kind"),
+    order_identifiers.c.namespace == bindparam("b_namespace"),
+    order_identifiers.c.value == bindparam("b_value"),
+)
+
+
+@cache
+def _claim_identifier_statement(dialect: str) -> Insert:
+    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(order_identifiers)
+    return statement.on_conflict_do_nothing(
+        index_elements=["kind", "namespace", "value"]
+    ).returning(order_identifiers.c.id)

@@ -14,6 +14,7 @@ import pytest
 from adapters.hl7v2.inbound import InboundHandler
 from adapters.hl7v2.listener import ListenerConfig, MllpListener
 from adapters.hl7v2.mapping import ProfileBook, load_profiles
+from adapters.hl7v2.writer import BatchHandler
 from gateway.mapping_files import DEFAULT_MAPPINGS_DIR
 from gateway.service.orders import OrderService
 from gateway.sites import SiteDirectory, load_sites
@@ -25,12 +26,19 @@ CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "hl7v2"
 class RunningListener:
     """An MllpListener on its own event loop thread, so tests can use blocking clients."""
 
-    def __init__(self, handler: Callable[[bytes, str], list[bytes]], **config: object) -> None:
+    def __init__(
+        self,
+        handler: Callable[[bytes, str], list[bytes]] | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
+        **config: object,
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.listener = MllpListener(
             handler,
             ListenerConfig(host="127.0.0.1", port=0, **config),  # type: ignore[arg-type]
+            batch_handler=batch_handler,
         )
 
     def __enter__(self) -> RunningListener:
@@ -66,7 +74,8 @@ def handler(service: OrderService, profiles: ProfileBook, sites: SiteDirectory) 
 
 @pytest.fixture
 def listener(handler: InboundHandler) -> Iterator[RunningListener]:
-    with RunningListener(handler.handle, idle_timeout=30.0) as running:
+    """The listener as ``v2v serve`` runs it: group commit through one writer."""
+    with RunningListener(batch_handler=handler.handle_batch, idle_timeout=30.0) as running:
         yield running
 
 
