@@ -83,9 +83,10 @@ orders = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("document", Text, nullable=False),
-    Index("ix_orders_state_updated", "state", "updated_at"),
+    Index("ix_orders_state_updated", "state", "updated_at", "id"),
     Index("ix_orders_site_updated", "site_id", "updated_at"),
     Index("ix_orders_updated_at", "updated_at", "id"),
+    Index("ix_orders_patient_id", "patient_id"),
 )
 
 #: Every business identifier of every order, each UNIQUE within its kind and namespace:
@@ -100,6 +101,7 @@ order_identifiers = Table(
     Column("namespace", String(64), nullable=False),
     Column("value", String(128), nullable=False),
     UniqueConstraint("kind", "namespace", "value"),
+    Index("ix_order_identifiers_value", "value", "kind"),
 )
 
 inbox = Table(

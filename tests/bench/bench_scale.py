@@ -1,0 +1,733 @@
+"""Scale benchmark (issue 8, point 7): run with ``python tests/bench/bench_scale.py``
+(a script, not a pytest file).
+
+    python tests/bench/bench_scale.py [--orders 1000000] [--small 10000]
+        [--databases sqlite,postgresql] [--samples 300] [--workdir DIR]
+
+Loads ``--small`` and then ``--orders`` synthetic orders into SQLite and into PostgreSQL and,
+at both sizes, measures in a fresh process (so its resident memory is the gateway's, not the
+loader's): the scan verdict (``ScanStation.scan``: unit lookup, chain-of-identity check,
+custody event and audit entry committed), order lookup by id / CoI / placer / unit id,
+FHIR ``GET /fhir/Task`` searches through the ASGI app, and MLLP ingest of new orders through
+the real listener. It prints p50/p99 per operation at both sizes and the ratio; the target is
+latency at the large size within 1.5x of the small one, and memory flat.
+
+The orders are canonical ``TherapyOrder`` documents: a handful of templates are walked
+through the real lifecycle by the order service (units, shipments with tracking numbers,
+custody events from real scans), then copied with every business identifier made unique
+(CoI, placer number, unit ids with FINs A9990-A9999, tracking numbers, pseudonym) and
+bulk-loaded: ``executemany`` in large transactions on SQLite, ``COPY`` on PostgreSQL.
+Patients are synthetic (``Zz-Scalepatient``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import Engine, create_engine, text  # noqa: E402
+
+from gateway.domain.lifecycle import EventDetails, LifecycleEvent  # noqa: E402
+from gateway.domain.model import Actor, Shipment, ShipmentLeg, Site, Source, Unit, UnitKind  # noqa: E402
+from gateway.domain.patient import PatientIdentity  # noqa: E402
+from gateway.domain.states import EventType  # noqa: E402
+from gateway.domain.verification import Checkpoint  # noqa: E402
+from gateway.service.commands import CreateOrder  # noqa: E402
+from gateway.service.orders import OrderService  # noqa: E402
+from gateway.service.scanning import ScanRequest, ScanStation  # noqa: E402
+from gateway.sites import load_sites  # noqa: E402
+from gateway.store.database import make_engine  # noqa: E402
+from gateway.store.migrate import upgrade  # noqa: E402
+from gateway.store.repository import business_identifiers  # noqa: E402
+from gateway.therapy_rules import load_rule_book  # noqa: E402
+from labeling.coi import SERIAL_ALPHABET  # noqa: E402
+
+POSTGRES_URL = os.environ.get(
+    "V2V_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+PG_SCHEMA = "bench_scale"
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+#: Loaded orders were last updated one second apart from here on, so search order is total.
+UPDATED_BASE = T0 + timedelta(days=1)
+SITES = [("st-mary", "A9991"), ("lakeside", "A9992"), ("riverside", "A9993")]
+COURIER = "cryoroute"
+#: Percent of orders per template state: a centre's history, most orders long infused.
+STATE_MIX = [
+    ("INFUSED", 62),
+    ("STORED", 15),
+    ("MANUFACTURING", 12),
+    ("SLOT_CONFIRMED", 8),
+    ("REFERRED", 3),
+]
+MAX_ORDERS = 4_000_000  # two units per order, 10 FINs x 10^6 serials, sentinels at the top
+SENTINEL = {
+    "placer": "PLSENTINEL00",
+    "unit_a": "A999926999998",
+    "unit_f": "A999926999999",
+    "trk_m": "TRKSENTINELM",
+    "trk_s": "TRKSENTINELS",
+}
+COLUMNS = (
+    "id", "coi", "pseudonym", "patient_id", "therapy_code", "manufacturer", "site_id",
+    "state", "on_hold", "version", "created_at", "updated_at", "document",
+)  # fmt: skip
+PATIENT_COLUMNS = (
+    "id", "site_id", "mrn", "family_name", "given_name", "birth_date", "sex", "updated_at",
+)  # fmt: skip
+PSEUDONYM_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXZ"
+_MULT = 0x9E3779B97F4A7C15  # odd, so n -> n*_MULT mod 16^20 is a bijection: ids look random
+_MOD = 16**20
+
+
+# --- identifiers of synthetic order n (pure functions: the measuring process needs them) -----
+def _base(n: int, alphabet: str, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        n, digit = divmod(n, len(alphabet))
+        digits.append(alphabet[digit])
+    return "".join(reversed(digits))
+
+
+def order_id(n: int) -> str:
+    return f"ord-{(n * _MULT) % _MOD:020x}"
+
+
+def patient_id(n: int) -> str:
+    return f"pat-{((n + 7) * _MULT) % _MOD:020x}"
+
+
+def site_of(n: int) -> tuple[str, str]:
+    return SITES[n % len(SITES)]
+
+
+def state_of(n: int) -> str:
+    bucket = (n * 7919) % 100
+    for state, percent in STATE_MIX:
+        if bucket < percent:
+            return state
+        bucket -= percent
+    raise AssertionError(bucket)
+
+
+def coi_of(n: int) -> str:
+    return f"CH{site_of(n)[1]}26{_base(n, SERIAL_ALPHABET, 6)}"
+
+
+def unit_of(n: int, final: bool) -> str:
+    k = 2 * n + int(final)
+    return f"A999{k // 1_000_000}26{k % 1_000_000:06d}"
+
+
+def tokens(n: int) -> dict[str, str]:
+    return {
+        "placer": f"PL{n:010d}",
+        "unit_a": unit_of(n, False),
+        "unit_f": unit_of(n, True),
+        "trk_m": f"TRK{n:09d}M",
+        "trk_s": f"TRK{n:09d}S",
+    }
+
+
+# --- templates: orders walked through the real service ---------------------------------------
+@dataclass(frozen=True)
+class Template:
+    state: str
+    site: str
+    head: str  # the document up to its top-level updated_at
+    tail: str  # after it: version and the closing brace
+    replacements: list[tuple[str, str]]  # template value -> token name (or "id"/"coi"/"psn")
+    identifiers: list[tuple[str, str, str]]  # kind, namespace, token name
+    columns: dict[str, Any]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(minutes=1)
+        return self.now
+
+
+def _walk(service: OrderService, station: ScanStation, site: str, fin: str, state: str) -> str:
+    from gateway.service.labels import LabelFactory
+    from labeling.layout import LabelKind
+
+    order = service.create_order(
+        CreateOrder(
+            patient=PatientIdentity(
+                mrn="MRN-SYN-TEMPLATE", family_name="Zz-Scalepatient", birth_date="1970-01-01"
+            ),
+            therapy_code="exa-cel",
+            site=Site(id=site, facility_code=fin),
+            placer_number=SENTINEL["placer"],
+        ),
+        actor="bench",
+    )
+    now = T0
+    expires = T0 + timedelta(days=120)
+
+    def shipment(leg: ShipmentLeg, token: str) -> Shipment:
+        return Shipment(leg=leg, courier=COURIER, tracking_number=SENTINEL[token])
+
+    steps: list[tuple[EventType, EventDetails, Source]] = [
+        (EventType.ENROLL, EventDetails(), Source.MANUFACTURER),
+        (EventType.REQUEST_SLOT, EventDetails(), Source.HOSPITAL),
+        (
+            EventType.CONFIRM_SLOT,
+            EventDetails(slot_start=now + timedelta(days=9), apheresis_at=now + timedelta(days=7)),
+            Source.MANUFACTURER,
+        ),
+        (EventType.SCHEDULE_APHERESIS, EventDetails(), Source.HOSPITAL),
+        (
+            EventType.COLLECT,
+            EventDetails(
+                unit=Unit(unit_id=SENTINEL["unit_a"], kind=UnitKind.APHERESIS, collected_at=now)
+            ),
+            Source.HOSPITAL,
+        ),
+        (
+            EventType.SHIP_TO_MFG,
+            EventDetails(shipment=shipment(ShipmentLeg.TO_MANUFACTURER, "trk_m")),
+            Source.COURIER,
+        ),
+        (EventType.RECEIVE_AT_MFG, EventDetails(), Source.MANUFACTURER),
+        (EventType.START_MANUFACTURING, EventDetails(), Source.MANUFACTURER),
+        (
+            EventType.RELEASE,
+            EventDetails(
+                unit=Unit(
+                    unit_id=SENTINEL["unit_f"],
+                    kind=UnitKind.FINAL_PRODUCT,
+                    collected_at=now,
+                    expires_at=expires,
+                )
+            ),
+            Source.MANUFACTURER,
+        ),
+        (
+            EventType.SHIP_TO_SITE,
+            EventDetails(shipment=shipment(ShipmentLeg.TO_SITE, "trk_s")),
+            Source.COURIER,
+        ),
+        (EventType.RECEIVE_AT_SITE, EventDetails(), Source.PHARMACY),
+        (EventType.STORE, EventDetails(), Source.PHARMACY),
+        (EventType.THAW, EventDetails(), Source.PHARMACY),
+    ]
+    target = "THAWED" if state == "INFUSED" else state
+    factory = LabelFactory.default(load_sites())
+    for kind, details, source in steps:
+        current = service.get(order.id)
+        if current.state.value == target:
+            break
+        if current.state.value == "STORED":
+            bag = _bag_text(service, factory, LabelKind.BAG, order.id)
+            assert station.scan(
+                ScanRequest(checkpoint=Checkpoint.THAW, user="pharm.a", unit_scan=bag)
+            ).green
+        service.apply_event(
+            order.id,
+            LifecycleEvent(type=kind, details=details, source=source, actor=Actor(person="setup")),
+            actor="setup",
+        )
+    if state == "STORED":
+        bag = _bag_text(service, factory, LabelKind.BAG, order.id)
+        result = station.scan(
+            ScanRequest(checkpoint=Checkpoint.STORAGE, user="pharm.a", unit_scan=bag)
+        )
+        assert result.green, result.reason
+    if state == "INFUSED":
+        bag = _bag_text(service, factory, LabelKind.BAG, order.id)
+        for nurse in ("rn.a", "rn.b"):
+            request = ScanRequest(
+                checkpoint=Checkpoint.BEDSIDE, user=nurse, unit_scan=bag, order_id=order.id
+            )
+            assert station.scan(request).green
+        service.apply_event(
+            order.id,
+            LifecycleEvent(type=EventType.INFUSE, actor=Actor(person="rn.a")),
+            actor="rn.a",
+        )
+    final = service.get(order.id)
+    assert final.state.value == state, (final.state, state)
+    return order.id
+
+
+def _bag_text(service: OrderService, factory: Any, kind: Any, oid: str) -> str:
+    order = service.get(oid)
+    unit = next(u for u in order.units if u.kind is UnitKind.FINAL_PRODUCT)
+    label = factory.product_label(order, unit, kind, service.patient_of(oid))
+    return str(label.compound_message())
+
+
+def build_templates() -> dict[tuple[str, str], Template]:
+    with tempfile.TemporaryDirectory(prefix="v2v-scale-templates-") as folder:
+        templates = {}
+        for site, fin in SITES:
+            for state, _ in STATE_MIX:
+                # A store each: the templates share their sentinel identifiers.
+                engine = make_engine(f"sqlite:///{folder}/{site}-{state}.db")
+                upgrade(engine)
+                service = OrderService(engine, load_rule_book(), clock=_Clock())
+                station = ScanStation(service, load_sites())
+                oid = _walk(service, station, site, fin, state)
+                templates[(site, state)] = _template(service, oid, site, state)
+                engine.dispose()
+    return templates
+
+
+def _template(service: OrderService, oid: str, site: str, state: str) -> Template:
+    order = service.get(oid)
+    document = order.model_dump_json()
+    marker = ',"updated_at":"'
+    head, found, rest = document.rpartition(marker)
+    assert found and rest.startswith(order.updated_at.isoformat().replace("+00:00", "Z"))
+    tail = rest[rest.index('"') :]
+    replacements = [(order.id, "id"), (order.patient_pseudonym, "psn")]
+    if order.coi:
+        replacements.append((order.coi, "coi"))
+    replacements += [(value, name) for name, value in SENTINEL.items() if value in document]
+    by_value = {value: name for value, name in replacements}
+    identifiers = sorted(
+        (kind, namespace, by_value[value]) for kind, namespace, value in business_identifiers(order)
+    )
+    columns = {
+        "therapy_code": order.therapy.code,
+        "manufacturer": order.therapy.manufacturer,
+        "site_id": site,
+        "state": order.state.value,
+        "on_hold": order.on_hold,
+        "version": order.version,
+        "created_at": order.created_at,
+        "has_coi": order.coi is not None,
+    }
+    return Template(state, site, head + marker, tail, replacements, identifiers, columns)
+
+
+# --- rows ---------------------------------------------------------------------------------
+@dataclass
+class Chunk:
+    patients: list[tuple[Any, ...]]
+    orders: list[tuple[Any, ...]]
+    identifiers: list[tuple[str, str, str, str]]
+
+
+def generate(templates: dict[tuple[str, str], Template], start: int, stop: int) -> Chunk:
+    chunk = Chunk([], [], [])
+    for n in range(start, stop):
+        template = templates[(site_of(n)[0], state_of(n))]
+        values = tokens(n)
+        values["id"] = order_id(n)
+        values["coi"] = coi_of(n)
+        pseudonym = _base(n, PSEUDONYM_ALPHABET, 8)
+        values["psn"] = f"PSN-{pseudonym[:4]}-{pseudonym[4:]}"
+        document = template.head
+        for old, name in template.replacements:
+            document = document.replace(old, values[name])
+        updated = UPDATED_BASE + timedelta(seconds=n)
+        document += updated.strftime("%Y-%m-%dT%H:%M:%SZ") + template.tail
+        pid = patient_id(n)
+        columns = template.columns
+        site = columns["site_id"]
+        chunk.patients.append(
+            (pid, site, f"MRN-SYN-{n:08d}", "Zz-Scalepatient", f"N{n}", "1970-01-01", "F", updated)
+        )
+        coi = values["coi"] if columns["has_coi"] else None
+        chunk.orders.append(
+            (
+                values["id"], coi, values["psn"], pid, columns["therapy_code"],
+                columns["manufacturer"], site, columns["state"], columns["on_hold"],
+                columns["version"], columns["created_at"], updated, document,
+            )
+        )  # fmt: skip
+        chunk.identifiers += [
+            (values["id"], kind, namespace, values[name])
+            for kind, namespace, name in template.identifiers
+        ]
+    return chunk
+
+
+# --- bulk loaders -------------------------------------------------------------------------
+def _sqlite_stamp(at: datetime) -> str:
+    # What SQLAlchemy's SQLite DateTime writes (UTCDateTime hands it a UTC datetime).
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def load_sqlite(
+    path: Path, templates: dict[tuple[str, str], Template], start: int, stop: int, step: int
+) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("PRAGMA cache_size=-1000000")
+    db.execute("PRAGMA temp_store=MEMORY")
+    marks = ",".join("?" * len(COLUMNS))
+    for low in range(start, stop, step):
+        chunk = generate(templates, low, min(stop, low + step))
+        db.execute("BEGIN")
+        db.executemany(
+            f"INSERT INTO patients ({','.join(PATIENT_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?)",
+            [(*row[:7], _sqlite_stamp(row[7])) for row in chunk.patients],
+        )
+        db.executemany(
+            f"INSERT INTO orders ({','.join(COLUMNS)}) VALUES ({marks})",
+            [
+                (*row[:8], int(row[8]), row[9], _sqlite_stamp(row[10]), _sqlite_stamp(row[11]),
+                 row[12])
+                for row in chunk.orders
+            ],
+        )  # fmt: skip
+        db.executemany(
+            "INSERT INTO order_identifiers (order_id, kind, namespace, value) VALUES (?,?,?,?)",
+            chunk.identifiers,
+        )
+        db.execute("COMMIT")
+        _progress("sqlite", min(stop, low + step), stop)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def load_postgres(
+    templates: dict[tuple[str, str], Template], start: int, stop: int, step: int
+) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        "host=127.0.0.1 port=5432 dbname=test user=postgres", options=f"-csearch_path={PG_SCHEMA}"
+    ) as db:
+        for low in range(start, stop, step):
+            chunk = generate(templates, low, min(stop, low + step))
+            with db.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+                for table, columns, rows in (
+                    ("patients", PATIENT_COLUMNS, chunk.patients),
+                    ("orders", COLUMNS, chunk.orders),
+                    ("order_identifiers", ("order_id", "kind", "namespace", "value"),
+                     chunk.identifiers),
+                ):  # fmt: skip
+                    with cursor.copy(f"COPY {table} ({','.join(columns)}) FROM STDIN") as copy:
+                        copy.write("".join(map(_copy_line, rows)).encode())
+            db.commit()
+            _progress("postgresql", min(stop, low + step), stop)
+        db.autocommit = True
+        # What autovacuum would do shortly after a load this size.
+        db.execute("ANALYZE patients")
+        db.execute("ANALYZE orders")
+        db.execute("ANALYZE order_identifiers")
+
+
+def _copy_line(row: tuple[Any, ...]) -> str:
+    """COPY's text format, written here: psycopg's per-value dumpers cost more than the
+    server's whole insert. Nothing we generate holds a tab or a newline."""
+    return "\t".join(_copy_value(value) for value in row) + "\n"
+
+
+def _copy_value(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value).replace("\\", "\\\\")
+
+
+_LOAD_STARTED = [time.perf_counter()]
+
+
+def _progress(name: str, done: int, total: int) -> None:
+    elapsed = time.perf_counter() - _LOAD_STARTED[0]
+    print(f"  {name}: {done:>9,} / {total:,} orders loaded ({elapsed:6.0f} s)", flush=True)
+
+
+# --- measuring (in a process of its own) -----------------------------------------------------
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def rss_kib() -> tuple[int, int]:
+    status = Path("/proc/self/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def _timed(fn: Callable[[int], None], inputs: list[int]) -> list[float]:
+    fn(inputs[0])  # warm-up: connection, compiled statements
+    samples = []
+    for n in inputs:
+        started = time.perf_counter()
+        fn(n)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _engine_for(database: str, sqlite_path: str) -> Engine:
+    if database == "sqlite":
+        return make_engine(f"sqlite:///{sqlite_path}")
+    return make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={PG_SCHEMA}"})
+
+
+def measure(database: str, sqlite_path: str, loaded: int, samples: int) -> dict[str, Any]:
+    from fastapi.testclient import TestClient
+
+    from adapters.fhir import terminology as t
+    from gateway.api.app import create_app
+    from gateway.service.labels import LabelFactory
+    from labeling.layout import LabelKind
+
+    engine = _engine_for(database, sqlite_path)
+    scan_now = UPDATED_BASE + timedelta(seconds=loaded, hours=1)
+    service = OrderService(engine, load_rule_book(), clock=lambda: scan_now)
+    station = ScanStation(service, load_sites())
+    rng = random.Random(loaded)
+    picks = [rng.randrange(loaded) for _ in range(samples)]
+    results: dict[str, list[float]] = {}
+
+    def get(n: int) -> None:
+        assert service.get(order_id(n)).id == order_id(n)
+
+    def by_coi(n: int) -> None:
+        found = service.find("coi", coi_of(n))
+        assert state_of(n) == "REFERRED" or (found is not None and found.id == order_id(n))
+
+    def by_placer(n: int) -> None:
+        found = service.find("placer", tokens(n)["placer"], site_of(n)[0])
+        assert found is not None and found.id == order_id(n)
+
+    def by_unit(n: int) -> None:
+        found = service.find("unit", unit_of(n, True))
+        has_unit = state_of(n) in ("INFUSED", "STORED")
+        assert (found is not None and found.id == order_id(n)) or not has_unit
+
+    results["order by id"] = _timed(get, picks)
+    results["lookup by CoI"] = _timed(by_coi, picks)
+    results["lookup by placer"] = _timed(by_placer, picks)
+    results["lookup by unit id"] = _timed(by_unit, picks)
+
+    stored = [n for n in (rng.randrange(loaded) for _ in range(samples * 20))
+              if state_of(n) == "STORED"][: max(20, samples // 2)]  # fmt: skip
+    factory = LabelFactory.default(load_sites())
+    bags = {n: _bag_text(service, factory, LabelKind.BAG, order_id(n)) for n in stored}
+
+    def scan(n: int) -> None:
+        result = station.scan(
+            ScanRequest(checkpoint=Checkpoint.THAW, user="pharm.bench", unit_scan=bags[n])
+        )
+        assert result.green and result.order_id == order_id(n), result.reason
+
+    results["scan verdict (THAW, committed)"] = _timed(scan, stored)
+
+    with TestClient(create_app(service, auth=None)) as client:
+        client.headers.update({"X-V2V-Actor": "bench"})
+
+        def task_by_coi(n: int) -> None:
+            if state_of(n) == "REFERRED":
+                n += 1
+            response = client.get(
+                "/fhir/Task", params={"identifier": f"{t.COI_SYSTEM}|{coi_of(n)}"}
+            )
+            assert response.status_code == 200 and len(response.json()["entry"]) == 1
+
+        def task_by_bare_identifier(n: int) -> None:
+            response = client.get("/fhir/Task", params={"identifier": tokens(n)["placer"]})
+            assert response.status_code == 200 and len(response.json()["entry"]) == 1
+
+        def task_status(status: str) -> Callable[[int], None]:
+            def run(_n: int) -> None:
+                response = client.get("/fhir/Task", params={"status": status, "_count": "20"})
+                assert response.status_code == 200
+                assert len(response.json()["entry"]) == 20
+
+            return run
+
+        few = picks[: max(20, samples // 3)]
+        results["FHIR Task?identifier=coi"] = _timed(task_by_coi, few)
+        results["FHIR Task?identifier=placer"] = _timed(task_by_bare_identifier, few)
+        results["FHIR Task?status=completed"] = _timed(task_status("completed"), few)
+        results["FHIR Task?status=requested"] = _timed(task_status("requested"), few)
+
+    results["MLLP ORM ingest (ACK)"] = asyncio.run(_mllp(service, loaded, max(100, samples)))
+    rss, hwm = rss_kib()
+    engine.dispose()
+    return {"loaded": loaded, "samples": results, "rss_kib": rss, "hwm_kib": hwm}
+
+
+async def _mllp(service: OrderService, loaded: int, count: int) -> list[float]:
+    from adapters.hl7v2.inbound import InboundHandler
+    from adapters.hl7v2.listener import ListenerConfig, MllpListener
+    from adapters.hl7v2.mapping import load_profiles
+    from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
+
+    base = (ROOT / "fixtures" / "hl7v2" / "st-mary-orm-o01-new-order.hl7").read_bytes()
+    messages = [
+        base.replace(b"SM-0001", f"S{loaded}-{n:05d}".encode())
+        .replace(b"SM-1001", f"Q{loaded}-{n:05d}".encode())
+        .replace(b"MRN-SYN-0001", f"MRN-SYN-Q{loaded}{n:05d}".encode())
+        for n in range(count + 1)
+    ]
+    handler = InboundHandler(service, load_profiles(), load_sites())
+    listener = MllpListener(handler.handle, ListenerConfig(host="127.0.0.1", port=0))
+    port = await listener.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    decoder = FrameDecoder()
+    latencies = []
+    for index, message in enumerate(messages):
+        started = time.perf_counter()
+        writer.write(frame(message))
+        await writer.drain()
+        replies: list[bytes] = []
+        while not replies:
+            replies = [
+                i.payload for i in decoder.feed(await reader.read(65536)) if isinstance(i, Frame)
+            ]
+        assert b"MSA|AA" in replies[0], replies[0][:200]
+        if index:  # the first message warms the handler up
+            latencies.append((time.perf_counter() - started) * 1000)
+    writer.close()
+    await listener.stop()
+    return latencies
+
+
+# --- orchestration --------------------------------------------------------------------------
+def _measure_in_child(database: str, sqlite_path: str, loaded: int, samples: int) -> dict[str, Any]:
+    command = [
+        sys.executable, __file__, "--measure", database, "--sqlite-path", sqlite_path,
+        "--loaded", str(loaded), "--samples", str(samples),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {database} at {loaded} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _prepare(database: str, sqlite_path: Path) -> None:
+    if database == "sqlite":
+        sqlite_path.unlink(missing_ok=True)
+        engine = make_engine(f"sqlite:///{sqlite_path}")
+    else:
+        admin = create_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+            conn.execute(text(f"CREATE SCHEMA {PG_SCHEMA}"))
+        admin.dispose()
+        engine = _engine_for(database, "")
+    upgrade(engine)
+    engine.dispose()
+
+
+def _size_of(database: str, sqlite_path: Path) -> str:
+    if database == "sqlite":
+        total = sum(p.stat().st_size for p in sqlite_path.parent.glob(sqlite_path.name + "*"))
+        return f"{total / 2**30:.2f} GiB on disk"
+    engine = create_engine(POSTGRES_URL)
+    with engine.connect() as conn:
+        size = conn.execute(
+            text(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :schema AND c.relkind = 'r'"
+            ),
+            {"schema": PG_SCHEMA},
+        ).scalar()
+    engine.dispose()
+    return f"{int(size or 0) / 2**30:.2f} GiB in tables and indexes"
+
+
+def report(database: str, small: dict[str, Any], large: dict[str, Any]) -> bool:
+    print(f"\n== {database}: {small['loaded']:,} vs {large['loaded']:,} orders ==")
+    print(f"{'operation':34} {'p50 small':>10} {'p50 large':>10} {'ratio':>6}"
+          f" {'p99 small':>10} {'p99 large':>10} {'ratio':>6}  target p50 <= 1.5x")  # fmt: skip
+    ok = True
+    for name, before in small["samples"].items():
+        after = large["samples"][name]
+        b50, a50 = statistics.median(before), statistics.median(after)
+        b99, a99 = percentile(before, 0.99), percentile(after, 0.99)
+        met = a50 <= 1.5 * b50
+        ok &= met
+        print(f"{name:34} {b50:8.2f}ms {a50:8.2f}ms {a50 / b50:5.2f}x {b99:8.2f}ms {a99:8.2f}ms"
+              f" {a99 / b99:5.2f}x  {'met' if met else 'NOT met'}  (n={len(after)})")  # fmt: skip
+    grew = large["rss_kib"] / small["rss_kib"]
+    print(f"{'resident memory (VmRSS, end)':34} {small['rss_kib'] / 1024:8.1f}MB"
+          f" {large['rss_kib'] / 1024:8.1f}MB {grew:5.2f}x   peak (VmHWM)"
+          f" {small['hwm_kib'] / 1024:.1f} MB -> {large['hwm_kib'] / 1024:.1f} MB"
+          f"  {'flat' if grew <= 1.2 else 'NOT flat'} (<= 1.2x)")  # fmt: skip
+    return ok and grew <= 1.2
+
+
+def main() -> int:
+    options = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    options.add_argument("--orders", type=int, default=1_000_000)
+    options.add_argument("--small", type=int, default=10_000)
+    options.add_argument("--databases", default="sqlite,postgresql")
+    options.add_argument("--samples", type=int, default=300)
+    options.add_argument("--workdir", default=None, help="where the SQLite file goes")
+    options.add_argument("--chunk", type=int, default=50_000)
+    options.add_argument("--measure", help=argparse.SUPPRESS)
+    options.add_argument("--sqlite-path", help=argparse.SUPPRESS)
+    options.add_argument("--loaded", type=int, help=argparse.SUPPRESS)
+    args = options.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.sqlite_path, args.loaded, args.samples)))
+        return 0
+    if not 0 < args.small < args.orders <= MAX_ORDERS:
+        options.error(f"need 0 < --small < --orders <= {MAX_ORDERS:,}")
+    # Millions of live row tuples make every cyclic collection walk them all; none are cycles.
+    gc.disable()
+    folder = Path(args.workdir or tempfile.mkdtemp(prefix="v2v-bench-scale-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    sqlite_path = folder / "scale.db"
+    started = time.perf_counter()
+    templates = build_templates()
+    sizes = sorted({len(t.head) + len(t.tail) for t in templates.values()})
+    print(f"{len(templates)} templates walked by the order service in "
+          f"{time.perf_counter() - started:.1f} s; documents {sizes[0]}-{sizes[-1]} bytes;"
+          f" SQLite file in {folder}", flush=True)  # fmt: skip
+    all_ok = True
+    for database in args.databases.split(","):
+        _prepare(database, sqlite_path)
+        figures = []
+        loaded = 0
+        for size in (args.small, args.orders):
+            _LOAD_STARTED[0] = time.perf_counter()
+            if database == "sqlite":
+                load_sqlite(sqlite_path, templates, loaded, size, args.chunk)
+            else:
+                load_postgres(templates, loaded, size, args.chunk)
+            took = time.perf_counter() - _LOAD_STARTED[0]
+            print(f"{database}: {size - loaded:,} orders loaded in {took:.0f} s "
+                  f"({(size - loaded) / took:,.0f}/s); {_size_of(database, sqlite_path)}",
+                  flush=True)  # fmt: skip
+            loaded = size
+            measuring = time.perf_counter()
+            figures.append(_measure_in_child(database, str(sqlite_path), size, args.samples))
+            print(f"{database}: measured at {size:,} in {time.perf_counter() - measuring:.0f} s",
+                  flush=True)  # fmt: skip
+        all_ok &= report(database, figures[0], figures[1])
+        sys.stdout.flush()
+    print(
+        f"\ntotal {time.perf_counter() - started:.0f} s; targets "
+        f"{'met' if all_ok else 'NOT all met'}"
+    )
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
