@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Relay, RelayPolicy, Transport
@@ -59,7 +60,9 @@ async def run_relay(
     service: OrderService, stop: asyncio.Event, settings: Settings, interval: float = 1.0
 ) -> None:
     """The serve loop's relay: deliver due outbox items until asked to stop."""
-    relay = build_relay(service)
+    # How long a claim lasts: items a crashed gateway had claimed wait this long for another.
+    lease = float(os.environ.get("V2V_RELAY_LEASE_SECONDS", RelayPolicy.lease_seconds))
+    relay = build_relay(service, policy=RelayPolicy(lease_seconds=lease))
     while not stop.is_set():
         try:
             stats = await asyncio.to_thread(relay.run_once)

@@ -142,7 +142,12 @@ def _diagnose_caps(text: str, orders: Mapping[str, Sequence[str]] | None) -> str
 def _diagnose_flags_as_check(text: str) -> str | None:
     if len(text) == 15 and text[0] == "=" and text[1] in FIN_FIRST_CHARACTERS:
         identifier, last = text[1:14], text[14]
-        if identifier[1:].isdigit() and check_character(identifier) == last:
+        # isdigit() is true for non-ASCII digits too, which the check cannot cover.
+        if (
+            identifier[1:].isascii()
+            and identifier[1:].isdigit()
+            and check_character(identifier) == last
+        ):
             return (
                 f"The scanner sent the check character '{last}' in place of the two flag "
                 "digits of the Donation Identification Number (15 characters; it needs 16). "

@@ -140,7 +140,7 @@ def translate(mapping: CourierMapping, document: Any) -> TrackingBatch:
             word = get_path(item, m.code)
             if word is MISSING and m.path == "":
                 continue  # a message with readings only
-            if word not in spec.codes:
+            if isinstance(word, (dict, list)) or word not in spec.codes:
                 raise PayloadError(
                     422,
                     "unknown_status",

@@ -57,7 +57,10 @@ def parse_time(value: Any, fmt: str, timezone: str = "UTC") -> datetime:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError(f"expected a number of {'milli' if fmt == 'epoch_ms' else ''}seconds")
         number = float(value)
-        return datetime.fromtimestamp(number / 1000 if fmt == "epoch_ms" else number, UTC)
+        try:
+            return datetime.fromtimestamp(number / 1000 if fmt == "epoch_ms" else number, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"{value!r} is outside the range of dates") from None
     if not isinstance(value, str):
         raise ValueError(f"expected a date-time string ({fmt})")
     if fmt == "iso8601":

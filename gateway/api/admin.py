@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -29,6 +29,8 @@ def operator(request: Request) -> Principal:
 
 
 Operator = Annotated[Principal, Depends(operator)]
+#: Row ids are 32-bit on PostgreSQL; a larger number must be a 422, not a database error.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _service(request: Request) -> OrderService:
@@ -67,7 +69,7 @@ class DeadLetterBody(BaseModel):
 
 
 @router.post("/admin/outbox/{item_id}/retry", summary="Retry a dead-lettered message now")
-def retry(item_id: int, request: Request, who: Operator) -> dict[str, Any]:
+def retry(item_id: RowId, request: Request, who: Operator) -> dict[str, Any]:
     service = _service(request)
     if not retry_outbox(service.engine, item_id, actor=who.id, at=service.clock()):
         raise NotFound(f"No undelivered outbox item {item_id}.")
@@ -76,7 +78,7 @@ def retry(item_id: int, request: Request, who: Operator) -> dict[str, Any]:
 
 @router.post("/admin/outbox/{item_id}/dead-letter", summary="Stop retrying a message")
 def dead_letter(
-    item_id: int, body: DeadLetterBody, request: Request, who: Operator
+    item_id: RowId, body: DeadLetterBody, request: Request, who: Operator
 ) -> dict[str, Any]:
     service = _service(request)
     if not dead_letter_outbox(
@@ -119,7 +121,7 @@ def list_inbox(
 
 
 @router.get("/admin/inbox/{message_id}", summary="One stored inbound message, raw")
-def get_inbox(message_id: int, request: Request, who: Operator) -> dict[str, Any]:
+def get_inbox(message_id: RowId, request: Request, who: Operator) -> dict[str, Any]:
     with _service(request).engine.connect() as conn:
         row = conn.execute(select(inbox).where(inbox.c.id == message_id)).first()
     if row is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -133,6 +134,8 @@ def list_orders(
             f"Unknown state {state!r}; use one of {', '.join([*OrderState.__members__, ON_HOLD])}."
         )
     need(actor, "s")
+    if cursor is not None and not _valid_cursor(cursor):
+        raise ServiceError("The cursor is not one this API issued; follow the 'next' link.")
     criteria: dict[str, Any] = {
         "state": state,
         "site_id": site,
@@ -147,6 +150,16 @@ def list_orders(
     if page.next_cursor:
         next_link = str(request.url.include_query_params(cursor=page.next_cursor))
     return {"items": [order_body(order) for order in page.orders], "next": next_link}
+
+
+def _valid_cursor(cursor: str) -> bool:
+    """Cursors are ``<aware ISO timestamp>|<order id>``, as the repository issues them."""
+    stamp, separator, last_id = cursor.partition("|")
+    try:
+        at = datetime.fromisoformat(stamp)
+    except ValueError:
+        return False
+    return bool(separator and last_id) and at.tzinfo is not None
 
 
 @router.get("/{order_id}", summary="Read one order")
