@@ -154,9 +154,7 @@ class OrderService:
             with uow.conn.begin_nested():
                 uow.orders.add(order, patient_id)
         except DuplicateIdentifier as exc:
-            raise Conflict(
-                str(exc), identifier=exc.kind, value=exc.value, existing_order_id=exc.order_id
-            ) from exc
+            raise _conflict(exc) from exc
         except IntegrityError as exc:
             raise Conflict("The order collides with an existing one.") from exc
         audit.append(
@@ -222,15 +220,7 @@ class OrderService:
         outcome = lifecycle.apply(order, event, rules, now)
         if not outcome.changed:
             return outcome
-        try:
-            with uow.conn.begin_nested():
-                uow.orders.save(outcome.order, expected_version=order.version)
-        except ConcurrencyConflict as exc:
-            raise VersionMismatch(str(exc)) from exc
-        except DuplicateIdentifier as exc:
-            raise Conflict(
-                str(exc), identifier=exc.kind, value=exc.value, existing_order_id=exc.order_id
-            ) from exc
+        _save(uow, outcome.order, expected_version=order.version)
         audit.append(
             uow.conn,
             at=now,
@@ -276,15 +266,7 @@ class OrderService:
         amendment = change(order, rules, now)
         if amendment is None:
             return None
-        try:
-            with uow.conn.begin_nested():
-                uow.orders.save(amendment.order, expected_version=order.version)
-        except ConcurrencyConflict as exc:
-            raise VersionMismatch(str(exc)) from exc
-        except DuplicateIdentifier as exc:
-            raise Conflict(
-                str(exc), identifier=exc.kind, value=exc.value, existing_order_id=exc.order_id
-            ) from exc
+        _save(uow, amendment.order, expected_version=order.version)
         audit.append(
             uow.conn,
             at=now,
@@ -424,8 +406,14 @@ class OrderService:
     def record_access(self, order_id: str, *, actor: str, what: str) -> None:
         """Audit a read of patient identity: who saw which order's patient, and through what."""
         with self.uow() as uow:
-            audit.append(uow.conn, at=self.clock(), actor=actor, action="phi.read",
-                         order_id=order_id, payload={"what": what})
+            audit.append(
+                uow.conn,
+                at=self.clock(),
+                actor=actor,
+                action="phi.read",
+                order_id=order_id,
+                payload={"what": what},
+            )
             uow.commit()
 
     # --- listeners (live updates) ---------------------------------------------------------
@@ -444,3 +432,19 @@ class OrderService:
         if self.listeners:
             with contextlib.suppress(NotFound):
                 self._notify(self.get(order_id))
+
+
+def _conflict(exc: DuplicateIdentifier) -> Conflict:
+    return Conflict(str(exc), identifier=exc.kind, value=exc.value, existing_order_id=exc.order_id)
+
+
+def _save(uow: UnitOfWork, order: TherapyOrder, *, expected_version: int) -> None:
+    """Write a new version of an order; a lost race or a taken identifier becomes the
+    service error its callers answer with."""
+    try:
+        with uow.conn.begin_nested():
+            uow.orders.save(order, expected_version=expected_version)
+    except ConcurrencyConflict as exc:
+        raise VersionMismatch(str(exc)) from exc
+    except DuplicateIdentifier as exc:
+        raise _conflict(exc) from exc
