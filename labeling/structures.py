@@ -272,6 +272,8 @@ def _read_calendar(
 ) -> datetime:
     """YYYYMMDD[hhmm] -> datetime, or ImpossibleDate naming the offending field."""
     year, month, day = int(digits[:4]), int(digits[4:6]), int(digits[6:8])
+    if year < 1000:
+        raise cls._impossible(f"year {digits[:4]} does not have four digits", position)
     if not 1 <= month <= 12:
         raise cls._impossible(f"month {digits[4:6]} does not exist", position + 4)
     try:

@@ -79,3 +79,16 @@ def test_an_epoch_time_outside_the_calendar_is_a_plain_value_error(value: object
 
     with pytest.raises(ValueError, match="outside the range"):
         parse_time(value, "epoch_ms")
+
+
+def test_a_birth_year_below_1000_is_a_red_reason_not_a_crash() -> None:
+    from labeling.scan import read_scan
+
+    result = read_scan("=#0009700101")
+    assert not result.accepted and "year" in (result.reason or "")
+
+
+def test_a_scan_with_a_birth_year_below_1000_is_a_red_verdict(api) -> None:  # type: ignore[no-untyped-def]
+    body = {"checkpoint": "receipt", "user": "nurse", "unit_scan": "=+07000=#0009700101"}
+    response = api.post("/scans", json=body)
+    assert response.status_code == 200 and response.json()["verdict"] == "red"
