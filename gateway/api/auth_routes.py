@@ -43,7 +43,7 @@ def _replay(request: Request) -> ReplayGuard:
 @router.post("/token", summary="OAuth2 client credentials (private_key_jwt or client secret)")
 def token(
     request: Request,
-    grant_type: Annotated[str, Form()],
+    grant_type: Annotated[str | None, Form()] = None,
     scope: Annotated[str | None, Form()] = None,
     client_id: Annotated[str | None, Form()] = None,
     client_secret: Annotated[str | None, Form()] = None,
@@ -51,6 +51,9 @@ def token(
     client_assertion: Annotated[str | None, Form()] = None,
 ) -> JSONResponse:
     config = auth_config(request)
+    if not grant_type:
+        # RFC 6749 §5.2: a token client expects invalid_request here, not a validation problem.
+        return _oauth_error(AuthError("invalid_request", "grant_type is required", status=400))
     if config is None:
         return _oauth_error(
             AuthError(

@@ -132,3 +132,9 @@ def test_staff_login_puts_the_signed_in_name_in_the_custody_log(secured: Secured
     secured.client.post("/auth/logout")
     secured.client.cookies.clear()
     assert secured.client.get("/auth/me").status_code == 401
+
+
+def test_token_endpoint_answers_in_oauth_form(secured: Secured) -> None:
+    missing = secured.client.post("/auth/token", data={})
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    assert missing.headers["cache-control"] == "no-store"
