@@ -13,6 +13,7 @@ import os
 import random
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -40,7 +41,8 @@ class RelayPolicy:
     base_delay: float = 2.0  # seconds
     max_delay: float = 600.0
     lease_seconds: float = 60.0
-    batch: int = 20
+    batch: int = 50
+    parallel: int = 8  # (destination, order) pairs delivered at once
 
     def delay(self, attempts: int, rng: random.Random) -> float:
         """Full jitter: spread retries so a recovering partner is not stampeded."""
@@ -78,8 +80,34 @@ class Relay:
     def transport_for(self, destination: str) -> Transport | None:
         return self.transports.get(destination.split(":", 1)[0])
 
-    def run_once(self) -> RelayStats:
-        """Claim one batch and try each item once."""
+    def run_once(self, max_rounds: int = 10) -> RelayStats:
+        """Deliver what is due now: claim rounds until a round sends nothing (at most
+        ``max_rounds``), since each round sends only the oldest waiting message of each
+        (destination, order) pair."""
+        totals = RelayStats()
+        for _ in range(max_rounds):
+            stats = self.run_round()
+            totals = RelayStats(
+                *(
+                    a + b
+                    for a, b in zip(
+                        (totals.delivered, totals.retried, totals.dead, totals.skipped),
+                        (stats.delivered, stats.retried, stats.dead, stats.skipped),
+                        strict=True,
+                    )
+                )
+            )
+            if stats.delivered == 0:
+                break
+        return totals
+
+    def run_round(self) -> RelayStats:
+        """Claim one batch and try each item once.
+
+        Items for different (destination, order) pairs go out in parallel: one slow partner
+        must not hold up every other. Within a pair they go strictly in order, and a failure
+        holds back the rest of that pair's items.
+        """
         with self.engine.begin() as conn:
             items = outbox.claim(
                 conn,
@@ -88,44 +116,55 @@ class Relay:
                 lease=timedelta(seconds=self.policy.lease_seconds),
                 limit=self.policy.batch,
             )
-        delivered = retried = dead = skipped = 0
-        blocked: set[str] = set()
+        groups: dict[str, list[OutboxItem]] = {}
         for item in items:
-            # Per-order ordering: once one item for an order fails, later ones wait.
-            ordering = f"{item.destination}|{item.order_id}"
-            if ordering in blocked:
+            groups.setdefault(f"{item.destination}|{item.order_id}", []).append(item)
+        if len(groups) <= 1 or self.policy.parallel <= 1:
+            results = [self._deliver_group(group) for group in groups.values()]
+        else:
+            workers = min(self.policy.parallel, len(groups))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay") as pool:
+                results = list(pool.map(self._deliver_group, groups.values()))
+        totals = [sum(column) for column in zip(*results, strict=True)] if results else [0] * 4
+        return RelayStats(*totals)
+
+    def _deliver_group(self, group: list[OutboxItem]) -> tuple[int, int, int, int]:
+        delivered = retried = dead = skipped = 0
+        for index, item in enumerate(group):
+            error, permanent = self._attempt(item)
+            if error is None:
+                with self.engine.begin() as conn:
+                    outbox.mark_delivered(conn, item.id, self.owner, self.clock())
+                delivered += 1
+                continue
+            if self._fail(item, error, permanent=permanent):
+                dead += 1
+            else:
+                retried += 1
+            for waiting in group[index + 1 :]:
                 self._fail(
-                    item,
+                    waiting,
                     "waiting for an earlier message to the same destination",
                     permanent=False,
                     count_attempt=False,
                 )
                 skipped += 1
-                continue
-            transport = self.transport_for(item.destination)
-            try:
-                if transport is None:
-                    raise DeliveryError(f"no transport for destination {item.destination!r}")
-                transport(item)
-            except DeliveryError as exc:
-                blocked.add(ordering)
-                if self._fail(item, str(exc), permanent=exc.permanent):
-                    dead += 1
-                else:
-                    retried += 1
-                continue
-            except Exception as exc:
-                log.exception("transport failed for outbox item %s", item.id)
-                blocked.add(ordering)
-                if self._fail(item, f"unexpected error: {exc}", permanent=False):
-                    dead += 1
-                else:
-                    retried += 1
-                continue
-            with self.engine.begin() as conn:
-                outbox.mark_delivered(conn, item.id, self.owner, self.clock())
-            delivered += 1
-        return RelayStats(delivered, retried, dead, skipped)
+            break
+        return delivered, retried, dead, skipped
+
+    def _attempt(self, item: OutboxItem) -> tuple[str | None, bool]:
+        """Hand one item to its transport: (None, _) when delivered, else (error, permanent)."""
+        transport = self.transport_for(item.destination)
+        try:
+            if transport is None:
+                raise DeliveryError(f"no transport for destination {item.destination!r}")
+            transport(item)
+        except DeliveryError as exc:
+            return str(exc), exc.permanent
+        except Exception as exc:
+            log.exception("transport failed for outbox item %s", item.id)
+            return f"unexpected error: {exc}", False
+        return None, False
 
     def _fail(
         self, item: OutboxItem, error: str, *, permanent: bool, count_attempt: bool = True

@@ -79,10 +79,24 @@ def claim(
     conn: Connection, *, owner: str, now: datetime, lease: timedelta, limit: int = 20
 ) -> list[OutboxItem]:
     """Lease up to ``limit`` due items, skipping rows another relay has locked."""
+    earlier = outbox.alias("earlier")
+    # A message waits while an earlier one to the same destination for the same order is
+    # undelivered (retrying or leased by another relay): partners see them in order.
+    waiting_behind = (
+        select(earlier.c.id)
+        .where(
+            earlier.c.destination == outbox.c.destination,
+            earlier.c.ordering_key == outbox.c.ordering_key,
+            earlier.c.status == PENDING,
+            earlier.c.id < outbox.c.id,
+        )
+        .exists()
+    )
     due = and_(
         outbox.c.status == PENDING,
         outbox.c.next_attempt_at <= now,
         or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
+        ~waiting_behind,
     )
     query = select(outbox).where(due).order_by(outbox.c.id).limit(limit)
     if conn.dialect.name == "postgresql":

@@ -140,6 +140,7 @@ outbox = Table(
     Column("last_error", Text),
     Column("delivered_at", UTCDateTime()),
     Index("ix_outbox_status_next", "status", "next_attempt_at"),
+    Index("ix_outbox_ordering", "destination", "ordering_key", "status", "id"),
 )
 
 audit_log = Table(

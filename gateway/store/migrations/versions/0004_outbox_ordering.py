@@ -1,0 +1,23 @@
+"""Index for per-destination, per-order delivery order in the outbox claim.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_outbox_ordering", "outbox", ["destination", "ordering_key", "status", "id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_outbox_ordering", table_name="outbox")
