@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from adapters.couriers.mapping import CourierMapping, load_couriers
-from adapters.manufacturers.outbound import RenderError, render_body, render_path, send
+from adapters.manufacturers.outbound import render_and_send
 from adapters.manufacturers.paths import MISSING, get_path
 from gateway.domain.model import ShipmentLeg, ShipmentMilestone
 from gateway.domain.tracking import TrackingUpdate, record_tracking
@@ -43,19 +43,15 @@ def transport(
         if item.kind != "courier.book":
             return
         operation = mapping.outbound.book
-        try:
-            body = render_body(operation, item.payload, mapping.outbound.timezone)
-            path = render_path(operation.path, item.payload)
-        except RenderError as exc:
-            raise DeliveryError(f"{partner} booking: {exc}", permanent=True) from exc
-        response = send(
+        response = render_and_send(
             http,
             mapping.outbound.endpoint,
             operation,
-            path=path,
-            body=body,
+            item.payload,
+            timezone=mapping.outbound.timezone,
             idempotency_key=item.idempotency_key,
             partner=partner,
+            what="booking",
             base_url=(base_urls or {}).get(partner),
         )
         try:

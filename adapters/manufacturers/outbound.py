@@ -120,6 +120,37 @@ def send(
     return response
 
 
+def render_and_send(
+    client: httpx.Client,
+    endpoint: Endpoint,
+    operation: Operation,
+    payload: Mapping[str, Any],
+    *,
+    timezone: str,
+    idempotency_key: str,
+    partner: str,
+    what: str,
+    base_url: str | None = None,
+) -> httpx.Response:
+    """Shape one outbound call from the mapping and send it; a payload the mapping cannot
+    shape is a permanent failure (retrying cannot fix it)."""
+    try:
+        body = render_body(operation, payload, timezone)
+        path = render_path(operation.path, payload)
+    except RenderError as exc:
+        raise DeliveryError(f"{partner} {what}: {exc}", permanent=True) from exc
+    return send(
+        client,
+        endpoint,
+        operation,
+        path=path,
+        body=body,
+        idempotency_key=idempotency_key,
+        partner=partner,
+        base_url=base_url,
+    )
+
+
 def transport(
     service: OrderService | None = None,
     *,
@@ -151,19 +182,15 @@ def transport(
             current = service.get(item.order_id)
             payload["external_ids"] = current.external_ids.model_dump(mode="json")
             payload["coi"] = payload.get("coi") or current.coi
-        try:
-            body = render_body(operation, payload, mapping.outbound.timezone)
-            path = render_path(operation.path, payload)
-        except RenderError as exc:
-            raise DeliveryError(f"{partner} {step}: {exc}", permanent=True) from exc
-        response = send(
+        response = render_and_send(
             http,
             mapping.outbound.endpoint,
             operation,
-            path=path,
-            body=body,
+            payload,
+            timezone=mapping.outbound.timezone,
             idempotency_key=item.idempotency_key,
             partner=partner,
+            what=step,
             base_url=(base_urls or {}).get(partner),
         )
         reference_path = operation.response.get("order_ref")
