@@ -76,6 +76,19 @@ def line_of(node: yaml.Node | None, location: tuple[int | str, ...]) -> int | No
     return line
 
 
+def load_named(folder: Path, model: type[ModelT], key: str) -> dict[str, ModelT]:
+    """Every ``*.yaml`` in ``folder``, by the value of its ``key`` field, which must be the
+    file's own name: operators find a partner's file by its id."""
+    found: dict[str, ModelT] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        loaded = load_model(path, model)
+        name = getattr(loaded, key)
+        if name != path.stem:
+            raise MappingFileError(path, 1, f"{key} '{name}' must match the file name")
+        found[name] = loaded
+    return found
+
+
 def load_model(path: Path, model: type[ModelT]) -> ModelT:
     """Validate one YAML file against a pydantic model, naming file and line on failure."""
     data, node = load_yaml(path)

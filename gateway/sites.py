@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.mapping_files import MappingFileError, load_model, mappings_dir
+from gateway.mapping_files import load_named, mappings_dir
 
 
 class Outbound(BaseModel):
@@ -39,11 +39,4 @@ class SiteDirectory:
 
 
 def load_sites(directory: Path | None = None) -> SiteDirectory:
-    folder = (directory or mappings_dir()) / "sites"
-    sites: dict[str, SiteConfig] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        site = load_model(path, SiteConfig)
-        if site.id != path.stem:
-            raise MappingFileError(path, 1, f"id '{site.id}' must match the file name")
-        sites[site.id] = site
-    return SiteDirectory(sites)
+    return SiteDirectory(load_named((directory or mappings_dir()) / "sites", SiteConfig, "id"))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.domain.rules import TherapyRules
-from gateway.mapping_files import MappingFileError, load_model, mappings_dir
+from gateway.mapping_files import MappingFileError, load_named, mappings_dir
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,7 @@ class RuleBook:
 
 def load_rule_book(directory: Path | None = None) -> RuleBook:
     folder = (directory or mappings_dir()) / "therapies"
-    therapies: dict[str, TherapyRules] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        rules = load_model(path, TherapyRules)
-        if rules.code != path.stem:
-            raise MappingFileError(path, 1, f"code '{rules.code}' must match the file name")
-        therapies[rules.code] = rules
+    therapies = load_named(folder, TherapyRules, "code")
     if not therapies:
         raise MappingFileError(folder, None, "no therapy rule files (*.yaml) found")
     return RuleBook(therapies)

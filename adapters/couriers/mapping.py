@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from adapters.manufacturers.mapping import Endpoint, FieldSpec, Operation, WebhookAuth
 from adapters.manufacturers.paths import check_time_format
 from gateway import mapping_check
-from gateway.mapping_files import MappingFileError, load_model, mappings_dir
+from gateway.mapping_files import load_named, mappings_dir
 from gateway.service.notifications import Lane
 
 Milestone = Literal[
@@ -98,14 +98,7 @@ class CourierMapping(_Model):
 
 
 def load_couriers(directory: Path | None = None) -> dict[str, CourierMapping]:
-    folder = (directory or mappings_dir()) / "couriers"
-    found: dict[str, CourierMapping] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        mapping = load_model(path, CourierMapping)
-        if mapping.id != path.stem:
-            raise MappingFileError(path, 1, f"id '{mapping.id}' must match the file name")
-        found[mapping.id] = mapping
-    return found
+    return load_named((directory or mappings_dir()) / "couriers", CourierMapping, "id")
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.manufacturers.mapping import Endpoint
 from gateway import mapping_check
-from gateway.mapping_files import DEFAULT_MAPPINGS_DIR, MappingFileError, load_model, mappings_dir
+from gateway.mapping_files import DEFAULT_MAPPINGS_DIR, MappingFileError, load_named, mappings_dir
 
 REPOSITORY = DEFAULT_MAPPINGS_DIR.parent
 
@@ -37,14 +37,12 @@ class ErpMapping(BaseModel):
 
 def load_erp(directory: Path | None = None) -> dict[str, ErpMapping]:
     folder = (directory or mappings_dir()) / "erp"
-    found: dict[str, ErpMapping] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        mapping = load_model(path, ErpMapping)
-        if mapping.site != path.stem:
-            raise MappingFileError(path, 1, f"site '{mapping.site}' must match the file name")
+    found = load_named(folder, ErpMapping, "site")
+    for site, mapping in found.items():
         if "://" not in mapping.wsdl and not Path(mapping.wsdl_location()).is_file():
-            raise MappingFileError(path, None, f"wsdl: no file at {mapping.wsdl_location()}")
-        found[mapping.site] = mapping
+            raise MappingFileError(
+                folder / f"{site}.yaml", None, f"wsdl: no file at {mapping.wsdl_location()}"
+            )
     return found
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adapters.manufacturers.paths import check_time_format
 from gateway import mapping_check
 from gateway.domain.states import EventType
-from gateway.mapping_files import MappingFileError, load_model, mappings_dir
+from gateway.mapping_files import MappingFileError, load_named, mappings_dir
 
 
 class _Model(BaseModel):
@@ -164,13 +164,7 @@ class ManufacturerMapping(_Model):
 
 def load_manufacturers(directory: Path | None = None) -> dict[str, ManufacturerMapping]:
     folder = (directory or mappings_dir()) / "manufacturers"
-    found: dict[str, ManufacturerMapping] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        mapping = load_model(path, ManufacturerMapping)
-        if mapping.id != path.stem:
-            raise MappingFileError(path, 1, f"id '{mapping.id}' must match the file name")
-        found[mapping.id] = mapping
-    return found
+    return load_named(folder, ManufacturerMapping, "id")
 
 
 @functools.lru_cache(maxsize=8)
