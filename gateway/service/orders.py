@@ -23,6 +23,7 @@ from gateway.domain.errors import TransitionRefused
 from gateway.domain.lifecycle import LifecycleEvent, Outcome
 from gateway.domain.model import ExternalIds, Therapy, TherapyOrder
 from gateway.domain.patient import PatientIdentity, new_pseudonym
+from gateway.domain.rules import TherapyRules
 from gateway.domain.states import EventType
 from gateway.domain.tracking import Amendment, Change
 from gateway.service.clock import Clock, utc_now
@@ -196,18 +197,13 @@ class OrderService:
             if outcome.changed:
                 self._notify(outcome.order)
             return outcome
-        order = uow.orders.get(order_id, for_update=True)
-        if order is None:
-            raise NotFound(f"No order with id {order_id}.", order_id=order_id)
+        order, rules = self._lock(uow, order_id)
         if expected_version is not None and order.version != expected_version:
             raise VersionMismatch(
                 f"Order {order_id} is at version {order.version}, not {expected_version}; "
                 "re-read it and decide again.",
                 current_version=order.version,
             )
-        rules = self.rules.get(order.therapy.code)
-        if rules is None:
-            raise UnknownTherapy(f"Therapy '{order.therapy.code}' has no rule file.")
         now = self.clock()
         if event.type is EventType.ENROLL and not event.details.coi and not order.coi:
             event = event.model_copy(
@@ -256,12 +252,7 @@ class OrderService:
         """Record a fact that is not a lifecycle step (courier tracking, a partner's
         reference) as a new, audited version of the order, inside the caller's transaction.
         Returns None when the fact was already known."""
-        order = uow.orders.get(order_id, for_update=True)
-        if order is None:
-            raise NotFound(f"No order with id {order_id}.", order_id=order_id)
-        rules = self.rules.get(order.therapy.code)
-        if rules is None:
-            raise UnknownTherapy(f"Therapy '{order.therapy.code}' has no rule file.")
+        order, rules = self._lock(uow, order_id)
         now = self.clock()
         amendment = change(order, rules, now)
         if amendment is None:
@@ -276,6 +267,16 @@ class OrderService:
             payload={"version": amendment.order.version, **amendment.summary},
         )
         return amendment
+
+    def _lock(self, uow: UnitOfWork, order_id: str) -> tuple[TherapyOrder, TherapyRules]:
+        """The order, locked for this transaction, with its therapy's rules."""
+        order = uow.orders.get(order_id, for_update=True)
+        if order is None:
+            raise NotFound(f"No order with id {order_id}.", order_id=order_id)
+        rules = self.rules.get(order.therapy.code)
+        if rules is None:
+            raise UnknownTherapy(f"Therapy '{order.therapy.code}' has no rule file.")
+        return order, rules
 
     def record_refusal(
         self, order_id: str, event: LifecycleEvent, refusal: TransitionRefused, *, actor: str
