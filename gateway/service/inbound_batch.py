@@ -23,8 +23,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from gateway.domain.errors import TransitionRefused
-from gateway.service.orders import InboundMessage, OrderService, Reply
+from gateway.service.orders import (
+    InboundMessage,
+    OrderService,
+    Reply,
+    answer_failure,
+    audit_rejection,
+    rejection_text,
+)
 from gateway.service.unit_of_work import UnitOfWork
 from gateway.store import audit, inbox
 
@@ -153,11 +159,7 @@ def _commit(service: OrderService, work: Sequence[InboundWork]) -> tuple[list[Re
                         # A deadlock or lock timeout with another gateway is the batch's
                         # problem, not this message's: retry them one by one.
                         raise
-                    if not isinstance(exc, (TransitionRefused, ValueError, LookupError)):
-                        log.exception("inbound message %s failed", message.key)
-                    reply = item.on_error(exc)
-                    if isinstance(exc, TransitionRefused):
-                        refusals.append(exc.code)
+                    reply = answer_failure(message, exc, item.on_error, refusals)
                 else:
                     conn.exec_driver_sql(_RELEASE)
                 rows.append(
@@ -169,27 +171,14 @@ def _commit(service: OrderService, work: Sequence[InboundWork]) -> tuple[list[Re
                         "content_type": message.content_type,
                         "body": message.body,
                         "status": reply.status,
-                        "error": None
-                        if reply.status == "accepted"
-                        else reply.body[:2000].decode("utf-8", "replace"),
+                        "error": rejection_text(reply),
                         "order_id": reply.order_id,
                         "response": reply.body,
                         "response_content_type": reply.content_type,
                     }
                 )
                 if reply.status != "accepted":
-                    audit.append(
-                        conn,
-                        at=now,
-                        actor=message.sender,
-                        action="message.rejected",
-                        order_id=reply.order_id,
-                        payload={
-                            "channel": message.channel,
-                            "message_key": message.key,
-                            "refusal": refusals,
-                        },
-                    )
+                    audit_rejection(conn, message, reply, refusals, at=now)
                 elif reply.order_id:
                     changed.append(reply.order_id)
                 answered[message.key] = reply

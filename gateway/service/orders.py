@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from gateway.domain import lifecycle
@@ -342,7 +342,7 @@ class OrderService:
         on_error: Callable[[Exception], Reply],
     ) -> Reply:
         changed: list[str] = []
-        refusals: list[tuple[str, TransitionRefused]] = []
+        refusals: list[str] = []
         with self.uow() as uow:
             existing = inbox.find(uow.conn, message.key)
             if existing is not None and existing.response is not None:
@@ -368,35 +368,18 @@ class OrderService:
                 with uow.conn.begin_nested():
                     reply = handle(uow)
             except Exception as exc:
-                if not isinstance(exc, (TransitionRefused, ValueError, LookupError)):
-                    log.exception("inbound message %s failed", message.key)
-                reply = on_error(exc)
-                if isinstance(exc, TransitionRefused):
-                    refusals.append((reply.order_id or "", exc))
+                reply = answer_failure(message, exc, on_error, refusals)
             inbox.set_response(
                 uow.conn,
                 inbox_id,
                 status=reply.status,
                 response=reply.body,
                 content_type=reply.content_type,
-                error=None
-                if reply.status == "accepted"
-                else reply.body[:2000].decode("utf-8", "replace"),
+                error=rejection_text(reply),
                 order_id=reply.order_id,
             )
             if reply.status != "accepted":
-                audit.append(
-                    uow.conn,
-                    at=now,
-                    actor=message.sender,
-                    action="message.rejected",
-                    order_id=reply.order_id,
-                    payload={
-                        "channel": message.channel,
-                        "message_key": message.key,
-                        "refusal": [r.code for _, r in refusals],
-                    },
-                )
+                audit_rejection(uow.conn, message, reply, refusals, at=now)
             elif reply.order_id:
                 changed.append(reply.order_id)
             uow.commit()
@@ -449,3 +432,38 @@ def _save(uow: UnitOfWork, order: TherapyOrder, *, expected_version: int) -> Non
         raise VersionMismatch(str(exc)) from exc
     except DuplicateIdentifier as exc:
         raise _conflict(exc) from exc
+
+
+def answer_failure(
+    message: InboundMessage,
+    exc: Exception,
+    on_error: Callable[[Exception], Reply],
+    refusals: list[str],
+) -> Reply:
+    """The negative acknowledgement for a message whose effects failed. Refusals and bad
+    data are expected; anything else is a bug and is logged with its traceback."""
+    if not isinstance(exc, (TransitionRefused, ValueError, LookupError)):
+        log.exception("inbound message %s failed", message.key)
+    if isinstance(exc, TransitionRefused):
+        refusals.append(exc.code)
+    return on_error(exc)
+
+
+def rejection_text(reply: Reply) -> str | None:
+    """What the inbox keeps as the error of a message that was not accepted."""
+    if reply.status == "accepted":
+        return None
+    return reply.body[:2000].decode("utf-8", "replace")
+
+
+def audit_rejection(
+    conn: Connection, message: InboundMessage, reply: Reply, refusals: list[str], *, at: datetime
+) -> None:
+    audit.append(
+        conn,
+        at=at,
+        actor=message.sender,
+        action="message.rejected",
+        order_id=reply.order_id,
+        payload={"channel": message.channel, "message_key": message.key, "refusal": refusals},
+    )
