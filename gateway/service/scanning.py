@@ -80,16 +80,16 @@ class ScanStation:
 
     def scan(self, request: ScanRequest) -> ScanResult:
         at = self.orders.clock()
-        if request.order_id is not None and request.site is not None:
-            named = self.orders.get(request.order_id)
-            if named.site.id != request.site:
-                return self._red_without_order(
-                    replace(request, order_id=None),
-                    at,
-                    "wrong_site",
-                    "That order is not one of this site's. Check the patient and order.",
-                    (),
-                )
+        band = read_scan(request.wristband_scan) if request.wristband_scan is not None else None
+        named = self.orders.get(request.order_id) if request.order_id is not None else None
+        if named is not None and request.site is not None and named.site.id != request.site:
+            return self._red_without_order(
+                replace(request, order_id=None),
+                at,
+                "wrong_site",
+                "That order is not one of this site's. Check the patient and order.",
+                (),
+            )
         read = self._read_unit(request)
         if not read.accepted:
             return self._red_without_order(
@@ -110,7 +110,7 @@ class ScanStation:
                 read.notes,
             )
         owner = self.orders.find("unit", unit.unit_id)
-        expected = self._expected_order(request)
+        expected = named or self._order_of_wristband(band)
         if expected is not None and owner is not None and owner.id != expected.id:
             return self._record(
                 expected,
@@ -148,8 +148,7 @@ class ScanStation:
                 update={"expires_at": local_to_utc(label_expiry, site_zone(order, self.sites))}
             )
         wristband = None
-        if request.wristband_scan is not None:
-            band = read_scan(request.wristband_scan)
+        if band is not None:
             if not band.accepted:
                 return self._record(
                     order,
@@ -167,18 +166,13 @@ class ScanStation:
             return read_image(request.unit_image)
         return read_scan(request.unit_scan or "")
 
-    def _expected_order(self, request: ScanRequest) -> TherapyOrder | None:
-        """The order being worked on: named by the station, or by the patient's wristband
-        (at the bedside the wristband is scanned first, and the bag must match it)."""
-        if request.order_id is not None:
-            return self.orders.get(request.order_id)
-        if request.wristband_scan:
-            band = read_scan(request.wristband_scan)
-            if band.accepted:
-                coi = scanned_wristband(band).coi
-                if coi:
-                    return self.orders.find("coi", coi)
-        return None
+    def _order_of_wristband(self, band: ScanRead | None) -> TherapyOrder | None:
+        """Without an order named by the station, the patient's wristband names it (at the
+        bedside the wristband is scanned first, and the bag must match it)."""
+        if band is None or not band.accepted:
+            return None
+        coi = scanned_wristband(band).coi
+        return self.orders.find("coi", coi) if coi else None
 
     def _verify_and_record(
         self,
