@@ -226,19 +226,3 @@ def _from_api_key(config: AuthConfig, presented: str) -> Principal:
         scopes=frozenset(match.scopes),
         display_name=match.id,
     )
-
-
-def require(resource: str, action: str):  # type: ignore[no-untyped-def]
-    """A dependency: the caller must hold a scope granting ``action`` on ``resource``."""
-
-    def check(request: Request) -> Principal:
-        principal = current_principal(request)
-        if not principal.allows(resource, action):
-            raise Forbidden(
-                f"Your credential has no scope for {resource}.{action}.",
-                resource=resource,
-                action=action,
-            )
-        return principal
-
-    return check

@@ -33,7 +33,6 @@ log = logging.getLogger("v2v.serve")
 
 #: Extra listeners (the MLLP server, the outbox relay) register here: each is started with the
 #: service and a stop event, and must return when the event is set.
-BackgroundTask = Callable[..., Awaitable[None]]
 background_tasks: list[Callable[[object, asyncio.Event, Settings], Awaitable[None]]] = []
 
 
