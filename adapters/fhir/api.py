@@ -42,7 +42,7 @@ from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.service.errors import ServiceError
 from gateway.service.orders import OrderService
 from gateway.sites import SiteDirectory
-from gateway.store import audit
+from gateway.store import audit, keyset
 
 PREFIX = "/fhir"
 router = APIRouter(prefix=PREFIX, tags=["fhir"])
@@ -302,9 +302,14 @@ def _search_orders(
             total = count_orders(uow.conn, criteria)
         else:
             total = None
-        rows, next_cursor = (
-            search_orders(uow.conn, criteria, limit=limit, cursor=cursor) if limit else ([], None)
-        )
+        try:
+            rows, next_cursor = (
+                search_orders(uow.conn, criteria, limit=limit, cursor=cursor)
+                if limit
+                else ([], None)
+            )
+        except keyset.InvalidCursor as exc:
+            raise FhirError("value", str(exc), "_cursor") from exc
     matches = [render(config, row) for row in rows]
     includes = (
         [facade.service_request(config, row) for row in rows]

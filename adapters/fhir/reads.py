@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, false, func, 
 from gateway.domain.model import TherapyOrder
 from gateway.domain.patient import PatientIdentity
 from gateway.domain.states import OrderState
+from gateway.store import keyset
 from gateway.store.tables import order_identifiers, orders, patients
 
 _TERMINAL = [OrderState.INFUSED.value, OrderState.CANCELLED.value]
@@ -124,11 +125,7 @@ def search_orders(
     query = select(orders.c.document, orders.c.patient_id, orders.c.updated_at, orders.c.id)
     query = query.where(*_conditions(criteria))
     if cursor:
-        stamp, _, last_id = cursor.partition("|")
-        at = datetime.fromisoformat(stamp)
-        query = query.where(
-            or_(orders.c.updated_at < at, and_(orders.c.updated_at == at, orders.c.id < last_id))
-        )
+        query = query.where(keyset.older_than(cursor))
     rows = conn.execute(
         query.order_by(orders.c.updated_at.desc(), orders.c.id.desc()).limit(limit + 1)
     ).all()
@@ -139,7 +136,7 @@ def search_orders(
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = f"{last.updated_at.isoformat()}|{last.id}"
+        next_cursor = keyset.encode(last.updated_at, last.id)
     return page, next_cursor
 
 

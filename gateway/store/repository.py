@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import Connection, Insert, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Insert, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.domain.model import TherapyOrder, new_id
 from gateway.domain.patient import PatientIdentity
+from gateway.store import keyset
 from gateway.store.tables import order_identifiers, orders, patients
 
 
@@ -197,13 +198,7 @@ class OrderRepository:
             )
             query = query.where(orders.c.id.in_(matches))
         if cursor:
-            stamp, _, last_id = cursor.partition("|")
-            at = datetime.fromisoformat(stamp)
-            query = query.where(
-                or_(
-                    orders.c.updated_at < at, and_(orders.c.updated_at == at, orders.c.id < last_id)
-                )
-            )
+            query = query.where(keyset.older_than(cursor))
         rows = self.conn.execute(
             query.order_by(orders.c.updated_at.desc(), orders.c.id.desc()).limit(limit + 1)
         ).all()
@@ -211,7 +206,7 @@ class OrderRepository:
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_cursor = f"{last.updated_at.isoformat()}|{last.id}"
+            next_cursor = keyset.encode(last.updated_at, last.id)
         return OrderPage(page, next_cursor)
 
     @staticmethod

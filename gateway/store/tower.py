@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Select, and_, false, func, insert, or_, select, update
 
 from gateway.domain.alerts import DeadLetter
+from gateway.store import keyset
 from gateway.store.tables import alert_states, order_identifiers, orders, outbox, patients
 
 TERMINAL = ("INFUSED", "CANCELLED")
@@ -103,11 +104,7 @@ def order_rows(
     if therapy_code:
         query = query.where(orders.c.therapy_code == therapy_code)
     if cursor:
-        stamp, _, last_id = cursor.partition("|")
-        at = datetime.fromisoformat(stamp)
-        query = query.where(
-            or_(orders.c.updated_at < at, and_(orders.c.updated_at == at, orders.c.id < last_id))
-        )
+        query = query.where(keyset.older_than(cursor))
     query = query.order_by(orders.c.updated_at.desc(), orders.c.id.desc()).limit(limit + 1)
     rows = [
         OrderRow(r.id, r.state, r.on_hold, r.updated_at, r.document, r.family_name, r.given_name)
@@ -116,7 +113,7 @@ def order_rows(
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = f"{rows[-1].updated_at.isoformat()}|{rows[-1].id}"
+        next_cursor = keyset.encode(rows[-1].updated_at, rows[-1].id)
     return rows, next_cursor
 
 

@@ -31,6 +31,7 @@ from gateway.service.tower import (
     as_state,
     listed_alert_json,
 )
+from gateway.store import keyset
 from gateway.store.tower import Scope
 
 __all__ = ["router", "tower_feed", "viewer_of"]
@@ -131,9 +132,12 @@ def list_orders(
         state = as_state(state)
     except ValueError:
         raise BadFilter(f"Unknown state {state!r}.", state=state) from None
-    if cursor and "|" not in cursor:
-        raise BadFilter("The cursor is not one this API issued.", cursor=cursor)
-    page = desk.page(viewer_of(caller), state=state, therapy=therapy, limit=limit, cursor=cursor)
+    try:
+        page = desk.page(
+            viewer_of(caller), state=state, therapy=therapy, limit=limit, cursor=cursor
+        )
+    except keyset.InvalidCursor as exc:
+        raise BadFilter(str(exc), cursor=cursor) from exc
     next_link = None
     if page.next_cursor:
         next_link = str(request.url.include_query_params(cursor=page.next_cursor))
