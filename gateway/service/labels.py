@@ -103,6 +103,6 @@ def _label_identity(patient: PatientIdentity | None) -> layout.PatientIdentity |
     )
 
 
-def local_to_utc(value: datetime, zone: ZoneInfo) -> datetime:
+def in_site_zone(value: datetime, zone: ZoneInfo) -> datetime:
     """Label times are wall-clock times in the site's zone."""
     return value.replace(tzinfo=zone) if value.tzinfo is None else value

@@ -20,7 +20,7 @@ from gateway.domain.verification import (
     record,
     verify,
 )
-from gateway.service.labels import label_patient_id, local_to_utc, site_zone
+from gateway.service.labels import in_site_zone, label_patient_id, site_zone
 from gateway.service.orders import OrderService
 from gateway.sites import SiteDirectory
 from gateway.store import audit
@@ -145,7 +145,7 @@ class ScanStation:
             )
         if label_expiry is not None:
             unit = unit.model_copy(
-                update={"expires_at": local_to_utc(label_expiry, site_zone(order, self.sites))}
+                update={"expires_at": in_site_zone(label_expiry, site_zone(order, self.sites))}
             )
         wristband = None
         if band is not None:
