@@ -147,16 +147,18 @@ class OrderRepository:
     def find_by_identifier(
         self, kind: str, value: str, namespace: str | None = None
     ) -> TherapyOrder | None:
+        # One statement (identifier index, then the order by primary key): a second round
+        # trip for the document cost as much as the lookup itself.
         if namespace is None:
             found = self.conn.execute(_FIND_ANY_NAMESPACE, {"b_kind": kind, "b_value": value})
         else:
             found = self.conn.execute(
                 _FIND, {"b_kind": kind, "b_value": value, "b_namespace": namespace}
             )
-        order_ids = list(found.scalars())
-        if len(order_ids) != 1:
+        documents = list(found.scalars())
+        if len(documents) != 1:
             return None  # none, or ambiguous without a namespace: never guess
-        return self.get(order_ids[0])
+        return TherapyOrder.model_validate_json(documents[0])
 
     def search(
         self,
@@ -259,7 +261,8 @@ _IDENTIFIERS_OF = select(
     order_identifiers.c.value,
 ).where(order_identifiers.c.order_id == bindparam("b_order_id"))
 _FIND_ANY_NAMESPACE = (
-    select(order_identifiers.c.order_id)
+    select(orders.c.document)
+    .join_from(order_identifiers, orders, orders.c.id == order_identifiers.c.order_id)
     .where(
         order_identifiers.c.kind == bindparam("b_kind"),
         order_identifiers.c.value == bindparam("b_value"),

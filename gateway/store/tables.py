@@ -101,7 +101,7 @@ order_identifiers = Table(
     Column("namespace", String(64), nullable=False),
     Column("value", String(128), nullable=False),
     UniqueConstraint("kind", "namespace", "value"),
-    Index("ix_order_identifiers_value", "value", "kind"),
+    Index("ix_order_identifiers_value", "value", "kind", "namespace", "order_id"),
 )
 
 inbox = Table(

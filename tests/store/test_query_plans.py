@@ -231,3 +231,26 @@ def test_the_check_sees_a_full_scan(loaded: Loaded) -> None:
 
     with pytest.raises(AssertionError, match="full scan"):
         assert_indexed(loaded.engine, unindexed)
+
+
+@pytest.mark.parametrize("name", ["lookup by CoI", "lookup by placer", "lookup by unit id (scan)"])
+def test_identifier_lookup_is_one_statement_from_the_covering_index(
+    loaded: Loaded, name: str
+) -> None:
+    """Find by identifier: one round trip; the identifier's index alone answers which order
+    (its table is never read), then one primary-key probe fetches the order's document."""
+    statements = captured(loaded.engine, _cases(loaded)[name])
+    assert len(statements) == 1, statements
+    lines = plan(loaded.engine, *statements[0])
+    text = "\n".join(lines)
+    if loaded.engine.dialect.name == "sqlite":
+        # With the namespace given, SQLite prefers the UNIQUE(kind, namespace, value) index,
+        # exact by construction, and reads the identifier's row for its order id.
+        if "placer" not in name:
+            assert any("COVERING INDEX ix_order_identifiers_value" in x for x in lines), text
+        assert any(re.search(r"SEARCH orders USING INDEX \w+ \(id=\?\)", line) for line in lines), (
+            text
+        )
+    else:
+        assert "Index Only Scan using ix_order_identifiers_value on order_identifiers" in text
+        assert "Index Scan using pk_orders on orders" in text
