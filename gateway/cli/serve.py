@@ -8,7 +8,8 @@ database cleanly; uvicorn's own handlers do this for HTTP and the listeners shar
 before the workers start, and the background tasks (MLLP listener, outbox relay) run once,
 in the supervising process: two relays would race for the same outbox rows and two MLLP
 listeners cannot share a port. Live listeners (``OrderService.listeners``) see only the
-changes made in their own process.
+changes made in their own process. Each worker listens on a socket of its own
+(``SO_REUSEPORT``, see :class:`WorkerListener`), so the kernel spreads connections over them.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from gateway.api.app import create_app
@@ -129,6 +132,51 @@ async def _run_background(
             await asyncio.wait_for(task, timeout=10)
 
 
+class WorkerListener(socket.socket):
+    """The supervisor's placeholder for the HTTP port: bound, never listening; each worker
+    process that unpickles it gets a listening socket of its own on the same address.
+
+    uvicorn's supervisor shares one listening socket between its workers, and asyncio
+    accepts every pending connection on each wake-up, so connections opened together (a
+    client pool, a load balancer reconnecting) all land in one worker while the other
+    idles. With one ``SO_REUSEPORT`` socket per worker the kernel spreads them by address.
+    That socket is also bound with protocol ``IPPROTO_TCP``: accepted sockets inherit it,
+    and asyncio turns Nagle's algorithm off only for those that report it (uvicorn binds
+    with 0, which delays every keep-alive response by a delayed ACK, ~40 ms).
+    """
+
+    @classmethod
+    def bind_to(cls, host: str, port: int) -> WorkerListener:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # A plain bind first: SO_REUSEPORT alone would quietly share the port with another
+        # gateway already listening on it.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", host, port, exc)
+                raise SystemExit(STARTUP_FAILURE) from None
+        placeholder = cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        placeholder.bind((host, port))
+        return placeholder
+
+    def __reduce__(self) -> tuple[Callable[[int, str, int], socket.socket], tuple[int, str, int]]:
+        host, port = self.getsockname()[:2]
+        return _worker_socket, (int(self.family), host, port)
+
+
+def _worker_socket(family: int, host: str, port: int) -> socket.socket:
+    """Run in the worker when it unpickles its :class:`WorkerListener`."""
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def run_workers(settings: Settings, workers: int) -> None:
     """The HTTP API in ``workers`` processes; MLLP listener and relay in this one."""
     _register_builtin_tasks()
@@ -156,7 +204,11 @@ def run_workers(settings: Settings, workers: int) -> None:
     background.start()
     started.wait(timeout=30)
     try:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        listener = WorkerListener.bind_to(settings.host, settings.http_port)
+        log.info(
+            "HTTP API on http://%s:%d in %d worker processes", *listener.getsockname()[:2], workers
+        )
+        Multiprocess(config, sockets=[listener]).run()
     finally:
         for loop, stop in holder:
             loop.call_soon_threadsafe(stop.set)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -17,11 +18,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 
 from adapters.fhir.rendered import not_modified
+from gateway.cli.serve import WorkerListener
 from gateway.domain.lifecycle import EventDetails, LifecycleEvent
 from gateway.domain.model import Source
 from gateway.domain.states import EventType
@@ -223,3 +226,35 @@ def test_serve_with_workers(tmp_path: Path) -> None:
     output = (tmp_path / "serve.log").read_text()
     assert code == 0, output
     assert "stopped cleanly" in output
+
+
+def test_each_worker_listens_on_a_socket_of_its_own() -> None:
+    """The supervisor's placeholder never listens; what a worker unpickles is a fresh
+    SO_REUSEPORT socket on the same address, TCP by protocol so asyncio sets TCP_NODELAY on
+    the connections it accepts."""
+    placeholder = WorkerListener.bind_to("127.0.0.1", 0)
+    with placeholder:
+        port = placeholder.getsockname()[1]
+        first, second = (
+            pickle.loads(pickle.dumps(placeholder)),
+            pickle.loads(pickle.dumps(placeholder)),
+        )
+        with first, second:
+            assert first.fileno() != second.fileno()
+            for sock in (first, second):
+                assert sock.getsockname() == ("127.0.0.1", port)
+                assert sock.proto == socket.IPPROTO_TCP
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+            first.listen()
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                accepted, _ = first.accept()
+                with accepted:
+                    assert accepted.proto == socket.IPPROTO_TCP
+
+
+def test_workers_refuse_a_port_another_server_holds() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(SystemExit):
+            WorkerListener.bind_to("127.0.0.1", other.getsockname()[1])
