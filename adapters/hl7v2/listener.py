@@ -1,12 +1,17 @@
-"""The MLLP listener: asyncio streams, one task per connection, persistent connections.
+"""The MLLP listener: one asyncio protocol per connection, persistent connections.
 
-Messages on one connection are handled in order (a sender's stream is a sequence; its
+Messages on one connection are answered in order (a sender's stream is a sequence; its
 second message may depend on its first); connections are handled concurrently. Handling
 is synchronous database work done off the event loop, and the ACK is written only when it
 returns, i.e. after the message and its effects are committed. With a batch handler (what
 ``v2v serve`` uses) all connections feed one :class:`~adapters.hl7v2.writer.BatchWriter`,
 which commits whatever is queued in one transaction (group commit); with a per-message
-handler each message is its own transaction in a worker thread.
+handler each message is its own transaction in a worker thread, one at a time per
+connection.
+
+Connections are protocols rather than stream tasks: a frame costs one callback into the
+decoder and one write of its ACK, with no task switch, timer or ``await`` per read, which
+is most of what the event loop spends per message at thousands of messages a second.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +32,10 @@ from adapters.hl7v2.writer import DEFAULT_MAX_BATCH, BatchHandler, BatchWriter
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes, str], list[bytes]]
+
+#: Answers one connection may owe before we stop reading from it: a sender that pipelines
+#: without waiting for ACKs is slowed down by TCP, not buffered without bound.
+MAX_UNANSWERED = 1000
 
 
 @dataclass(frozen=True)
@@ -72,32 +82,35 @@ class MllpListener:
             else None
         )
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
         self.port: int | None = None
 
     async def start(self) -> int:
         if self.writer is not None:
             self.writer.start()
-        self._server = await asyncio.start_server(
-            self._connection, self.config.host, self.config.port, limit=self.config.read_size
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.config.host, self.config.port
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("MLLP listener on %s:%d", self.config.host, self.port)
         return self.port
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight messages finish (and be ACKed), close the rest."""
+        """Stop accepting and reading, let in-flight messages finish (and be ACKed), then
+        close every connection."""
         if self._server is not None:
             self._server.close()
-        if self._connections:
-            _done, pending = await asyncio.wait(
-                set(self._connections), timeout=self.config.shutdown_grace
+        connections = list(self._connections)
+        for connection in connections:
+            connection.pause()
+        if connections:
+            await asyncio.wait(
+                [asyncio.ensure_future(c.answered()) for c in connections],
+                timeout=self.config.shutdown_grace,
             )
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        for connection in connections:
+            connection.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -116,80 +129,7 @@ class MllpListener:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        peername = writer.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        decoder = FrameDecoder(self.config.max_message_bytes)
-        try:
-            while True:
-                try:
-                    data = await asyncio.wait_for(
-                        reader.read(self.config.read_size), self.config.idle_timeout
-                    )
-                except TimeoutError:
-                    log.info(
-                        "MLLP connection from %s idle for %gs; closing",
-                        peer,
-                        self.config.idle_timeout,
-                    )
-                    break
-                if not data:
-                    break
-                items = decoder.feed(data)
-                if self.writer is not None:
-                    await self._answer_batched(items, peer, writer)
-                    continue
-                for item in items:
-                    if isinstance(item, Frame):
-                        assert self.handler is not None
-                        replies = await asyncio.to_thread(self.handler, item.payload, peer)
-                    else:
-                        replies = [self._oversize_nak(item, peer)]
-                    for reply in replies:
-                        writer.write(frame(reply))
-                    if replies:
-                        await writer.drain()
-        except (ConnectionError, OSError) as exc:
-            log.info("MLLP connection from %s lost: %s", peer, exc)
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("MLLP connection from %s failed", peer)
-        finally:
-            if decoder.mid_frame:
-                log.warning(
-                    "MLLP connection from %s closed inside a frame (%d bytes dropped)",
-                    peer,
-                    decoder.pending,
-                )
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _answer_batched(
-        self, items: list[Frame | Oversized], peer: str, writer: asyncio.StreamWriter
-    ) -> None:
-        """Queue every frame of one read at once (a pipelining sender's messages can share
-        a commit), then answer them in order as their batches commit."""
-        assert self.writer is not None
-        pending: list[asyncio.Future[list[bytes]] | bytes] = [
-            self.writer.submit(item.payload, peer)
-            if isinstance(item, Frame)
-            else self._oversize_nak(item, peer)
-            for item in items
-        ]
-        for answer in pending:
-            replies = [answer] if isinstance(answer, bytes) else await answer
-            for reply in replies:
-                writer.write(frame(reply))
-            if replies:
-                await writer.drain()
-
-    def _oversize_nak(self, item: Oversized, peer: str) -> bytes:
+    def oversize_nak(self, item: Oversized, peer: str) -> bytes:
         log.warning(
             "MLLP message of %d bytes from %s exceeds the %d-byte limit; rejected",
             item.size,
@@ -207,6 +147,169 @@ class MllpListener:
             f"{self.config.max_message_bytes} bytes; it was not stored",
         )
         return build_ack(message, "AR", errors=[detail])
+
+
+class _Connection(asyncio.Protocol):
+    """One sender's connection: frames in, answers out in the order the frames came."""
+
+    def __init__(self, listener: MllpListener) -> None:
+        self.listener = listener
+        self.decoder = FrameDecoder(listener.config.max_message_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        # Answers owed, oldest first: a future while its message is being handled.
+        self.owed: deque[asyncio.Future[list[bytes]]] = deque()
+        self.loop = asyncio.get_running_loop()
+        self.last_read = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.reading = True
+        self.stopping = False
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self.busy = False  # per-message mode: a handler call is running
+        self.waiting: deque[tuple[bytes, asyncio.Future[list[bytes]]]] = deque()
+
+    # --- asyncio callbacks ---
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        self.listener._connections.add(self)
+        self.last_read = self.loop.time()
+        self._arm_idle_timer(self.listener.config.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self.loop.time()
+        try:
+            items = self.decoder.feed(data)
+        except Exception:
+            log.exception("MLLP connection from %s: undecodable input; closing", self.peer)
+            self.close()
+            return
+        for item in items:
+            if isinstance(item, Frame):
+                self.owed.append(self._submit(item.payload))
+            else:
+                done: asyncio.Future[list[bytes]] = self.loop.create_future()
+                done.set_result([self.listener.oversize_nak(item, self.peer)])
+                self.owed.append(done)
+        if self.owed:
+            self._flush()
+        if len(self.owed) >= MAX_UNANSWERED and self.reading:
+            self.pause()
+
+    def eof_received(self) -> bool:
+        # The sender has finished sending: answer what it is owed, then close.
+        self.stopping = True
+        return bool(self.owed)  # False closes the transport now
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.info("MLLP connection from %s lost: %s", self.peer, exc)
+        if self.decoder.mid_frame:
+            log.warning(
+                "MLLP connection from %s closed inside a frame (%d bytes dropped)",
+                self.peer,
+                self.decoder.pending,
+            )
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.listener._connections.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # --- handling ---
+    def _submit(self, payload: bytes) -> asyncio.Future[list[bytes]]:
+        writer = self.listener.writer
+        if writer is not None:
+            future = writer.submit(payload, self.peer)
+        else:
+            # One handler call at a time per connection, in arrival order.
+            future = self.loop.create_future()
+            self.waiting.append((payload, future))
+            if not self.busy:
+                self._next()
+        future.add_done_callback(self._answered)
+        return future
+
+    def _next(self) -> None:
+        if not self.waiting:
+            self.busy = False
+            return
+        self.busy = True
+        payload, future = self.waiting.popleft()
+        assert self.listener.handler is not None
+        call = self.loop.run_in_executor(None, self.listener.handler, payload, self.peer)
+
+        def done(finished: asyncio.Future[list[bytes]]) -> None:
+            if not future.done():
+                if finished.cancelled():
+                    future.cancel()
+                elif finished.exception() is not None:
+                    future.set_exception(finished.exception())  # type: ignore[arg-type]
+                else:
+                    future.set_result(finished.result())
+            self._next()
+
+        call.add_done_callback(done)
+
+    def _answered(self, _future: asyncio.Future[list[bytes]]) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write every answer that is ready and not behind one that is still pending."""
+        transport = self.transport
+        while self.owed and self.owed[0].done():
+            future = self.owed.popleft()
+            if future.cancelled():
+                continue
+            error = future.exception()
+            if error is not None:
+                # The handler answers every message itself; reaching here is a bug, and
+                # the sender hears nothing for this message, so it will resend.
+                log.error("MLLP message from %s was not answered: %s", self.peer, error)
+                self.close()
+                return
+            if transport is not None and not transport.is_closing():
+                for reply in future.result():
+                    transport.write(frame(reply))
+        if self.stopping and not self.owed:
+            self.close()
+        elif not self.reading and not self.stopping and len(self.owed) < MAX_UNANSWERED // 2:
+            self.reading = True
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    # --- idle timeout, pausing and closing ---
+    def _arm_idle_timer(self, delay: float) -> None:
+        self.idle_timer = self.loop.call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        timeout = self.listener.config.idle_timeout
+        quiet = self.loop.time() - self.last_read
+        if quiet < timeout or self.owed:
+            # Re-armed for the rest of the period, not on every read: reads stay cheap.
+            self._arm_idle_timer(max(timeout - quiet, 0.05) if not self.owed else timeout)
+            return
+        log.info("MLLP connection from %s idle for %gs; closing", self.peer, timeout)
+        self.close()
+
+    def pause(self) -> None:
+        if self.reading and self.transport is not None and not self.transport.is_closing():
+            self.reading = False
+            self.transport.pause_reading()
+
+    async def answered(self) -> None:
+        """Returns once every message read so far has been answered (or the peer left)."""
+        self.stopping = True
+        if not self.owed:
+            return
+        # _flush closes the connection once the last answer is written.
+        await asyncio.shield(self.closed)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
 
 async def run_listener(service: object, stop: asyncio.Event, settings: object) -> None:

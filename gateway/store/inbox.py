@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import Connection, insert, select, update
 
+from gateway.store import driver_sql
 from gateway.store.tables import inbox
 
 
@@ -43,28 +45,48 @@ def find(conn: Connection, message_key: str) -> InboxRecord | None:
     )
 
 
+# The batch statements run once per group commit on the MLLP hot path: see driver_sql.
+_RECORD_COLUMNS = (
+    "message_key", "channel", "sender", "received_at", "content_type", "body", "status",
+    "error", "order_id", "response", "response_content_type",
+)  # fmt: skip
+_RECORD_MANY = driver_sql.Statement(
+    f"INSERT INTO inbox ({', '.join(_RECORD_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _RECORD_COLUMNS)})",
+    inbox,
+    _RECORD_COLUMNS,
+)
+
+
+@lru_cache(maxsize=64)
+def _find_many_statement(count: int) -> driver_sql.Statement:
+    return driver_sql.Statement(
+        "SELECT id, message_key, channel, sender, status, order_id, response,"
+        f" response_content_type FROM inbox WHERE message_key IN ({', '.join('?' * count)})",
+        inbox,
+        ("message_key",) * count,
+    )
+
+
 def find_many(conn: Connection, message_keys: Collection[str]) -> dict[str, InboxRecord]:
     """The stored records among ``message_keys`` (one query for a whole batch)."""
     if not message_keys:
         return {}
-    query = select(
-        inbox.c.id,
-        inbox.c.message_key,
-        inbox.c.channel,
-        inbox.c.sender,
-        inbox.c.status,
-        inbox.c.order_id,
-        inbox.c.response,
-        inbox.c.response_content_type,
-    ).where(inbox.c.message_key.in_(list(message_keys)))
-    return {row.message_key: InboxRecord(*row) for row in conn.execute(query)}
+    keys = list(message_keys)
+    found = driver_sql.execute(conn, _find_many_statement(len(keys)), keys)
+    try:
+        return {row[1]: InboxRecord(*row) for row in found.fetchall()}
+    finally:
+        found.close()
 
 
 def record_many(conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:
     """Store several answered messages at once; each row has :func:`record`'s arguments
     plus ``response`` and ``response_content_type``."""
     if rows:
-        conn.execute(insert(inbox), list(rows))
+        driver_sql.execute_many(
+            conn, _RECORD_MANY, [[row.get(name) for name in _RECORD_COLUMNS] for row in rows]
+        )
 
 
 def record(

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.domain.model import TherapyOrder, new_id
 from gateway.domain.patient import PatientIdentity
-from gateway.store import keyset
+from gateway.store import driver_sql, keyset
 from gateway.store.tables import order_identifiers, orders, patients
 
 
@@ -59,17 +59,17 @@ def business_identifiers(order: TherapyOrder) -> set[tuple[str, str, str]]:
     return ids
 
 
-_PATIENT_FIELDS = ("family_name", "given_name", "birth_date", "sex", "updated_at")
-
-
-@cache
-def _upsert_patient_statement(dialect: str) -> Insert:
-    """Built once per dialect: constructing an upsert costs more than running it."""
-    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(patients)
-    return statement.on_conflict_do_update(
-        index_elements=["site_id", "mrn"],
-        set_={name: statement.excluded[name] for name in _PATIENT_FIELDS},
-    ).returning(patients.c.id)
+# INSERT … ON CONFLICT: two messages registering one patient at once must not fail. It runs
+# once per ADT message, so it goes straight to the driver (see driver_sql).
+_UPSERT_PATIENT = driver_sql.Statement(
+    "INSERT INTO patients (id, site_id, mrn, family_name, given_name, birth_date, sex,"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, mrn) DO UPDATE SET"
+    " family_name = excluded.family_name, given_name = excluded.given_name,"
+    " birth_date = excluded.birth_date, sex = excluded.sex, updated_at = excluded.updated_at"
+    " RETURNING id",
+    patients,
+    ("id", "site_id", "mrn", "family_name", "given_name", "birth_date", "sex", "updated_at"),
+)
 
 
 @dataclass(frozen=True)
@@ -84,21 +84,17 @@ class OrderRepository:
 
     # --- patients (PHI) ---------------------------------------------------------------
     def upsert_patient(self, site_id: str, patient: PatientIdentity, at: datetime) -> str:
-        # INSERT … ON CONFLICT: two messages registering one patient at once must not fail.
-        patient_id = self.conn.execute(
-            _upsert_patient_statement(self.conn.dialect.name),
-            {
-                "id": new_id("pat"),
-                "site_id": site_id,
-                "mrn": patient.mrn,
-                "family_name": patient.family_name,
-                "given_name": patient.given_name,
-                "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
-                "sex": patient.sex,
-                "updated_at": at,
-            },
-        ).scalar_one()
-        return str(patient_id)
+        birth = patient.birth_date.isoformat() if patient.birth_date else None
+        found = driver_sql.execute(
+            self.conn,
+            _UPSERT_PATIENT,
+            (new_id("pat"), site_id, patient.mrn, patient.family_name, patient.given_name,
+             birth, patient.sex, at),
+        )  # fmt: skip
+        try:
+            return str(found.fetchone()[0])
+        finally:
+            found.close()
 
     def patient_of(self, order_id: str) -> PatientIdentity | None:
         row = self.conn.execute(

@@ -1,0 +1,88 @@
+"""Statements run on the driver's cursor store what Core would, in the same transaction,
+and fail with the errors SQLAlchemy would raise (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from gateway.domain.patient import PatientIdentity
+from gateway.store import inbox
+from gateway.store.repository import OrderRepository
+from gateway.store.tables import inbox as inbox_table
+from gateway.store.tables import patients
+
+AT = datetime(2026, 11, 2, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def _row(key: str) -> dict[str, object]:
+    return {
+        "message_key": key,
+        "channel": "hl7v2",
+        "sender": "hl7v2:STMARY",
+        "received_at": AT,
+        "content_type": "x-application/hl7-v2+er7",
+        "body": b"MSH|^~\\&|\r",
+        "status": "accepted",
+        "error": None,
+        "order_id": None,
+        "response": b"MSA|AA|1\r",
+        "response_content_type": "x-application/hl7-v2+er7",
+    }
+
+
+def test_inbox_rows_read_back_exactly_as_core_writes_them(engine: Engine) -> None:
+    with engine.begin() as conn:
+        inbox.record_many(conn, [_row("fast:1"), _row("fast:2")])
+        conn.execute(insert(inbox_table), [_row("core:1")])
+        found = inbox.find_many(conn, ["fast:1", "fast:2", "core:1", "absent"])
+    assert sorted(found) == ["core:1", "fast:1", "fast:2"]
+    assert found["fast:1"].response == b"MSA|AA|1\r"
+    with engine.connect() as conn:
+        stamps = conn.execute(select(inbox_table.c.message_key, inbox_table.c.received_at))
+        by_key = dict(stamps.all())
+    assert by_key["fast:1"] == by_key["core:1"] == AT.astimezone(UTC)
+
+
+def test_a_taken_key_is_an_integrity_error_and_the_transaction_rolls_back(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        inbox.record_many(conn, [_row("taken")])
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        inbox.record_many(conn, [_row("new"), _row("taken")])
+    with engine.connect() as conn:
+        keys = conn.execute(select(inbox_table.c.message_key)).scalars().all()
+    assert keys == ["taken"]
+
+
+def test_patient_upsert_updates_in_place_and_rolls_back_with_its_transaction(
+    engine: Engine,
+) -> None:
+    first = PatientIdentity(mrn="MRN-SYN-0900", family_name="Zz-Driver", given_name="Ann")
+    second = PatientIdentity(
+        mrn="MRN-SYN-0900", family_name="Zz-Driver-Renamed", birth_date=date(1970, 1, 2), sex="F"
+    )
+    with engine.begin() as conn:
+        repo = OrderRepository(conn)
+        patient_id = repo.upsert_patient("st-mary", first, AT)
+        assert repo.upsert_patient("st-mary", second, AT + timedelta(hours=1)) == patient_id
+    with engine.begin() as conn:
+        OrderRepository(conn).upsert_patient(
+            "st-mary", PatientIdentity(mrn="MRN-SYN-0901", family_name="Zz-Gone"), AT
+        )
+        conn.rollback()
+    with engine.connect() as conn:
+        rows = conn.execute(select(patients)).all()
+        assert conn.execute(select(func.count()).select_from(patients)).scalar_one() == 1
+    (row,) = rows
+    assert (row.family_name, row.given_name, row.birth_date, row.sex) == (
+        "Zz-Driver-Renamed",
+        None,
+        "1970-01-02",
+        "F",
+    )
+    assert row.updated_at == (AT + timedelta(hours=1)).astimezone(UTC)
