@@ -23,6 +23,7 @@ from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
 from adapters.fhir.bundle_in import error_from
 from adapters.fhir.capability import capability_statement
+from adapters.fhir.committer import GroupCommitter
 from adapters.fhir.mapping import FhirConfig, load_config, load_profiles
 from adapters.fhir.outcome import FHIR_JSON, FhirError
 from adapters.fhir.reads import OrderRow, order_ids_of_patient, order_row, patient
@@ -189,25 +190,33 @@ def metadata(request: Request) -> Response:
 # --- inbound ------------------------------------------------------------------------------
 
 
+def committer(request: Request) -> GroupCommitter:
+    """The application's group committer for inbound messages, made on first use."""
+    found: GroupCommitter | None = getattr(request.app.state, "fhir_committer", None)
+    if found is None:
+        found = GroupCommitter(order_service(request))
+        request.app.state.fhir_committer = found
+    return found
+
+
 @router.post("", summary="Transaction or batch Bundle ordering a therapy")
 @router.post("/", include_in_schema=False)
-async def post_bundle(
-    request: Request, service: Service, config: Config, client: Caller
-) -> Response:
+async def post_bundle(request: Request) -> Response:
+    # No Depends(): FastAPI runs plain-function dependencies in the thread pool, and each
+    # round trip costs more than the dependency's work.
+    client = fhir_client(request)
     content_type = _check_content_type(request)
-    config = _restricted_config(request, config)
+    config = _restricted_config(request, fhir_config(request))
     body = await request.body()
-    answer = await run_in_threadpool(
-        inbound.ingest_bundle, service, config, body, client=client, content_type=content_type
+    answer = await inbound.ingest_bundle(
+        committer(request), config, body, client=client, content_type=content_type
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return fhir_response(answer.body, answer.status, headers)
 
 
 @router.post("/ServiceRequest", summary="Create an order (Patient contained); If-None-Exist")
-async def create_service_request(
-    request: Request, service: Service, config: Config, client: Caller
-) -> Response:
+async def create_service_request(request: Request, config: Config, client: Caller) -> Response:
     content_type = _check_content_type(request)
     config = _restricted_config(request, config)
     body = await request.body()
@@ -215,9 +224,10 @@ async def create_service_request(
     if condition is None and request.query_params:
         # fhirpy's resource.create(identifier=...) sends the condition as query parameters.
         condition = str(request.query_params)
+    writer = committer(request)
     answer = await run_in_threadpool(
         lambda: inbound.create_order_resource(
-            service,
+            writer,
             config,
             body,
             resource_type="ServiceRequest",

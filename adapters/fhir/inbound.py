@@ -1,5 +1,9 @@
 """The inbound message flow: a bundle is stored raw, run, and answered in one transaction.
 
+Parsing and every check that needs no database run in the caller's thread; the writes go
+through the application's :class:`~adapters.fhir.committer.GroupCommitter`, which commits
+concurrent bundles together and answers each only once it is committed.
+
 The inbox key is ``fhir:<client>|<Bundle.id>|<body digest>`` (or ``…|sha256:<digest>``
 without an id): an identical retry gets the stored answer back, byte for byte, while a
 corrected bundle that reuses its Bundle.id is processed afresh.
@@ -7,12 +11,9 @@ corrected bundle that reuses its Bundle.id is processed afresh.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
 import json
-import threading
-import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +28,14 @@ from adapters.fhir.bundle_in import (
     run_transaction,
     single_resource_bundle,
 )
+from adapters.fhir.committer import GroupCommitter
 from adapters.fhir.elements import Element
 from adapters.fhir.mapping import FhirConfig
 from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
 from adapters.fhir.reads import OrderRow
+from gateway.service.inbound_batch import InboundWork
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork
-from gateway.store.database import is_sqlite
 
 CHANNEL = "fhir"
 
@@ -48,24 +50,6 @@ class Answer:
 
 def dumps(resource: dict[str, Any]) -> bytes:
     return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-_GATES: weakref.WeakKeyDictionary[OrderService, threading.Lock] = weakref.WeakKeyDictionary()
-_GATES_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def write_gate(service: OrderService) -> Iterator[None]:
-    """On SQLite, one bundle at a time per process. SQLite lets one writer in; the others
-    poll with growing sleeps (up to 100 ms), which under load costs more than queueing
-    here, where the next writer starts the moment the lock is free."""
-    if not is_sqlite(service.engine):
-        yield
-        return
-    with _GATES_LOCK:
-        gate = _GATES.setdefault(service, threading.Lock())
-    with gate:
-        yield
 
 
 def message_key(client: str, body: bytes, data: dict[str, Any] | None, kind: str) -> str:
@@ -84,10 +68,39 @@ def _failure(exc: Exception) -> Reply:
     return Reply(status, dumps(error.outcome()), FHIR_JSON)
 
 
-def ingest_bundle(
-    service: OrderService, config: FhirConfig, body: bytes, *, client: str, content_type: str
+def _unstored(_exc: Exception) -> Reply:
+    error = FhirError(
+        "transient", "The message could not be stored; nothing was changed. Resend it."
+    )
+    return Reply("error", dumps(error.outcome()), FHIR_JSON)
+
+
+#: Bundles up to this size are checked on the event loop: handing one to a thread and back
+#: costs more than checking it, and a thread runs no Python in parallel anyway (the GIL).
+INLINE_CHECK_BYTES = 64 * 1024
+
+
+async def ingest_bundle(
+    committer: GroupCommitter, config: FhirConfig, body: bytes, *, client: str, content_type: str
 ) -> Answer:
-    """``POST /fhir``: a transaction or batch Bundle."""
+    """``POST /fhir``: a transaction or batch Bundle, answered once it is committed."""
+    if len(body) <= INLINE_CHECK_BYTES:
+        work = bundle_work(
+            committer.service, config, body, client=client, content_type=content_type
+        )
+    else:
+        work = await asyncio.to_thread(
+            bundle_work, committer.service, config, body, client=client, content_type=content_type
+        )
+    reply = await asyncio.wrap_future(committer.submit(work))
+    return Answer(status_of_stored(reply.body), reply.body, {}, reply.duplicate)
+
+
+def bundle_work(
+    service: OrderService, config: FhirConfig, body: bytes, *, client: str, content_type: str
+) -> InboundWork:
+    """The bundle parsed and checked (everything that needs no database), as work for the
+    group committer."""
     parsed: dict[str, Any] | None = None
     bundle: ParsedBundle | None = None
     plans: list[OrderPlan] | None = None
@@ -114,13 +127,11 @@ def ingest_bundle(
 
     key = message_key(client, body, parsed, "Bundle")
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
-    with write_gate(service):
-        reply = service.process_inbound(message, handle, _failure)
-    return Answer(status_of_stored(reply.body), reply.body, {}, reply.duplicate)
+    return InboundWork(message, handle, _failure, _unstored)
 
 
 def create_order_resource(
-    service: OrderService,
+    committer: GroupCommitter,
     config: FhirConfig,
     body: bytes,
     *,
@@ -153,7 +164,7 @@ def create_order_resource(
         bundle = parse_bundle(single_resource_bundle(parsed, if_none_exist))
         entry = bundle.entries[0]
         entry.resource = Element(entry.resource.data, resource_type)
-        result = run_transaction(service, uow, bundle, config, client)
+        result = run_transaction(committer.service, uow, bundle, config, client)
         placed = result.placed[0]
         resource = facade.service_request(config, OrderRow(placed.order, placed.patient_id))
         created.append(placed.created)
@@ -161,7 +172,7 @@ def create_order_resource(
 
     key = message_key(client, (if_none_exist or "").encode() + b"\n" + body, parsed, resource_type)
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
-    reply = service.process_inbound(message, handle, _failure)
+    reply = committer.submit(InboundWork(message, handle, _failure, _unstored)).result()
     status = status_of_stored(reply.body)
     if status == 200 and created and created[-1] and not reply.duplicate:
         status = 201  # a replay answers 200: the order exists, as a conditional create says

@@ -41,6 +41,10 @@ _ORDER_ROW = select(orders.c.document, orders.c.patient_id).where(
     orders.c.id == bindparam("order_id")
 )
 _ORDER_VERSION = select(orders.c.version).where(orders.c.id == bindparam("order_id"))
+_PATIENT_OF_ORDER = select(orders.c.patient_id).where(orders.c.id == bindparam("order_id"))
+_PATIENT_BY_MRN = select(patients.c.id).where(
+    patients.c.site_id == bindparam("site_id"), patients.c.mrn == bindparam("mrn")
+)
 
 
 def order_row(conn: Connection, order_id: str) -> OrderRow | None:
@@ -56,14 +60,12 @@ def order_version(conn: Connection, order_id: str) -> int | None:
 
 
 def patient_id_of(conn: Connection, order_id: str) -> str | None:
-    value = conn.execute(select(orders.c.patient_id).where(orders.c.id == order_id)).scalar()
+    value = conn.execute(_PATIENT_OF_ORDER, {"order_id": order_id}).scalar()
     return str(value) if value is not None else None
 
 
 def patient_id_by_mrn(conn: Connection, site_id: str, mrn: str) -> str | None:
-    value = conn.execute(
-        select(patients.c.id).where(patients.c.site_id == site_id, patients.c.mrn == mrn)
-    ).scalar()
+    value = conn.execute(_PATIENT_BY_MRN, {"site_id": site_id, "mrn": mrn}).scalar()
     return str(value) if value is not None else None
 
 
