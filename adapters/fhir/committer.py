@@ -9,18 +9,26 @@ is handed back only after that commit, so nothing is acknowledged before it is s
 
 While one batch commits the next one queues, so batches grow with the load: one bundle
 when idle, many under pressure. One writer per process also means SQLite sees one writer
-per process instead of request threads polling for its write lock.
+per process instead of request threads polling for its write lock; and on a SQLite file the
+writers of several worker processes take turns through a lock file beside the database
+(:class:`WriteTurn`), because SQLite's own busy handler polls with sleeps of up to 100 ms,
+which left a core idle while requests queued behind it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
 
 from gateway.service.inbound_batch import InboundWork, process_inbound_batch
 from gateway.service.orders import OrderService, Reply
+from gateway.store.database import is_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ class GroupCommitter:
         self, service: OrderService, *, max_batch: int = MAX_BATCH, idle: float = IDLE_SECONDS
     ) -> None:
         self.service = service
+        self.turn = WriteTurn.for_service(service)
         self.max_batch = max_batch
         self.idle = idle
         self._queue: deque[_Item] = deque()
@@ -72,7 +81,8 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Item]) -> None:
         try:
-            replies = process_inbound_batch(self.service, [work for work, _ in batch])
+            with self.turn.taken():
+                replies = process_inbound_batch(self.service, [work for work, _ in batch])
         except BaseException as exc:
             # process_inbound_batch answers every message itself, even unstorable ones;
             # reaching here is a bug, and the waiting requests must hear of it.
@@ -86,3 +96,31 @@ class GroupCommitter:
         self.messages += len(batch)
         for (_, future), reply in zip(batch, replies, strict=True):
             future.set_result(reply)
+
+
+class WriteTurn:
+    """Whose turn it is to write, among the processes sharing one SQLite file: a blocking
+    ``flock`` wakes the next writer the moment the last one is done. It only orders writers
+    that use it; SQLite's own locking still keeps every writer correct."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    @classmethod
+    def for_service(cls, service: OrderService) -> WriteTurn:
+        database = service.engine.url.database
+        if not is_sqlite(service.engine) or database in (None, "", ":memory:"):
+            return cls(None)
+        return cls(f"{database}-writers.lock")
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and with it the lock

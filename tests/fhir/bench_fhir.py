@@ -4,25 +4,33 @@ bundle, measured in the same run.
 
 Run it, from the repository root::
 
+    python tests/fhir/bench_fhir.py --workers 2     # v2v serve --workers 2 (the target's set-up)
     python tests/fhir/bench_fhir.py                 # v2v serve, one process
-    python tests/fhir/bench_fhir.py --workers 2     # v2v serve --workers 2
 
-The gateway runs as ``v2v serve`` in a child process on a fresh SQLite (WAL) file; the load
-generator is a small keep-alive HTTP/1.1 client on asyncio streams in this process (no third
-party tools), so on a small machine it shares the CPU with the server: the numbers are a
-floor, not a ceiling. Not a pytest module: the file name does not match ``test_*.py``.
+The gateway runs as ``v2v serve`` in a child process on a fresh SQLite (WAL) file. The load
+generator is ``wrk`` (Debian package ``wrk``: C, a few percent of a core) when it is on the
+PATH, with a Lua script that makes every POSTed bundle a new order; without it (or with
+``--generator python``) a small keep-alive HTTP/1.1 client on asyncio streams in this process
+takes its place, and the run says so: it then shares the CPUs with the server, so the
+numbers are a floor, not a ceiling. Not a pytest module: the file name does not match
+``test_*.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import platform
+import re
 import resource
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -48,15 +56,17 @@ V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 # --- the bundle -----------------------------------------------------------------------------
 
 
-def order_bundle(n: int, run: str) -> dict[str, Any]:
+def order_bundle(n: int | str, run: str) -> dict[str, Any]:
     """A Lakeside transaction Bundle ordering one therapy: Patient, Practitioner,
     Organization, Location, ServiceRequest, two Observations and a Specimen. ``n`` makes the
-    bundle id, MRN and placer number unique, so every POST creates a new order."""
-    mrn = f"MRN-BENCH-{run}-{n:06d}"
-    placer = f"BENCH-{run}-{n:06d}"
+    bundle id, MRN and placer number unique, so every POST creates a new order (a string is
+    used as it is: :func:`wrk_post_script` passes a placeholder)."""
+    number = n if isinstance(n, str) else f"{n:08d}"
+    mrn = f"MRN-BENCH-{run}-{number}"
+    placer = f"BENCH-{run}-{number}"
 
     def urn(i: int) -> str:
-        return f"urn:uuid:b0000000-0000-4000-8000-{n:08d}{i:04d}"
+        return f"urn:uuid:b0000000-0000-4000-8000-{number}{i:04d}"
 
     def entry(i: int, resource: dict[str, Any], if_none_exist: str | None = None) -> dict[str, Any]:
         request: dict[str, Any] = {"method": "POST", "url": resource["resourceType"]}
@@ -66,7 +76,7 @@ def order_bundle(n: int, run: str) -> dict[str, Any]:
 
     return {
         "resourceType": "Bundle",
-        "id": f"bench-{run}-{n:06d}",
+        "id": f"bench-{run}-{number}",
         "type": "transaction",
         "entry": [
             entry(
@@ -219,12 +229,15 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
     bodies: list[bytes] = field(default_factory=list)
+    percentiles: dict[float, float] = field(default_factory=dict)  # wrk's, in ms
 
     @property
     def rate(self) -> float:
         return self.done / self.elapsed if self.elapsed else 0.0
 
     def percentile(self, p: float) -> float:
+        if p in self.percentiles:
+            return self.percentiles[p]
         if not self.latencies:
             return 0.0
         ordered = sorted(self.latencies)
@@ -306,6 +319,77 @@ async def run_load(
     measured_start = time.perf_counter() + warmup
     await asyncio.gather(*tasks)
     result.elapsed = time.perf_counter() - measured_start
+    return result
+
+
+# --- wrk, the C load generator ---------------------------------------------------------------
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+WRK_POST = """
+local file = io.open(%(template)s, "rb")
+local template = file:read("*a")
+file:close()
+local base, count = 0, 0
+function init(args) base = tonumber(args[1]) end
+function request()
+  count = count + 1
+  local body = template:gsub("@@N@@", string.format("%%08d", base * 10000000 + count))
+  return wrk.format("POST", "/fhir", {
+    ["Content-Type"] = "application/fhir+json", ["X-V2V-Actor"] = "lakeside-ehr"}, body)
+end
+"""
+
+WRK_READ = """
+local ids = {%(ids)s}
+local i = 0
+function request()
+  i = i %% #ids + 1
+  return wrk.format("GET", "/fhir/Task/" .. ids[i], {["Accept"] = "application/fhir+json"})
+end
+"""
+
+
+def wrk_post_script(workdir: Path, run: str) -> Path:
+    """Every request a new order: the bundle's number is a placeholder the script fills."""
+    template = workdir / "bundle-template.json"
+    template.write_text(json.dumps(order_bundle("@@N@@", run), separators=(",", ":")))
+    script = workdir / "post.lua"
+    script.write_text(WRK_POST % {"template": json.dumps(str(template))})
+    return script
+
+
+def wrk_read_script(workdir: Path, task_ids: list[str]) -> Path:
+    script = workdir / "read.lua"
+    script.write_text(WRK_READ % {"ids": ",".join(json.dumps(task_id) for task_id in task_ids)})
+    return script
+
+
+def run_wrk(
+    wrk: str, port: int, script: Path, *, connections: int, seconds: float, base: int = 1
+) -> LoadResult:
+    """One wrk run; its own summary gives the counts and the latency percentiles."""
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
+    command += [f"http://127.0.0.1:{port}", "--", str(base)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    total = re.search(r"(\d+) requests in ([\d.]+)(\w+),", output)
+    if total is None:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    failed = 0
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx is not None:
+        failed += int(non_2xx.group(1))
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if errors is not None:
+        failed += sum(int(value) for value in errors.groups())
+    result = LoadResult()
+    result.done = int(total.group(1)) - failed
+    result.failed = failed
+    result.elapsed = float(total.group(2)) * _WRK_UNITS[total.group(3)] / 1000
+    for percent, value, unit in re.findall(r"\s(50|99)%\s+([\d.]+)(\w+)", output):
+        result.percentiles[float(percent) / 100] = float(value) * _WRK_UNITS[unit]
     return result
 
 
@@ -428,24 +512,142 @@ def check_task(body: bytes) -> str:
     return Task.model_validate_json(body).id or ""
 
 
+def order_ids(database: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return [row[0] for row in db.execute("SELECT id FROM orders ORDER BY created_at")]
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+@dataclass
+class Load:
+    """One load generator for both phases: wrk when given, else the asyncio client."""
+
+    port: int
+    workdir: Path
+    run: str
+    wrk: str | None
+
+    @property
+    def description(self) -> str:
+        if self.wrk:
+            return f"wrk ({self.wrk}, 1 thread, a separate C process)"
+        return (
+            f"asyncio keep-alive HTTP/1.1 in the benchmark process, sharing the "
+            f"{os.cpu_count()} CPUs"
+        )
+
+    def ingest(self, concurrency: int, seconds: float, base: int) -> LoadResult:
+        if self.wrk:
+            script = wrk_post_script(self.workdir, self.run)
+            return run_wrk(
+                self.wrk, self.port, script, connections=concurrency, seconds=seconds, base=base
+            )
+        numbers = iter(range(base * 10_000_000 + 1, (base + 1) * 10_000_000))
+
+        def next_bundle() -> bytes:
+            body = json.dumps(order_bundle(next(numbers), self.run), separators=(",", ":"))
+            return request_bytes(
+                "POST", "/fhir", self.port, body.encode(), "X-V2V-Actor: lakeside-ehr\r\n"
+            )
+
+        return asyncio.run(
+            run_load(self.port, next_bundle, concurrency=concurrency, duration=seconds)
+        )
+
+    def read(self, task_ids: list[str], concurrency: int, seconds: float) -> LoadResult:
+        if self.wrk:
+            script = wrk_read_script(self.workdir, task_ids)
+            return run_wrk(self.wrk, self.port, script, connections=concurrency, seconds=seconds)
+        requests = [
+            request_bytes(
+                "GET", f"/fhir/Task/{task_id}", self.port, extra=f"Accept: {FHIR_JSON}\r\n"
+            )
+            for task_id in task_ids
+        ]
+        cycle = itertools.cycle(requests)
+        return asyncio.run(
+            run_load(self.port, lambda: next(cycle), concurrency=concurrency, duration=seconds)
+        )
+
+
+@dataclass
+class Measured:
+    load: LoadResult
+    client_cpu: float
+    server_cpu: float | None
+
+
+def measure(gateway: Gateway, phase: Callable[[], LoadResult]) -> Measured:
+    """The phase's load, with the CPU seconds the client and the server spent on it."""
+    own, children = cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = tree_cpu_seconds(gateway.process.pid)
+    load = phase()
+    server_after = tree_cpu_seconds(gateway.process.pid)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = cpu_seconds() - own + (after.ru_utime + after.ru_stime)
+    client -= children.ru_utime + children.ru_stime
+    server = (
+        server_after - server_before
+        if server_after is not None and server_before is not None
+        else None
+    )
+    return Measured(load, client, server)
+
+
+def report(measured: Measured) -> str:
+    load = measured.load
+    return (
+        f"  {load.done} ok, {load.failed} failed"
+        + (f" {dict(load.statuses)}" if load.statuses else "")
+        + f" in {load.elapsed:.2f} s: {load.rate:8.1f} /s   p50 {load.percentile(0.5):.1f} ms  "
+        f"p99 {load.percentile(0.99):.1f} ms  (client CPU "
+        f"{measured.client_cpu / load.elapsed:.0%} of a core)"
+        + cpu_note(measured.server_cpu, load.done, load.elapsed)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1, help="v2v serve --workers N (1: none)")
-    parser.add_argument("--orders", type=int, default=600, help="bundles to POST")
-    parser.add_argument("--ingest-concurrency", type=int, default=8)
-    parser.add_argument("--read-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk when on the PATH (auto), or the asyncio client",
+    )
+    parser.add_argument("--ingest-seconds", type=float, default=8.0)
+    parser.add_argument("--ingest-concurrency", type=int, default=16)
     parser.add_argument("--read-seconds", type=float, default=10.0)
+    parser.add_argument("--read-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--read-orders", type=int, default=1000, help="reads cycle over this many of the orders"
+    )
+    parser.add_argument("--warmup-seconds", type=float, default=2.0)
     parser.add_argument("--yardstick-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
 
     import fhir.resources
 
+    wrk = shutil.which("wrk") if args.generator != "python" else None
+    if args.generator == "wrk" and wrk is None:
+        print("wrk is not on the PATH (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+
     run = f"{int(time.time()) % 100000:05d}"
     print("vein2vein FHIR benchmark")
     print(
         f"  machine: {os.cpu_count()} CPUs, {platform.machine()}, Python "
-        f"{platform.python_version()}, fhir.resources {fhir.resources.__version__}"
+        f"{platform.python_version()}, fhir.resources {fhir.resources.__version__}; "
+        f"load average {load_average()}"
     )
+    if wrk is None and args.generator == "auto":
+        print(
+            "  note: wrk is not installed; the asyncio client in this process generates the "
+            "load and takes CPU from the server (apt-get install wrk)"
+        )
 
     bundle = order_bundle(0, run)
     body_size = len(json.dumps(bundle, separators=(",", ":")))
@@ -457,59 +659,27 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     with tempfile.TemporaryDirectory(prefix="v2v-bench-") as tmp:
-        gateway = start_gateway(Path(tmp), args.workers)
+        workdir = Path(tmp)
+        gateway = start_gateway(workdir, args.workers)
         try:
+            load = Load(gateway.port, workdir, run, wrk)
             print(f"\n[server] {gateway.description}")
-            print(
-                f"[client] asyncio keep-alive HTTP/1.1 in the benchmark process, sharing the "
-                f"{os.cpu_count()} CPUs"
+            print(f"[client] {load.description}")
+
+            warm = args.warmup_seconds
+            load.ingest(args.ingest_concurrency, warm, base=1)
+            created_before = len(order_ids(workdir / "bench.db"))
+            ingest = measure(
+                gateway, lambda: load.ingest(args.ingest_concurrency, args.ingest_seconds, base=2)
             )
-            bodies = [
-                json.dumps(order_bundle(n, run), separators=(",", ":")).encode()
-                for n in range(1, args.orders + 1)
-            ]
-            requests = iter(
-                request_bytes("POST", "/fhir", gateway.port, body, "X-V2V-Actor: lakeside-ehr\r\n")
-                for body in bodies
-            )
-            cpu_before = cpu_seconds()
-            server_before = tree_cpu_seconds(gateway.process.pid)
-            ingest = asyncio.run(
-                run_load(
-                    gateway.port,
-                    lambda: next(requests, None),
-                    concurrency=args.ingest_concurrency,
-                    duration=None,
-                    keep_bodies=True,
-                )
-            )
-            ingest_client_cpu = cpu_seconds() - cpu_before
-            server_after = tree_cpu_seconds(gateway.process.pid)
-            ingest_server_cpu = (
-                server_after - server_before
-                if server_after is not None and server_before is not None
-                else None
-            )
-            task_ids = []
-            for answer in ingest.bodies:
-                try:
-                    for item in json.loads(answer).get("entry", []):
-                        location = item.get("response", {}).get("location", "")
-                        if location.startswith("ServiceRequest/"):
-                            task_ids.append(location.split("/")[1])
-                except ValueError:
-                    pass
+            task_ids = order_ids(workdir / "bench.db")
+            created = len(task_ids) - created_before
             print(
                 f"\n[ingest] POST /fhir transaction Bundle, each a new order, "
-                f"{args.ingest_concurrency} concurrent clients"
+                f"{args.ingest_concurrency} concurrent clients, {args.ingest_seconds:g} s after "
+                f"{warm:g} s warm-up; {created} orders created in the database"
             )
-            print(
-                f"  {ingest.done} created, {ingest.failed} failed {dict(ingest.statuses)} in "
-                f"{ingest.elapsed:.2f} s: {ingest.rate:8.1f} bundles/s   "
-                f"p50 {ingest.percentile(0.5):.1f} ms  p99 {ingest.percentile(0.99):.1f} ms  "
-                f"(client CPU {ingest_client_cpu / ingest.elapsed:.0%} of a core)"
-                + cpu_note(ingest_server_cpu, ingest.done, ingest.elapsed)
-            )
+            print(report(ingest))
             if not task_ids:
                 print("  no orders were created; cannot measure reads")
                 return 1
@@ -519,71 +689,37 @@ def main(argv: list[str] | None = None) -> int:
             )
             with urllib.request.urlopen(probe) as answer:
                 assert check_task(answer.read()) == task_ids[0]
-            counter = [0]
-
-            def next_read() -> bytes:
-                counter[0] += 1
-                task_id = task_ids[counter[0] % len(task_ids)]
-                return reads[task_id]
-
-            reads = {
-                task_id: request_bytes(
-                    "GET",
-                    f"/fhir/Task/{task_id}",
-                    gateway.port,
-                    extra=f"Accept: {FHIR_JSON}\r\n",
-                )
-                for task_id in task_ids
-            }
-            cpu_before = cpu_seconds()
-            server_before = tree_cpu_seconds(gateway.process.pid)
-            read = asyncio.run(
-                run_load(
-                    gateway.port,
-                    next_read,
-                    concurrency=args.read_concurrency,
-                    duration=args.read_seconds,
-                    warmup=1.0,
-                )
-            )
-            read_client_cpu = cpu_seconds() - cpu_before
-            server_after = tree_cpu_seconds(gateway.process.pid)
-            # The warm-up second is in the CPU figures too: count its requests at the same rate.
-            read_server_cpu = (
-                (server_after - server_before) * read.elapsed / (read.elapsed + 1.0)
-                if server_after is not None and server_before is not None
-                else None
+            read_ids = task_ids[: args.read_orders]
+            load.read(read_ids, args.read_concurrency, warm)
+            read = measure(
+                gateway, lambda: load.read(read_ids, args.read_concurrency, args.read_seconds)
             )
             print(
-                f"\n[read] GET /fhir/Task/{{id}} over {len(task_ids)} orders, "
-                f"{args.read_concurrency} concurrent clients, {args.read_seconds:.0f} s "
-                f"after 1 s warm-up"
+                f"\n[read] GET /fhir/Task/{{id}} over {len(read_ids)} orders, "
+                f"{args.read_concurrency} concurrent clients, {args.read_seconds:g} s after "
+                f"{warm:g} s warm-up"
             )
-            print(
-                f"  {read.done} ok, {read.failed} failed {dict(read.statuses)}: "
-                f"{read.rate:8.1f} req/s   p50 {read.percentile(0.5):.1f} ms  "
-                f"p99 {read.percentile(0.99):.1f} ms  "
-                f"(client CPU {read_client_cpu / (read.elapsed + 1):.0%} of a core)"
-                + cpu_note(read_server_cpu, read.done, read.elapsed)
-            )
+            print(report(read))
         finally:
             gateway.stop()
 
-    ratio = ingest.rate / yard_rate if yard_rate else 0.0
+    ratio = ingest.load.rate / yard_rate if yard_rate else 0.0
+    read_rate = read.load.rate
     print("\n[summary]")
     print(f"  configuration: {gateway.description}")
+    print(f"  load generator: {load.description}; load average {load_average()}")
     verdict = "MET" if ratio >= INGEST_TARGET else "NOT MET"
     print(
-        f"  ingest {ingest.rate:.1f} bundles/s / fhir.resources {yard_rate:.1f} /s = "
+        f"  ingest {ingest.load.rate:.1f} bundles/s / fhir.resources {yard_rate:.1f} /s = "
         f"{ratio:.2f}x   (target >= {INGEST_TARGET}x: {verdict})"
     )
     print(
-        f"  Task read {read.rate:.0f} req/s on {os.cpu_count()} CPUs = "
-        f"{read.rate / READ_TARGET:.2f}x target   (target >= {READ_TARGET:.0f} req/s: "
-        f"{'MET' if read.rate >= READ_TARGET else 'NOT MET'})"
+        f"  Task read {read_rate:.0f} req/s on {os.cpu_count()} CPUs = "
+        f"{read_rate / READ_TARGET:.2f}x target   (target >= {READ_TARGET:.0f} req/s: "
+        f"{'MET' if read_rate >= READ_TARGET else 'NOT MET'})"
     )
-    if ingest.failed or read.failed:
-        print("  WARNING: some requests failed; see the status counts above")
+    if ingest.load.failed or read.load.failed:
+        print("  WARNING: some requests failed; see the counts above")
     return 0
 
 
