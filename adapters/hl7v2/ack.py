@@ -10,12 +10,14 @@ v2.3/2.4, the older ERR-1 form; MSA-3 repeats the sentence for engines that show
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal
 
 from adapters.hl7v2.er7 import (
@@ -80,8 +82,13 @@ def new_control_id(prefix: str = "V2V") -> str:
 
 
 def hl7_timestamp(at: datetime | None = None) -> str:
-    moment = (at or datetime.now(UTC)).astimezone(UTC)
-    return moment.strftime("%Y%m%d%H%M%S") + "+0000"
+    return _utc_second(math.floor((at or datetime.now(UTC)).timestamp()))
+
+
+@lru_cache(maxsize=8)
+def _utc_second(epoch: int) -> str:
+    # Every ACK carries one; within a second they are all the same string.
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(epoch)) + "+0000"
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

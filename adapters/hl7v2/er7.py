@@ -128,19 +128,36 @@ class Segment:
         subcomponent, which is what a mapping means by "the value of PID-8"."""
         if self.name == "MSH" and index in (1, 2):
             return self.raw(index)
-        reps = self.repetitions(index)
-        if len(reps) < repetition:
+        text = self.fields[index] if 0 <= index < len(self.fields) else ""
+        if not text:
             return ""
-        text = reps[repetition - 1]
-        components = text.split(self.seps.component)
-        comp = component or 1
-        if len(components) < comp:
+        seps = self.seps
+        # Every mapping step reads a few leaves of a message; splitting only as far as the
+        # leaf, and not at all for a plain value, is what keeps that cheap.
+        if seps.repetition in text:
+            reps = text.split(seps.repetition)
+            if len(reps) < repetition:
+                return ""
+            text = reps[repetition - 1]
+        elif repetition > 1:
             return ""
-        subs = components[comp - 1].split(self.seps.subcomponent)
-        sub = subcomponent or 1
-        if len(subs) < sub:
+        if seps.component in text:
+            components = text.split(seps.component)
+            comp = component or 1
+            if len(components) < comp:
+                return ""
+            text = components[comp - 1]
+        elif component is not None and component > 1:
             return ""
-        return unescape(subs[sub - 1], self.seps)
+        if seps.subcomponent in text:
+            subs = text.split(seps.subcomponent)
+            sub = subcomponent or 1
+            if len(subs) < sub:
+                return ""
+            text = subs[sub - 1]
+        elif subcomponent is not None and subcomponent > 1:
+            return ""
+        return unescape(text, seps) if seps.escape in text else text
 
     def components(self, index: int, repetition: int = 1) -> list[str]:
         reps = self.repetitions(index)
@@ -160,28 +177,49 @@ class Message:
     segments: list[Segment]
     text: str = field(repr=False)
 
-    def segment(self, name: str, occurrence: int = 1) -> Segment | None:
-        seen = 0
+    # A parsed message is read, never changed: the segments by name and the values already
+    # read are kept, since mapping and acknowledging ask for the same header fields often.
+    @cached_property
+    def _by_name(self) -> dict[str, list[Segment]]:
+        index: dict[str, list[Segment]] = {}
         for segment in self.segments:
-            if segment.name == name:
-                seen += 1
-                if seen == occurrence:
-                    return segment
-        return None
+            index.setdefault(segment.name, []).append(segment)
+        return index
+
+    @cached_property
+    def _values(self) -> dict[str, str]:
+        return {}
+
+    def segment(self, name: str, occurrence: int = 1) -> Segment | None:
+        found = self._by_name.get(name)
+        if found is None or not 0 < occurrence <= len(found):
+            return None
+        return found[occurrence - 1]
 
     def all(self, name: str) -> list[Segment]:
-        return [segment for segment in self.segments if segment.name == name]
+        return list(self._by_name.get(name, ()))
 
     def has(self, name: str) -> bool:
-        return any(segment.name == name for segment in self.segments)
+        return name in self._by_name
 
     def get(self, path: str | Path) -> str:
         """The unescaped value at ``path``; empty when absent."""
-        where = parse_path(path) if isinstance(path, str) else path
+        if isinstance(path, str):
+            known = self._values.get(path)
+            if known is not None:
+                return known
+            where = parse_path(path)
+        else:
+            where = path
         segment = self.segment(where.segment, where.occurrence)
-        if segment is None:
-            return ""
-        return segment.value(where.field, where.repetition, where.component, where.subcomponent)
+        value = (
+            ""
+            if segment is None
+            else segment.value(where.field, where.repetition, where.component, where.subcomponent)
+        )
+        if isinstance(path, str):
+            self._values[path] = value
+        return value
 
     def first(self, paths: Sequence[str]) -> tuple[str, str]:
         """The first non-empty value among ``paths`` and the path it came from."""
@@ -249,7 +287,12 @@ def read_separators(header: str) -> Separators:
         raise Er7Error("MSH is too short to declare its separators", field=2)
     field_sep = header[3]
     end = header.find(field_sep, 4)
-    encoding = header[4:] if end == -1 else header[4:end]
+    return _declared(field_sep, header[4:] if end == -1 else header[4:end])
+
+
+@lru_cache(maxsize=64)
+def _declared(field_sep: str, encoding: str) -> Separators:
+    # Nearly every sender declares |^~\& : checked and built once, shared by its messages.
     chars = field_sep + encoding
     if (
         len(encoding) not in (4, 5)

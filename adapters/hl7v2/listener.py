@@ -23,6 +23,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from adapters.hl7v2.ack import ErrorDetail, build_ack
 from adapters.hl7v2.er7 import Er7Error, parse
@@ -170,8 +171,8 @@ class _Connection(asyncio.Protocol):
 
     # --- asyncio callbacks ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         self.listener._connections.add(self)
