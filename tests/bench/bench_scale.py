@@ -465,12 +465,27 @@ def _copy_value(value: Any) -> str:
 
 
 _LOAD_STARTED = [time.perf_counter()]
-#: Each size is measured twice, each time in a fresh process reading orders it never read:
-#: first with the OS page cache as the load left it (this machine pages out file pages idle
-#: for ~30 s, so at the large size most reads go to the disk, while the small database was
-#: just written and is all in memory), then with the database files read into the page cache.
-COLD = "page cache as loaded"
+#: Each size is measured once per pass, each time in a fresh process reading orders no earlier
+#: pass read. As loaded: the OS page cache as the load left it (this machine pages out file
+#: pages idle for ~30 s, so at the large size most reads go to the disk while the small
+#: database, just written, is all in memory). Cold: the SQLite files evicted from the page
+#: cache at both sizes. Warm: the database files read into the page cache at both sizes.
+LOADED = "page cache as loaded"
+COLD = "page cache cold (SQLite files evicted)"
 WARM = "page cache warm"
+#: The passes each database is measured in, and those its verdict judges: the ones where
+#: both sizes start from the same page cache state. Evicting PostgreSQL's shared_buffers
+#: would take a server restart (a shared server here), so it has no cold pass; its as-loaded
+#: pass counts, as its 10k and 1M data both go through shared_buffers and its checkpoint.
+PASSES = {"sqlite": (LOADED, COLD, WARM), "postgresql": (LOADED, WARM)}
+MAX_PASSES = max(map(len, PASSES.values()))
+JUDGED = {"sqlite": (COLD, WARM), "postgresql": (LOADED, WARM)}
+#: Printed under the SQLite as-loaded table, which the verdict leaves out.
+ASYMMETRIC_NOTE = (
+    "information only, not judged: the small database was just written and is all in the"
+    " page cache, the large one's older pages were paged out, so this pits RAM reads"
+    " against disk reads"
+)
 
 
 def _progress(name: str, done: int, total: int) -> None:
@@ -521,11 +536,11 @@ def measure(
     service = OrderService(engine, load_rule_book(), clock=lambda: scan_now)
     station = ScanStation(service, load_sites())
     # Every operation reads orders no earlier operation read, in this process or in the
-    # other measurement at this size (seed 0 or 1): a shared list would find the later
+    # other measurements at this size (one seed per pass): a shared list would find the later
     # lookups' pages already cached by the first.
     rng = random.Random(loaded)
-    share = min(loaded // 2, 12 * samples + 12)
-    unread = rng.sample(range(loaded), 2 * share)[seed * share : (seed + 1) * share]
+    share = min(loaded // MAX_PASSES, 12 * samples + 12)
+    unread = rng.sample(range(loaded), MAX_PASSES * share)[seed * share : (seed + 1) * share]
 
     def fresh(count: int, state: str | None = None) -> list[int]:
         chosen = [n for n in unread if state is None or state_of(n) == state][: count + 1]
@@ -551,12 +566,13 @@ def measure(
         has_unit = state_of(n) in ("INFUSED", "STORED")
         assert (found is not None and found.id == order_id(n)) or not has_unit
 
+    # Reserved first: a share holds ~15% STORED orders, and the lookups must not use them up.
+    stored = fresh(max(20, samples // 2), "STORED")
     results["order by id"] = _timed(get, fresh(samples))
     results["lookup by CoI"] = _timed(by_coi, fresh(samples))
     results["lookup by placer"] = _timed(by_placer, fresh(samples))
     results["lookup by unit id"] = _timed(by_unit, fresh(samples))
 
-    stored = fresh(max(20, samples // 2), "STORED")
     factory = LabelFactory.default(load_sites())
     bags = {n: _bag_text(service, factory, LabelKind.BAG, order_id(n)) for n in stored}
 
@@ -591,7 +607,7 @@ def measure(
 
             return run
 
-        few = max(20, samples // 3)
+        few = max(20, samples // 2)
         results["FHIR Task?identifier=coi"] = _timed(task_by_coi, fresh(few))
         results["FHIR Task?identifier=placer"] = _timed(task_by_bare_identifier, fresh(few))
         results["FHIR Task?status=completed"] = _timed(task_status("completed"), fresh(few))
@@ -720,6 +736,20 @@ def warm_page_cache(database: str, sqlite_path: Path) -> None:
                 pass
 
 
+def evict_page_cache(database: str, sqlite_path: Path) -> None:
+    """Drop the SQLite files (database, -wal, -shm) from the OS page cache: written out first,
+    as the kernel drops only clean pages, then ``POSIX_FADV_DONTNEED``."""
+    assert database == "sqlite", "evicting PostgreSQL's shared_buffers needs a restart"
+    os.sync()
+    for path in _database_files(database, sqlite_path):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def page_cache_residency(database: str, sqlite_path: Path) -> str:
     """How much of the database's files the OS page cache holds (``fincore``): the reads
     that miss it go to the disk, whatever the process caches."""
@@ -750,8 +780,12 @@ def server_settings(database: str) -> str:
     return "PostgreSQL " + ", ".join(shown)
 
 
-def report(database: str, small: dict[str, Any], large: dict[str, Any], how: str) -> bool:
+def report(
+    database: str, small: dict[str, Any], large: dict[str, Any], how: str, judged: bool
+) -> bool:
     print(f"\n== {database}: {small['loaded']:,} vs {large['loaded']:,} orders, {how} ==")
+    if not judged:
+        print(f"   ({ASYMMETRIC_NOTE})")
     print(f"{'operation':34} {'p50 small':>10} {'p50 large':>10} {'ratio':>6}"
           f" {'p99 small':>10} {'p99 large':>10} {'ratio':>6}  target p50 <= 1.5x")  # fmt: skip
     ok = True
@@ -776,7 +810,7 @@ def main() -> int:
     options.add_argument("--orders", type=int, default=1_000_000)
     options.add_argument("--small", type=int, default=10_000)
     options.add_argument("--databases", default="sqlite,postgresql")
-    options.add_argument("--samples", type=int, default=300)
+    options.add_argument("--samples", type=int, default=500)
     options.add_argument("--workdir", default=None, help="where the SQLite file goes")
     options.add_argument("--chunk", type=int, default=50_000)
     options.add_argument("--measure", help=argparse.SUPPRESS)
@@ -801,11 +835,12 @@ def main() -> int:
     print(f"{len(templates)} templates walked by the order service in "
           f"{time.perf_counter() - started:.1f} s; documents {sizes[0]}-{sizes[-1]} bytes;"
           f" SQLite file in {folder}", flush=True)  # fmt: skip
-    verdicts = {COLD: True, WARM: True}
-    for database in args.databases.split(","):
+    verdicts: dict[tuple[str, str], bool] = {}
+    databases = args.databases.split(",")
+    for database in databases:
         _prepare(database, sqlite_path)
         print(f"{database}: {server_settings(database)}", flush=True)
-        figures: dict[str, list[dict[str, Any]]] = {COLD: [], WARM: []}
+        figures: dict[str, list[dict[str, Any]]] = {how: [] for how in PASSES[database]}
         loaded = 0
         for size in (args.small, args.orders):
             _LOAD_STARTED[0] = time.perf_counter()
@@ -818,8 +853,10 @@ def main() -> int:
                   f"({(size - loaded) / took:,.0f}/s); {_size_of(database, sqlite_path)}",
                   flush=True)  # fmt: skip
             loaded = size
-            for seed, how in enumerate((COLD, WARM)):
-                if how == WARM:
+            for seed, how in enumerate(PASSES[database]):
+                if how == COLD:
+                    evict_page_cache(database, sqlite_path)
+                elif how == WARM:
                     warm_page_cache(database, sqlite_path)
                 print(f"{database}: {how}: {page_cache_residency(database, sqlite_path)}",
                       flush=True)  # fmt: skip
@@ -830,13 +867,19 @@ def main() -> int:
                 print(f"{database}: measured at {size:,} in "
                       f"{time.perf_counter() - measuring:.0f} s", flush=True)  # fmt: skip
         for how, (small, large) in figures.items():
-            verdicts[how] &= report(database, small, large, how)
+            judged = how in JUDGED[database]
+            ok = report(database, small, large, how, judged)
+            if judged:
+                verdicts[(database, how)] = ok
         sys.stdout.flush()
     print(
-        f"\ntotal {time.perf_counter() - started:.0f} s; targets: "
-        + "; ".join(f"{how}: {'met' if ok else 'NOT all met'}" for how, ok in verdicts.items())
-    )
-    return 0 if verdicts[COLD] else 1
+        f"\ntotal {time.perf_counter() - started:.0f} s; verdict from the symmetric passes ("
+        + "; ".join(f"{db} {how}: {'met' if ok else 'NOT all met'}"
+                    for (db, how), ok in verdicts.items())
+        + "): " + ("all targets met" if all(verdicts.values()) else "targets NOT all met")
+        + ("; SQLite as loaded printed for information only" if "sqlite" in databases else "")
+    )  # fmt: skip
+    return 0 if all(verdicts.values()) else 1
 
 
 if __name__ == "__main__":
