@@ -5,9 +5,9 @@ second message may depend on its first); connections are handled concurrently. H
 is synchronous database work done off the event loop, and the ACK is written only when it
 returns, i.e. after the message and its effects are committed. With a batch handler (what
 ``v2v serve`` uses) all connections feed one :class:`~adapters.hl7v2.writer.BatchWriter`,
-which commits whatever is queued in one transaction (group commit); with a per-message
-handler each message is its own transaction in a worker thread, one at a time per
-connection.
+which commits whatever is queued in one transaction (group commit) on this event loop; with
+a per-message handler each message is its own transaction in a worker thread, one at a time
+per connection.
 
 Connections are protocols rather than stream tasks: a frame costs one callback into the
 decoder and one write of its ACK, with no task switch, timer or ``await`` per read, which
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class MllpListener:
                 await self._server.wait_closed()
             self._server = None
         if self.writer is not None:
-            await asyncio.to_thread(self.writer.stop, self.config.shutdown_grace)
+            self.writer.stop()
 
     async def __aenter__(self) -> MllpListener:
         await self.start()
@@ -314,7 +315,8 @@ class _Connection(asyncio.Protocol):
 
 
 async def run_listener(service: object, stop: asyncio.Event, settings: object) -> None:
-    """``v2v serve`` background task: the MLLP listener on ``settings.mllp_port``."""
+    """``v2v serve`` background task: the MLLP listener on ``settings.mllp_port``, on an
+    event loop of its own (group commits run on it and must not hold up the HTTP API)."""
     from adapters.hl7v2.inbound import InboundHandler
     from adapters.hl7v2.mapping import load_profiles
     from gateway.service.orders import OrderService
@@ -326,8 +328,16 @@ async def run_listener(service: object, stop: asyncio.Event, settings: object) -
         getattr(settings, "host", "127.0.0.1"), int(getattr(settings, "mllp_port", 2575))
     )
     listener = MllpListener(config=config, batch_handler=handler.handle_batch)
-    await listener.start()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="v2v-mllp", daemon=True)
+    thread.start()
     try:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(listener.start(), loop))
         await stop.wait()
     finally:
-        await listener.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(listener.stop(), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join, config.shutdown_grace)
+        if not thread.is_alive():
+            loop.close()

@@ -132,7 +132,7 @@ async def durable(args: argparse.Namespace, batches: list[list[bytes]]) -> dict[
     )
     port = await listener.start()
     profiler = cProfile.Profile() if args.profile else None
-    # The writer thread is where the per-message database work happens.
+    # The batch handler is where the per-message database work happens.
     if profiler is not None and listener.writer is not None:
         inner = listener.writer.handle_batch
 
@@ -190,7 +190,7 @@ def main() -> None:
     options.add_argument("--mode", choices=["batch", "single"], default="batch")
     options.add_argument("--sync", choices=["normal", "full"], default="normal")
     options.add_argument("--senders-inline", action="store_true")
-    options.add_argument("--profile", help="cProfile the writer thread into this file")
+    options.add_argument("--profile", help="cProfile the batch handler into this file")
     args = options.parse_args()
 
     batches = [messages(args.workload, s, args.per_sender) for s in range(SENDERS)]
