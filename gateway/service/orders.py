@@ -118,7 +118,9 @@ class OrderService:
     def create_order(
         self, command: CreateOrder, *, actor: str, uow: UnitOfWork | None = None
     ) -> TherapyOrder:
-        """Create an order in REFERRED. Pass ``uow`` to join the caller's transaction."""
+        """Create an order in REFERRED. Pass ``uow`` to join the caller's transaction; a
+        service error then leaves that transaction part-written, so the caller rolls it (or
+        its own savepoint) back, as every caller does on an error."""
         if uow is None:
             with self.uow() as own:
                 order = self.create_order(command, actor=actor, uow=own)
@@ -151,9 +153,10 @@ class OrderService:
         )
         order.milestones.planned_infusion_at = command.planned_infusion_at
         patient_id = uow.orders.upsert_patient(command.site.id, command.patient, now)
+        # No savepoint of our own: one per write cost more than the write, and a failed
+        # command is always rolled back by its caller (see the docstring).
         try:
-            with uow.conn.begin_nested():
-                uow.orders.add(order, patient_id)
+            uow.orders.add(order, patient_id)
         except DuplicateIdentifier as exc:
             raise _conflict(exc) from exc
         except IntegrityError as exc:
@@ -424,10 +427,9 @@ def _conflict(exc: DuplicateIdentifier) -> Conflict:
 
 def _save(uow: UnitOfWork, order: TherapyOrder, *, expected_version: int) -> None:
     """Write a new version of an order; a lost race or a taken identifier becomes the
-    service error its callers answer with."""
+    service error its callers answer with (and roll back, as after ``create_order``)."""
     try:
-        with uow.conn.begin_nested():
-            uow.orders.save(order, expected_version=expected_version)
+        uow.orders.save(order, expected_version=expected_version)
     except ConcurrencyConflict as exc:
         raise VersionMismatch(str(exc)) from exc
     except DuplicateIdentifier as exc:
