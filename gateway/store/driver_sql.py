@@ -54,7 +54,9 @@ def _bind(statement: Statement, dialect: Dialect) -> BoundStatement:
 
 
 def _processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
-    return column.type.bind_processor(dialect)
+    # The dialect's own implementation: a generic DateTime has no processor, SQLite's
+    # DATETIME writes the text format the rest of the store compares and sorts.
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def execute(conn: Connection, statement: Statement, values: Sequence[Any]) -> Any:
@@ -62,6 +64,7 @@ def execute(conn: Connection, statement: Statement, values: Sequence[Any]) -> An
     bound = statement.bound(conn.dialect)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     parameters = bound.parameters(values)
+    _announce(conn, cursor, bound.sql, parameters, many=False)
     try:
         cursor.execute(bound.sql, parameters)
     except conn.dialect.loaded_dbapi.Error as exc:
@@ -74,12 +77,22 @@ def execute_many(conn: Connection, statement: Statement, rows: Sequence[Sequence
     bound = statement.bound(conn.dialect)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     parameters = [bound.parameters(row) for row in rows]
+    _announce(conn, cursor, bound.sql, parameters, many=True)
     try:
         cursor.executemany(bound.sql, parameters)
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _translated(conn, cursor, bound.sql, parameters, exc) from exc
     finally:
         cursor.close()
+
+
+def _announce(conn: Connection, cursor: Any, sql: str, parameters: Any, *, many: bool) -> None:
+    """Tell ``before_cursor_execute`` listeners, as SQLAlchemy would: statement logs and the
+    query-plan tests see these statements too."""
+    listeners = conn.dispatch.before_cursor_execute
+    if listeners:
+        for listen in listeners:
+            listen(conn, cursor, sql, parameters, None, many)
 
 
 def _translated(

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 
+from gateway.store import driver_sql
 from gateway.store.tables import outbox
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
@@ -57,22 +58,25 @@ def enqueue(
     order_id: str | None = None,
     ordering_key: str | None = None,
 ) -> int:
-    result = conn.execute(
-        insert(outbox),
-        {
-            "destination": destination,
-            "kind": kind,
-            "order_id": order_id,
-            "idempotency_key": idempotency_key,
-            "ordering_key": ordering_key or order_id,
-            "payload": json.dumps(payload, default=str),
-            "created_at": at,
-            "status": PENDING,
-            "attempts": 0,
-            "next_attempt_at": at,
-        },
-    )
-    return int(result.inserted_primary_key[0])
+    row = (destination, kind, order_id, idempotency_key, ordering_key or order_id,
+           json.dumps(payload, default=str), at, PENDING, 0, at)  # fmt: skip
+    inserted = driver_sql.execute(conn, _ENQUEUE, row)
+    item_id = inserted.fetchone()[0]
+    inserted.close()
+    return int(item_id)
+
+
+# Every state change enqueues a message or two: the insert runs on the driver's cursor.
+_ENQUEUE_COLUMNS = (
+    "destination", "kind", "order_id", "idempotency_key", "ordering_key", "payload",
+    "created_at", "status", "attempts", "next_attempt_at",
+)  # fmt: skip
+_ENQUEUE = driver_sql.Statement(
+    f"INSERT INTO outbox ({', '.join(_ENQUEUE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_ENQUEUE_COLUMNS))}) RETURNING id",
+    outbox,
+    _ENQUEUE_COLUMNS,
+)
 
 
 def claim(

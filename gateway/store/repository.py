@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, Insert, bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, bindparam, delete, select
 
 from gateway.domain.model import TherapyOrder, new_id
 from gateway.domain.patient import PatientIdentity
@@ -113,31 +111,28 @@ class OrderRepository:
         )
 
     # --- orders -----------------------------------------------------------------------
+    # The writes and reads every command makes run on the driver's cursor (see driver_sql).
     def add(self, order: TherapyOrder, patient_id: str) -> None:
-        self.conn.execute(
-            insert(orders),
-            {
-                "id": order.id,
-                "patient_id": patient_id,
-                "pseudonym": order.patient_pseudonym,
-                "created_at": order.created_at,
-                **self._columns(order),
-            },
-        )
+        driver_sql.execute(
+            self.conn,
+            _ADD_ORDER,
+            (order.id, patient_id, order.patient_pseudonym, order.created_at, *_columns(order)),
+        ).close()
         self._sync_identifiers(order, new=True)
 
     def save(self, order: TherapyOrder, expected_version: int) -> None:
-        result = self.conn.execute(
-            _SAVE_ORDER,
-            {"b_id": order.id, "b_expected_version": expected_version, **self._columns(order)},
+        done = driver_sql.execute(
+            self.conn, _SAVE_ORDER, (*_columns(order), order.id, expected_version)
         )
-        if result.rowcount != 1:
+        changed = done.rowcount
+        done.close()
+        if changed != 1:
             raise ConcurrencyConflict(order.id, expected_version)
         self._sync_identifiers(order)
 
     def get(self, order_id: str, *, for_update: bool = False) -> TherapyOrder | None:
-        query = _GET_ORDER_FOR_UPDATE if for_update else _GET_ORDER
-        document = self.conn.execute(query, {"b_id": order_id}).scalar()
+        lock = for_update and self.conn.dialect.name == "postgresql"
+        document = _scalar(self.conn, _GET_ORDER_FOR_UPDATE if lock else _GET_ORDER, (order_id,))
         return TherapyOrder.model_validate_json(document) if document is not None else None
 
     def find_by_identifier(
@@ -146,12 +141,11 @@ class OrderRepository:
         # One statement (identifier index, then the order by primary key): a second round
         # trip for the document cost as much as the lookup itself.
         if namespace is None:
-            found = self.conn.execute(_FIND_ANY_NAMESPACE, {"b_kind": kind, "b_value": value})
+            found = driver_sql.execute(self.conn, _FIND_ANY_NAMESPACE, (kind, value))
         else:
-            found = self.conn.execute(
-                _FIND, {"b_kind": kind, "b_value": value, "b_namespace": namespace}
-            )
-        documents = list(found.scalars())
+            found = driver_sql.execute(self.conn, _FIND, (kind, value, namespace))
+        documents = [row[0] for row in found.fetchall()]
+        found.close()
         if len(documents) != 1:
             return None  # none, or ambiguous without a namespace: never guess
         return TherapyOrder.model_validate_json(documents[0])
@@ -207,36 +201,20 @@ class OrderRepository:
             next_cursor = keyset.encode(last.updated_at, last.id)
         return OrderPage(page, next_cursor)
 
-    @staticmethod
-    def _columns(order: TherapyOrder) -> dict[str, object]:
-        return {
-            "coi": order.coi,
-            "therapy_code": order.therapy.code,
-            "manufacturer": order.therapy.manufacturer,
-            "site_id": order.site.id,
-            "state": order.state.value,
-            "on_hold": order.on_hold,
-            "version": order.version,
-            "updated_at": order.updated_at,
-            "document": order.model_dump_json(),
-        }
-
     def _sync_identifiers(self, order: TherapyOrder, *, new: bool = False) -> None:
         wanted = business_identifiers(order)
         have: dict[tuple[str, str, str], int] = {}
         if not new:
-            rows = self.conn.execute(_IDENTIFIERS_OF, {"b_order_id": order.id}).all()
-            have = {(row.kind, row.namespace, row.value): row.id for row in rows}
+            found = driver_sql.execute(self.conn, _IDENTIFIERS_OF, (order.id,))
+            have = {(kind, namespace, value): row_id for row_id, kind, namespace, value in found}
+            found.close()
         stale = [row_id for key, row_id in have.items() if key not in wanted]
         if stale:
             self.conn.execute(delete(order_identifiers).where(order_identifiers.c.id.in_(stale)))
-        claim = _claim_identifier_statement(self.conn.dialect.name)
         for kind, namespace, value in sorted(wanted - have.keys()):
             # The unique constraint decides, in one statement: a concurrent transaction
             # claiming the same identifier makes ours wait, then do nothing.
-            claimed = self.conn.execute(
-                claim, {"order_id": order.id, "kind": kind, "namespace": namespace, "value": value}
-            ).first()
+            claimed = _scalar(self.conn, _CLAIM_IDENTIFIER, (order.id, kind, namespace, value))
             if claimed is None:
                 owner = self.conn.execute(
                     _IDENTIFIER_OWNER, {"b_kind": kind, "b_namespace": namespace, "b_value": value}
@@ -244,38 +222,78 @@ class OrderRepository:
                 raise DuplicateIdentifier(kind, namespace, value, owner)
 
 
-# Statements built once: building a statement costs more than SQLite takes to run it.
-_GET_ORDER = select(orders.c.document).where(orders.c.id == bindparam("b_id"))
-_GET_ORDER_FOR_UPDATE = _GET_ORDER.with_for_update()
-_SAVE_ORDER = update(orders).where(
-    orders.c.id == bindparam("b_id"), orders.c.version == bindparam("b_expected_version")
-)
-_IDENTIFIERS_OF = select(
-    order_identifiers.c.id,
-    order_identifiers.c.kind,
-    order_identifiers.c.namespace,
-    order_identifiers.c.value,
-).where(order_identifiers.c.order_id == bindparam("b_order_id"))
-_FIND_ANY_NAMESPACE = (
-    select(orders.c.document)
-    .join_from(order_identifiers, orders, orders.c.id == order_identifiers.c.order_id)
-    .where(
-        order_identifiers.c.kind == bindparam("b_kind"),
-        order_identifiers.c.value == bindparam("b_value"),
+def _columns(order: TherapyOrder) -> tuple[object, ...]:
+    """The values of ``_ORDER_COLUMNS`` for ``order``."""
+    return (
+        order.coi,
+        order.therapy.code,
+        order.therapy.manufacturer,
+        order.site.id,
+        order.state.value,
+        order.on_hold,
+        order.version,
+        order.updated_at,
+        order.model_dump_json(),
     )
-    .limit(2)
+
+
+def _scalar(conn: Connection, statement: driver_sql.Statement, values: tuple[object, ...]) -> Any:
+    found = driver_sql.execute(conn, statement, values)
+    row = found.fetchone()
+    found.close()
+    return None if row is None else row[0]
+
+
+_ORDER_COLUMNS = (
+    "coi", "therapy_code", "manufacturer", "site_id", "state", "on_hold", "version",
+    "updated_at", "document",
+)  # fmt: skip
+_ADD_ORDER = driver_sql.Statement(
+    "INSERT INTO orders (id, patient_id, pseudonym, created_at, "
+    f"{', '.join(_ORDER_COLUMNS)}) VALUES ({', '.join('?' * (4 + len(_ORDER_COLUMNS)))})",
+    orders,
+    ("id", "patient_id", "pseudonym", "created_at", *_ORDER_COLUMNS),
 )
-_FIND = _FIND_ANY_NAMESPACE.where(order_identifiers.c.namespace == bindparam("b_namespace"))
+_SAVE_ORDER = driver_sql.Statement(
+    f"UPDATE orders SET {', '.join(f'{name} = ?' for name in _ORDER_COLUMNS)}"
+    " WHERE id = ? AND version = ?",
+    orders,
+    (*_ORDER_COLUMNS, "id", "version"),
+)
+_GET_ORDER = driver_sql.Statement("SELECT document FROM orders WHERE id = ?", orders, ("id",))
+_GET_ORDER_FOR_UPDATE = driver_sql.Statement(
+    "SELECT document FROM orders WHERE id = ? FOR UPDATE", orders, ("id",)
+)
+_IDENTIFIERS_OF = driver_sql.Statement(
+    "SELECT id, kind, namespace, value FROM order_identifiers WHERE order_id = ?",
+    order_identifiers,
+    ("order_id",),
+)
+# One statement (identifier index, then the order by primary key): a second round trip for
+# the document cost as much as the lookup itself.
+_FIND_ANY_NAMESPACE = driver_sql.Statement(
+    "SELECT orders.document FROM order_identifiers JOIN orders"
+    " ON orders.id = order_identifiers.order_id"
+    " WHERE order_identifiers.kind = ? AND order_identifiers.value = ? LIMIT 2",
+    order_identifiers,
+    ("kind", "value"),
+)
+_FIND = driver_sql.Statement(
+    "SELECT orders.document FROM order_identifiers JOIN orders"
+    " ON orders.id = order_identifiers.order_id"
+    " WHERE order_identifiers.kind = ? AND order_identifiers.value = ?"
+    " AND order_identifiers.namespace = ? LIMIT 2",
+    order_identifiers,
+    ("kind", "value", "namespace"),
+)
+_CLAIM_IDENTIFIER = driver_sql.Statement(
+    "INSERT INTO order_identifiers (order_id, kind, namespace, value) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (kind, namespace, value) DO NOTHING RETURNING id",
+    order_identifiers,
+    ("order_id", "kind", "namespace", "value"),
+)
 _IDENTIFIER_OWNER = select(order_identifiers.c.order_id).where(
     order_identifiers.c.kind == bindparam("b_kind"),
     order_identifiers.c.namespace == bindparam("b_namespace"),
     order_identifiers.c.value == bindparam("b_value"),
 )
-
-
-@cache
-def _claim_identifier_statement(dialect: str) -> Insert:
-    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(order_identifiers)
-    return statement.on_conflict_do_nothing(
-        index_elements=["kind", "namespace", "value"]
-    ).returning(order_identifiers.c.id)
