@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
+import mmap
 import os
 import random
 import shutil
@@ -478,7 +480,7 @@ _LOAD_STARTED = [time.perf_counter()]
 #: cache at both sizes. Warm: the database files read into the page cache at both sizes.
 LOADED = "page cache as loaded"
 COLD = "page cache cold (SQLite files evicted)"
-WARM = "page cache warm"
+WARM = "page cache warm (files locked in it)"
 #: The passes each database is measured in, and those its verdict judges: the ones where
 #: both sizes start from the same page cache state. Evicting PostgreSQL's shared_buffers
 #: would take a server restart (a shared server here), so it has no cold pass; its as-loaded
@@ -733,13 +735,51 @@ def _database_files(database: str, sqlite_path: Path) -> list[Path]:
     return sorted(f for base in files for f in (base, *base.parent.glob(base.name + ".*")))
 
 
-def warm_page_cache(database: str, sqlite_path: Path) -> None:
-    """Read the database's files once, so the OS page cache holds them (as it does on a
-    server whose RAM exceeds the database and that has served it for a while)."""
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mmap.restype = ctypes.c_void_p
+_LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]  # fmt: skip
+_LIBC.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def warm_page_cache(database: str, sqlite_path: Path) -> list[tuple[int, int]]:
+    """Read the database's files into the OS page cache and lock them there (as on a server
+    whose RAM holds the database and that has served it for a while). Locked, because this
+    VM pages out file pages idle for ~30 s: reading 4-6 GiB and measuring takes longer than
+    that at 1M, so unlocked, the pages read first are gone again while the 10k ones are not.
+    Returns the mappings for ``unpin``; empty when locking is not allowed (files only read)."""
+    pins: list[tuple[int, int]] = []
+    for path in _database_files(database, sqlite_path):
+        size = path.stat().st_size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if size:
+                address = _LIBC.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+                if address in (None, ctypes.c_void_p(-1).value):
+                    raise OSError(ctypes.get_errno(), f"mmap {path}")
+                pins.append((address, size))
+                if _LIBC.mlock(address, size) != 0:
+                    unpin(pins)
+                    print(f"  (page cache not locked: {os.strerror(ctypes.get_errno())})")
+                    return warm_by_reading(database, sqlite_path)
+        finally:
+            os.close(fd)
+    return pins
+
+
+def warm_by_reading(database: str, sqlite_path: Path) -> list[tuple[int, int]]:
     for path in _database_files(database, sqlite_path):
         with path.open("rb", buffering=0) as file:
             while file.read(8 << 20):
                 pass
+    return []
+
+
+def unpin(pins: list[tuple[int, int]]) -> None:
+    for address, size in pins:
+        _LIBC.munmap(address, size)
+    pins.clear()
 
 
 def evict_page_cache(database: str, sqlite_path: Path) -> None:
@@ -818,13 +858,17 @@ def report(
 def _measure_pass(
     database: str, path: Path, size: int, how: str, seed: int, args: argparse.Namespace
 ) -> dict[str, Any]:
+    pins: list[tuple[int, int]] = []
     if how == COLD:
         evict_page_cache(database, path)
     elif how == WARM:
-        warm_page_cache(database, path)
+        pins = warm_page_cache(database, path)
     print(f"{database}: {size:,}, {how}: {page_cache_residency(database, path)}", flush=True)
     measuring = time.perf_counter()
-    figures = _measure_in_child(database, str(path), size, args.samples, seed)
+    try:
+        figures = _measure_in_child(database, str(path), size, args.samples, seed)
+    finally:
+        unpin(pins)
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{database}: measured at {size:,} in {time.perf_counter() - measuring:.0f} s"
           f" (load average {load})", flush=True)  # fmt: skip
