@@ -44,6 +44,14 @@ class BoundStatement:
         )
 
 
+def insert(table: Table, columns: Sequence[str], *, returning: str | None = None) -> Statement:
+    """``INSERT INTO table (columns) VALUES (?, …) [RETURNING returning]``."""
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    )
+    return Statement(sql + (f" RETURNING {returning}" if returning else ""), table, tuple(columns))
+
+
 @lru_cache(maxsize=256)
 def _bind(statement: Statement, dialect: Dialect) -> BoundStatement:
     sql = statement.sql

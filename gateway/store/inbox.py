@@ -50,12 +50,7 @@ _RECORD_COLUMNS = (
     "message_key", "channel", "sender", "received_at", "content_type", "body", "status",
     "error", "order_id", "response", "response_content_type",
 )  # fmt: skip
-_RECORD_MANY = driver_sql.Statement(
-    f"INSERT INTO inbox ({', '.join(_RECORD_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _RECORD_COLUMNS)})",
-    inbox,
-    _RECORD_COLUMNS,
-)
+_RECORD_MANY = driver_sql.insert(inbox, _RECORD_COLUMNS)
 
 
 @lru_cache(maxsize=64)

@@ -71,12 +71,7 @@ _ENQUEUE_COLUMNS = (
     "destination", "kind", "order_id", "idempotency_key", "ordering_key", "payload",
     "created_at", "status", "attempts", "next_attempt_at",
 )  # fmt: skip
-_ENQUEUE = driver_sql.Statement(
-    f"INSERT INTO outbox ({', '.join(_ENQUEUE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_ENQUEUE_COLUMNS))}) RETURNING id",
-    outbox,
-    _ENQUEUE_COLUMNS,
-)
+_ENQUEUE = driver_sql.insert(outbox, _ENQUEUE_COLUMNS, returning="id")
 
 
 def claim(

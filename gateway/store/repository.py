@@ -248,11 +248,8 @@ _ORDER_COLUMNS = (
     "coi", "therapy_code", "manufacturer", "site_id", "state", "on_hold", "version",
     "updated_at", "document",
 )  # fmt: skip
-_ADD_ORDER = driver_sql.Statement(
-    "INSERT INTO orders (id, patient_id, pseudonym, created_at, "
-    f"{', '.join(_ORDER_COLUMNS)}) VALUES ({', '.join('?' * (4 + len(_ORDER_COLUMNS)))})",
-    orders,
-    ("id", "patient_id", "pseudonym", "created_at", *_ORDER_COLUMNS),
+_ADD_ORDER = driver_sql.insert(
+    orders, ("id", "patient_id", "pseudonym", "created_at", *_ORDER_COLUMNS)
 )
 _SAVE_ORDER = driver_sql.Statement(
     f"UPDATE orders SET {', '.join(f'{name} = ?' for name in _ORDER_COLUMNS)}"
