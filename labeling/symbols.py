@@ -11,6 +11,7 @@ symbology identifier; zxing's ``.text`` is never compared because it renders GS 
 
 from __future__ import annotations
 
+import atexit
 import io
 from dataclasses import dataclass
 from functools import lru_cache
@@ -302,6 +303,12 @@ def _formats(symbologies: tuple[str, ...]) -> zxingcpp.BarcodeFormats:
     if unknown or not symbologies:
         raise ValueError(f"symbologies must be DataMatrix and/or Code128, got {symbologies}")
     return zxingcpp.barcode_formats_from_str(",".join(symbologies))
+
+
+# zxing-cpp objects still cached when the interpreter shuts down make nanobind print
+# "leaked instances" warnings after every command; emptying the caches first avoids that.
+atexit.register(_create_square.cache_clear)
+atexit.register(_formats.cache_clear)
 
 
 def decode_image(

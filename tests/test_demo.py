@@ -47,3 +47,22 @@ def test_demo_reaches_infused_and_writes_its_outputs(tmp_path: Path) -> None:
     # nothing a courier handles carries the patient's name
     assert "ZZ-TESTPATIENT" not in next(labels.glob("cassette-*.zpl")).read_text().upper()
     assert (tmp_path / "custody-report.md").read_text().startswith("# Custody report")
+
+
+def test_the_demo_command_exits_cleanly_without_leak_warnings(tmp_path: Path) -> None:
+    """As a user runs it: zxing-cpp objects left in caches at shutdown made the command end
+    with screens of nanobind "leaked instances" lines."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from gateway.cli.main import app; app()", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "INFUSED" in done.stdout
+    assert "leaked" not in done.stderr
