@@ -29,8 +29,9 @@ def test_outbox_list_dead_letter_and_retry(api, service, new_order) -> None:  # 
 
 def test_operator_endpoints_refuse_partners(api) -> None:  # type: ignore[no-untyped-def]
     for path in ("/admin/outbox", "/admin/inbox", "/metrics"):
-        response = api.get(path, headers={"X-V2V-Role": "manufacturer",
-                                          "X-V2V-Tenant": "helix-bio"})
+        response = api.get(
+            path, headers={"X-V2V-Role": "manufacturer", "X-V2V-Tenant": "helix-bio"}
+        )
         assert response.status_code == 403, path
 
 
@@ -38,9 +39,17 @@ def test_stored_inbound_messages_are_visible(api, service) -> None:  # type: ign
     def handle(uow):  # type: ignore[no-untyped-def]
         raise ValueError("unknown product code ZZ999 in RXO-1")
 
-    service.process_inbound(InboundMessage("hl7v2:EHR|SITE|42", "hl7v2", "EHR|SITE",
-                                           "x-application/hl7-v2+er7", b"MSH|^~\\&|EHR|SITE"),
-                            handle, lambda exc: Reply("rejected", b"MSA|AE|42", "text/plain"))
+    service.process_inbound(
+        InboundMessage(
+            "hl7v2:EHR|SITE|42",
+            "hl7v2",
+            "EHR|SITE",
+            "x-application/hl7-v2+er7",
+            b"MSH|^~\\&|EHR|SITE",
+        ),
+        handle,
+        lambda exc: Reply("rejected", b"MSA|AE|42", "text/plain"),
+    )
     listed = api.get("/admin/inbox", params={"status": "rejected"}).json()["items"]
     assert listed and listed[0]["message_key"] == "hl7v2:EHR|SITE|42"
     one = api.get(f"/admin/inbox/{listed[0]['id']}").json()

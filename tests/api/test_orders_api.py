@@ -10,9 +10,13 @@ PROBLEM = "application/problem+json"
 
 
 def create_body(placer: str = "PL-API-1", therapy: str = "exa-cel") -> dict[str, Any]:
-    return {"patient": dict(SYNTHETIC_PATIENTS[0]), "therapy_code": therapy,
-            "site": {"id": "st-mary", "facility_code": "A9991"}, "placer_number": placer,
-            "clinician": {"id": "dr-001", "name": "Dr Example"}}
+    return {
+        "patient": dict(SYNTHETIC_PATIENTS[0]),
+        "therapy_code": therapy,
+        "site": {"id": "st-mary", "facility_code": "A9991"},
+        "placer_number": placer,
+        "clinician": {"id": "dr-001", "name": "Dr Example"},
+    }
 
 
 def create(api, placer: str = "PL-API-1") -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -76,8 +80,11 @@ def test_events_apply_with_if_match_and_stale_is_412(api) -> None:  # type: igno
 
 def test_refused_transition_is_a_409_problem_and_audited(api) -> None:  # type: ignore[no-untyped-def]
     order = create(api)
-    response = api.post(f"/orders/{order['id']}/events", json={"type": "infuse"},
-                        headers={"X-V2V-Actor": "rn.smith"})
+    response = api.post(
+        f"/orders/{order['id']}/events",
+        json={"type": "infuse"},
+        headers={"X-V2V-Actor": "rn.smith"},
+    )
     assert response.status_code == 409
     problem = response.json()
     assert response.headers["content-type"] == PROBLEM
@@ -111,10 +118,8 @@ def test_idempotent_create_and_refusal_replay(api) -> None:  # type: ignore[no-u
     assert first.json()["id"] == second.json()["id"]
     order_id = first.json()["id"]
     refusal_headers = {"Idempotency-Key": "thaw-1"}
-    refused = api.post(f"/orders/{order_id}/events", json={"type": "thaw"},
-                       headers=refusal_headers)
-    replay = api.post(f"/orders/{order_id}/events", json={"type": "thaw"},
-                      headers=refusal_headers)
+    refused = api.post(f"/orders/{order_id}/events", json={"type": "thaw"}, headers=refusal_headers)
+    replay = api.post(f"/orders/{order_id}/events", json={"type": "thaw"}, headers=refusal_headers)
     assert refused.status_code == replay.status_code == 409
     assert replay.headers["idempotent-replayed"] == "true"
 

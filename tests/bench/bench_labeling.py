@@ -184,18 +184,25 @@ def verdict_rows() -> list[tuple[str, str, str, str, str, bool]]:
         from gateway.domain.patient import PatientIdentity
         from gateway.service.commands import CreateOrder
 
-        order = service.create_order(CreateOrder(
-            patient=PatientIdentity(mrn="MRN-SYN-0900", family_name="Zz-Benchpatient",
-                                    birth_date="1970-01-01"),
-            therapy_code="exa-cel", site=Site(id="st-mary", facility_code="A9991"),
-            placer_number="PL-BENCH"), actor="bench")
+        order = service.create_order(
+            CreateOrder(
+                patient=PatientIdentity(
+                    mrn="MRN-SYN-0900", family_name="Zz-Benchpatient", birth_date="1970-01-01"
+                ),
+                therapy_code="exa-cel",
+                site=Site(id="st-mary", facility_code="A9991"),
+                placer_number="PL-BENCH",
+            ),
+            actor="bench",
+        )
         unit_id = "A999126000902"
         walk(service, order.id, "STORED", unit_id, service.clock() + timedelta(days=90))
         order = service.get(order.id)
         unit = order.unit(unit_id)
         assert unit is not None
-        label = LabelFactory.default(load_sites()).product_label(order, unit, LabelKind.CASSETTE,
-                                                                 None)
+        label = LabelFactory.default(load_sites()).product_label(
+            order, unit, LabelKind.CASSETTE, None
+        )
         text = "]d1" + label.compound_message().data_structure + "\r\n"
         body = label.compound_message().data_structure
         rules = service.rules.get("exa-cel")
@@ -217,8 +224,9 @@ def verdict_rows() -> list[tuple[str, str, str, str, str, bool]]:
         stored_ms = []
         for _ in range(200):
             begin = time.perf_counter()
-            result = station.scan(ScanRequest(checkpoint=Checkpoint.THAW, user="bench",
-                                              unit_scan=text))
+            result = station.scan(
+                ScanRequest(checkpoint=Checkpoint.THAW, user="bench", unit_scan=text)
+            )
             stored_ms.append((time.perf_counter() - begin) * 1000)
             assert result.green, result.reason
         engine.dispose()

@@ -8,8 +8,11 @@ from tests.security.test_partner_isolation import headers_for
 
 def task_ids(secured: Secured, headers: dict[str, str]) -> set[str]:
     bundle = secured.client.get("/fhir/Task", headers=headers).json()
-    return {entry["resource"]["id"] for entry in bundle.get("entry", [])
-            if entry["resource"]["resourceType"] == "Task"}
+    return {
+        entry["resource"]["id"]
+        for entry in bundle.get("entry", [])
+        if entry["resource"]["resourceType"] == "Task"
+    }
 
 
 def test_fhir_needs_a_credential(secured: Secured) -> None:
@@ -47,8 +50,10 @@ def test_patient_only_to_the_treating_site(secured: Secured) -> None:
 
 def test_only_hospitals_place_orders_over_fhir(secured: Secured) -> None:
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": []}
-    response = secured.client.post("/fhir", json=bundle,
-                                   headers={**headers_for(secured, "helix-portal"),
-                                            "Content-Type": "application/fhir+json"})
+    response = secured.client.post(
+        "/fhir",
+        json=bundle,
+        headers={**headers_for(secured, "helix-portal"), "Content-Type": "application/fhir+json"},
+    )
     assert response.status_code == 403
     assert response.json()["resourceType"] == "OperationOutcome"

@@ -28,8 +28,10 @@ def test_intact_chain_verifies(service: OrderService, new_order) -> None:  # typ
 
 def test_database_refuses_update_and_delete(service: OrderService, new_order) -> None:  # type: ignore[no-untyped-def]
     make_history(service, new_order)
-    for statement in ("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2",
-                      "DELETE FROM audit_log WHERE seq = 9"):
+    for statement in (
+        "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2",
+        "DELETE FROM audit_log WHERE seq = 9",
+    ):
         with pytest.raises(DBAPIError, match="append-only"), service.engine.begin() as conn:
             conn.execute(text(statement))
 
@@ -43,9 +45,13 @@ def test_database_refuses_update_and_delete(service: OrderService, new_order) ->
         ("DELETE FROM audit_log WHERE seq = 9", 9, "removed from the end"),
     ],
 )
-def test_tampering_is_caught_at_the_first_broken_link(service: OrderService, new_order,  # type: ignore[no-untyped-def]
-                                                     tamper: str, broken_at: int,
-                                                     words: str) -> None:
+def test_tampering_is_caught_at_the_first_broken_link(
+    service: OrderService,
+    new_order,  # type: ignore[no-untyped-def]
+    tamper: str,
+    broken_at: int,
+    words: str,
+) -> None:
     make_history(service, new_order)
     # An attacker with database-owner rights can drop the guard; the chain still tells.
     with service.engine.begin() as conn:

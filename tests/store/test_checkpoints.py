@@ -30,8 +30,9 @@ def rewrite_chain_from(conn, seq: int) -> None:  # type: ignore[no-untyped-def]
     hash after it, so the links verify again."""
     conn.execute(text("DROP TRIGGER audit_log_no_update"))
     conn.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE seq = :seq"), {"seq": seq})
-    rows = conn.execute(text("SELECT seq, at, actor, action, order_id, payload FROM audit_log "
-                             "ORDER BY seq")).all()
+    rows = conn.execute(
+        text("SELECT seq, at, actor, action, order_id, payload FROM audit_log ORDER BY seq")
+    ).all()
     previous = GENESIS
     from datetime import datetime
 
@@ -41,16 +42,21 @@ def rewrite_chain_from(conn, seq: int) -> None:  # type: ignore[no-untyped-def]
             from datetime import UTC
 
             at = at.replace(tzinfo=UTC)
-        digest = entry_hash(previous, row.seq, at, row.actor, row.action, row.order_id,
-                            row.payload)
-        conn.execute(text("UPDATE audit_log SET prev_hash = :p, hash = :h WHERE seq = :s"),
-                     {"p": previous, "h": digest, "s": row.seq})
+        digest = entry_hash(previous, row.seq, at, row.actor, row.action, row.order_id, row.payload)
+        conn.execute(
+            text("UPDATE audit_log SET prev_hash = :p, hash = :h WHERE seq = :s"),
+            {"p": previous, "h": digest, "s": row.seq},
+        )
         previous = digest
     conn.execute(text("UPDATE audit_head SET hash = :h WHERE id = 1"), {"h": previous})
 
 
-def test_rewritten_chain_passes_links_but_fails_checkpoints(keyed: Path, service,  # type: ignore[no-untyped-def]
-                                                            new_order, tmp_path: Path) -> None:
+def test_rewritten_chain_passes_links_but_fails_checkpoints(
+    keyed: Path,
+    service,  # type: ignore[no-untyped-def]
+    new_order,
+    tmp_path: Path,
+) -> None:
     for index in range(3):
         new_order(placer=f"PL-CP{index}")
     export = tmp_path / "checkpoints.jsonl"
@@ -77,15 +83,17 @@ def test_forged_checkpoint_signature_is_refused(keyed: Path, service, new_order)
     with service.engine.begin() as conn:
         checkpoint = checkpoints.create(conn, at=service.clock())
     assert checkpoint is not None
-    forged = checkpoints.Checkpoint(checkpoint.covers_seq, "f" * 64, checkpoint.key_id,
-                                    checkpoint.signature, checkpoint.at)
+    forged = checkpoints.Checkpoint(
+        checkpoint.covers_seq, "f" * 64, checkpoint.key_id, checkpoint.signature, checkpoint.at
+    )
     with service.engine.connect() as conn:
         report = checkpoints.verify(conn, checkpoints.public_key(), [forged])
     assert not report.ok and "invalid signature" in (report.reason or "")
 
 
-def test_checkpoint_without_a_key_says_how_to_make_one(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_without_a_key_says_how_to_make_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("V2V_AUDIT_KEY_FILE", raising=False)
     monkeypatch.setenv("V2V_DATABASE_URL", f"sqlite:///{tmp_path / 'none.db'}")
     runner.invoke(app, ["db", "upgrade"])

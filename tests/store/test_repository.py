@@ -24,9 +24,12 @@ from tests.conftest import SYNTHETIC_PATIENTS
 
 
 def command(placer: str, patient: int = 0, site: str = "st-mary") -> CreateOrder:
-    return CreateOrder(patient=PatientIdentity(**SYNTHETIC_PATIENTS[patient]),
-                       therapy_code="exa-cel", site=Site(id=site, facility_code="A9991"),
-                       placer_number=placer)
+    return CreateOrder(
+        patient=PatientIdentity(**SYNTHETIC_PATIENTS[patient]),
+        therapy_code="exa-cel",
+        site=Site(id=site, facility_code="A9991"),
+        placer_number=placer,
+    )
 
 
 def count(service: OrderService, table) -> int:  # type: ignore[no-untyped-def]
@@ -95,11 +98,13 @@ def test_concurrent_creates_with_one_placer_make_one_order(any_service: OrderSer
 
 def test_stale_version_is_refused(any_service: OrderService) -> None:
     order = any_service.create_order(command("PL-6"), actor="test")
-    any_service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="test",
-                            expected_version=1)
+    any_service.apply_event(
+        order.id, LifecycleEvent(type=EventType.ENROLL), actor="test", expected_version=1
+    )
     with pytest.raises(VersionMismatch):
-        any_service.apply_event(order.id, LifecycleEvent(type=EventType.REQUEST_SLOT),
-                                actor="test", expected_version=1)
+        any_service.apply_event(
+            order.id, LifecycleEvent(type=EventType.REQUEST_SLOT), actor="test", expected_version=1
+        )
     with any_service.uow() as uow:
         current = uow.orders.get(order.id)
         assert current is not None
@@ -112,8 +117,7 @@ def test_state_inbox_audit_and_outbox_commit_together(any_service: OrderService)
     before = (count(any_service, audit_log), count(any_service, outbox_table))
 
     def handle_then_fail(uow):  # type: ignore[no-untyped-def]
-        any_service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="t",
-                                uow=uow)
+        any_service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="t", uow=uow)
         raise ValueError("mapping failed after the state change")
 
     def on_error(exc: Exception) -> Reply:
@@ -131,18 +135,21 @@ def test_state_inbox_audit_and_outbox_commit_together(any_service: OrderService)
     assert record is not None and record.status == "rejected"
 
     def handle(uow):  # type: ignore[no-untyped-def]
-        outcome = any_service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL),
-                                          actor="t", uow=uow)
+        outcome = any_service.apply_event(
+            order.id, LifecycleEvent(type=EventType.ENROLL), actor="t", uow=uow
+        )
         return Reply("accepted", b"AA", "text/plain", outcome.order.id)
 
     accepted = any_service.process_inbound(
-        InboundMessage("test:2", "test", "unit-test", "text/plain", b"raw 2"), handle, on_error)
+        InboundMessage("test:2", "test", "unit-test", "text/plain", b"raw 2"), handle, on_error
+    )
     assert accepted.status == "accepted" and not accepted.duplicate
     assert any_service.get(order.id).version == 2
     assert count(any_service, outbox_table) == before[1] + 2  # hospital + manufacturer
     # a retry of the same message: the stored reply, nothing applied twice
     again = any_service.process_inbound(
-        InboundMessage("test:2", "test", "unit-test", "text/plain", b"raw 2"), handle, on_error)
+        InboundMessage("test:2", "test", "unit-test", "text/plain", b"raw 2"), handle, on_error
+    )
     assert again.duplicate and again.body == b"AA"
     assert any_service.get(order.id).version == 2
     assert count(any_service, inbox_table) == 2
@@ -154,16 +161,20 @@ def test_concurrent_duplicate_messages_apply_once(any_service: OrderService) -> 
     barrier = threading.Barrier(4)
 
     def handle(uow):  # type: ignore[no-untyped-def]
-        outcome = any_service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL),
-                                          actor="t", uow=uow)
-        return Reply("accepted", f"AA v{outcome.order.version}".encode(), "text/plain",
-                     order.id)
+        outcome = any_service.apply_event(
+            order.id, LifecycleEvent(type=EventType.ENROLL), actor="t", uow=uow
+        )
+        return Reply("accepted", f"AA v{outcome.order.version}".encode(), "text/plain", order.id)
 
     def send() -> None:
         barrier.wait()
-        replies.append(any_service.process_inbound(
-            InboundMessage("dup:1", "test", "unit-test", "text/plain", b"same"), handle,
-            lambda exc: Reply("error", str(exc).encode(), "text/plain")))
+        replies.append(
+            any_service.process_inbound(
+                InboundMessage("dup:1", "test", "unit-test", "text/plain", b"same"),
+                handle,
+                lambda exc: Reply("error", str(exc).encode(), "text/plain"),
+            )
+        )
 
     threads = [threading.Thread(target=send) for _ in range(4)]
     for thread in threads:
@@ -215,8 +226,9 @@ def test_outbox_claim_lease_and_retry(any_service: OrderService, clock) -> None:
 
 def test_partner_payloads_carry_no_patient_identity(any_service: OrderService) -> None:
     order = any_service.create_order(command("PL-10"), actor="test")
-    any_service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL,
-                                                     details=EventDetails()), actor="test")
+    any_service.apply_event(
+        order.id, LifecycleEvent(type=EventType.ENROLL, details=EventDetails()), actor="test"
+    )
     with any_service.engine.connect() as conn:
         payloads = list(conn.execute(select(outbox_table.c.payload)).scalars())
     assert payloads
