@@ -65,7 +65,7 @@ class ListenerConfig:
 
 class MllpListener:
     """Pass ``handler`` (one message per call and transaction) or ``batch_handler`` (group
-    commit through one writer thread)."""
+    commit on the listener's event loop)."""
 
     def __init__(
         self,
