@@ -36,6 +36,7 @@ from gateway.service.orders import (
     answer_failure,
     audit_rejection,
     rejection_text,
+    replayed,
 )
 from gateway.service.unit_of_work import UnitOfWork
 from gateway.store import audit, inbox
@@ -104,7 +105,7 @@ def _alone(
         if not isinstance(failure, IntegrityError):
             break
         # A concurrent copy of the same message may have committed first; answer as it did.
-        stored = _stored_reply(service, item.message.key)
+        stored = service.stored_reply(item.message.key)
         if stored is not None:
             return stored
         failure = None
@@ -114,25 +115,6 @@ def _alone(
         exc_info=failure,
     )
     return item.on_unstored(failure or RuntimeError("could not store the message"))
-
-
-def _stored_reply(service: OrderService, key: str) -> Reply | None:
-    with service.uow(readonly=True) as uow:
-        record = inbox.find(uow.conn, key)
-    if record is None or record.response is None:
-        return None
-    return _replay(record)
-
-
-def _replay(record: inbox.InboxRecord) -> Reply:
-    assert record.response is not None
-    return Reply(
-        record.status,
-        record.response,
-        record.response_content_type or "",
-        record.order_id,
-        duplicate=True,
-    )
 
 
 class _MessageFailed(Exception):
@@ -157,8 +139,9 @@ def _commit(
                     replies.append(_as_duplicate(earlier))
                     continue
                 record = stored.get(message.key)
-                if record is not None and record.response is not None:
-                    replies.append(_replay(record))
+                replay = replayed(record) if record is not None else None
+                if replay is not None:
+                    replies.append(replay)
                     continue
                 now = service.clock()
                 mark = chain.mark()

@@ -320,23 +320,16 @@ class OrderService:
                 return self._process_once(message, handle, on_error)
             except IntegrityError:
                 # A concurrent copy of the same message committed first; answer as it did.
-                stored = self._stored_reply(message.key)
+                stored = self.stored_reply(message.key)
                 if stored is not None:
                     return stored
         raise RuntimeError(f"could not store inbound message {message.key}")
 
-    def _stored_reply(self, key: str) -> Reply | None:
-        with self.uow() as uow:
+    def stored_reply(self, key: str) -> Reply | None:
+        """The reply a committed message got, for a retry of it; None if not answered."""
+        with self.uow(readonly=True) as uow:
             record = inbox.find(uow.conn, key)
-        if record is None or record.response is None:
-            return None
-        return Reply(
-            record.status,
-            record.response,
-            record.response_content_type or "",
-            record.order_id,
-            duplicate=True,
-        )
+        return replayed(record) if record is not None else None
 
     def _process_once(
         self,
@@ -348,14 +341,9 @@ class OrderService:
         refusals: list[str] = []
         with self.uow() as uow:
             existing = inbox.find(uow.conn, message.key)
-            if existing is not None and existing.response is not None:
-                return Reply(
-                    existing.status,
-                    existing.response,
-                    existing.response_content_type or "",
-                    existing.order_id,
-                    duplicate=True,
-                )
+            stored = replayed(existing) if existing is not None else None
+            if stored is not None:
+                return stored
             now = self.clock()
             inbox_id = inbox.record(
                 uow.conn,
@@ -434,6 +422,19 @@ def _save(uow: UnitOfWork, order: TherapyOrder, *, expected_version: int) -> Non
         raise VersionMismatch(str(exc)) from exc
     except DuplicateIdentifier as exc:
         raise _conflict(exc) from exc
+
+
+def replayed(record: inbox.InboxRecord) -> Reply | None:
+    """The stored reply of an inbox record, as a duplicate; None while it has none."""
+    if record.response is None:
+        return None
+    return Reply(
+        record.status,
+        record.response,
+        record.response_content_type or "",
+        record.order_id,
+        duplicate=True,
+    )
 
 
 def answer_failure(
