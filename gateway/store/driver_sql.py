@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Column, Connection, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,18 +69,37 @@ def _processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | 
     return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
-def execute(conn: Connection, statement: Statement, values: Sequence[Any]) -> Any:
-    """Run ``statement`` once; returns the driver's cursor (fetch from it at once)."""
+def _run(
+    conn: Connection, statement: Statement, values: Sequence[Any], read: Callable[[Any], T]
+) -> T:
+    """Run ``statement`` once and return what ``read`` takes from the cursor."""
     bound = statement.bound(conn.dialect)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     parameters = bound.parameters(values)
     _announce(conn, cursor, bound.sql, parameters, many=False)
     try:
         cursor.execute(bound.sql, parameters)
+        return read(cursor)
     except conn.dialect.loaded_dbapi.Error as exc:
-        cursor.close()
         raise _translated(conn, cursor, bound.sql, parameters, exc) from exc
-    return cursor
+    finally:
+        cursor.close()
+
+
+def rows(conn: Connection, statement: Statement, values: Sequence[Any]) -> list[Any]:
+    """Every row the statement returns."""
+    return _run(conn, statement, values, lambda cursor: cursor.fetchall())
+
+
+def scalar(conn: Connection, statement: Statement, values: Sequence[Any]) -> Any:
+    """The first column of the first row, or None when there is no row."""
+    row = _run(conn, statement, values, lambda cursor: cursor.fetchone())
+    return None if row is None else row[0]
+
+
+def run(conn: Connection, statement: Statement, values: Sequence[Any]) -> int:
+    """Run a statement that returns no rows; the number of rows it changed."""
+    return _run(conn, statement, values, lambda cursor: int(cursor.rowcount))
 
 
 def execute_many(conn: Connection, statement: Statement, rows: Sequence[Sequence[Any]]) -> None:
@@ -103,9 +124,7 @@ def _announce(conn: Connection, cursor: Any, sql: str, parameters: Any, *, many:
             listen(conn, cursor, sql, parameters, None, many)
 
 
-def _translated(
-    conn: Connection, cursor: Any, sql: str, parameters: Any, exc: Exception
-) -> DBAPIError:
+def _translated(conn: Connection, cursor: Any, sql: str, parameters: Any, exc: Any) -> Exception:
     """The error SQLAlchemy would have raised (IntegrityError, OperationalError, ...), so
     callers handle a deadlock or a taken key the same whichever path ran the statement; a
     lost server connection is invalidated, as SQLAlchemy does, so the pool drops it."""
@@ -113,7 +132,7 @@ def _translated(
     lost = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
     if lost:
         conn.invalidate(exc)
-    return DBAPIError.instance(
+    translated: Exception = DBAPIError.instance(
         sql,
         parameters,
         exc,
@@ -121,3 +140,4 @@ def _translated(
         connection_invalidated=lost,
         dialect=conn.dialect,
     )
+    return translated

@@ -68,11 +68,8 @@ def find_many(conn: Connection, message_keys: Collection[str]) -> dict[str, Inbo
     if not message_keys:
         return {}
     keys = list(message_keys)
-    found = driver_sql.execute(conn, _find_many_statement(len(keys)), keys)
-    try:
-        return {row[1]: InboxRecord(*row) for row in found.fetchall()}
-    finally:
-        found.close()
+    found = driver_sql.rows(conn, _find_many_statement(len(keys)), keys)
+    return {row[1]: InboxRecord(*row) for row in found}
 
 
 def record_many(conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:

@@ -60,10 +60,7 @@ def enqueue(
 ) -> int:
     row = (destination, kind, order_id, idempotency_key, ordering_key or order_id,
            json.dumps(payload, default=str), at, PENDING, 0, at)  # fmt: skip
-    inserted = driver_sql.execute(conn, _ENQUEUE, row)
-    item_id = inserted.fetchone()[0]
-    inserted.close()
-    return int(item_id)
+    return int(driver_sql.scalar(conn, _ENQUEUE, row))
 
 
 # Every state change enqueues a message or two: the insert runs on the driver's cursor.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select
 
@@ -83,16 +82,13 @@ class OrderRepository:
     # --- patients (PHI) ---------------------------------------------------------------
     def upsert_patient(self, site_id: str, patient: PatientIdentity, at: datetime) -> str:
         birth = patient.birth_date.isoformat() if patient.birth_date else None
-        found = driver_sql.execute(
+        patient_id = driver_sql.scalar(
             self.conn,
             _UPSERT_PATIENT,
             (new_id("pat"), site_id, patient.mrn, patient.family_name, patient.given_name,
              birth, patient.sex, at),
         )  # fmt: skip
-        try:
-            return str(found.fetchone()[0])
-        finally:
-            found.close()
+        return str(patient_id)
 
     def patient_of(self, order_id: str) -> PatientIdentity | None:
         row = self.conn.execute(
@@ -113,26 +109,26 @@ class OrderRepository:
     # --- orders -----------------------------------------------------------------------
     # The writes and reads every command makes run on the driver's cursor (see driver_sql).
     def add(self, order: TherapyOrder, patient_id: str) -> None:
-        driver_sql.execute(
+        driver_sql.run(
             self.conn,
             _ADD_ORDER,
             (order.id, patient_id, order.patient_pseudonym, order.created_at, *_columns(order)),
-        ).close()
+        )
         self._sync_identifiers(order, new=True)
 
     def save(self, order: TherapyOrder, expected_version: int) -> None:
-        done = driver_sql.execute(
+        changed = driver_sql.run(
             self.conn, _SAVE_ORDER, (*_columns(order), order.id, expected_version)
         )
-        changed = done.rowcount
-        done.close()
         if changed != 1:
             raise ConcurrencyConflict(order.id, expected_version)
         self._sync_identifiers(order)
 
     def get(self, order_id: str, *, for_update: bool = False) -> TherapyOrder | None:
         lock = for_update and self.conn.dialect.name == "postgresql"
-        document = _scalar(self.conn, _GET_ORDER_FOR_UPDATE if lock else _GET_ORDER, (order_id,))
+        document = driver_sql.scalar(
+            self.conn, _GET_ORDER_FOR_UPDATE if lock else _GET_ORDER, (order_id,)
+        )
         return TherapyOrder.model_validate_json(document) if document is not None else None
 
     def find_by_identifier(
@@ -141,11 +137,10 @@ class OrderRepository:
         # One statement (identifier index, then the order by primary key): a second round
         # trip for the document cost as much as the lookup itself.
         if namespace is None:
-            found = driver_sql.execute(self.conn, _FIND_ANY_NAMESPACE, (kind, value))
+            found = driver_sql.rows(self.conn, _FIND_ANY_NAMESPACE, (kind, value))
         else:
-            found = driver_sql.execute(self.conn, _FIND, (kind, value, namespace))
-        documents = [row[0] for row in found.fetchall()]
-        found.close()
+            found = driver_sql.rows(self.conn, _FIND, (kind, value, namespace))
+        documents = [row[0] for row in found]
         if len(documents) != 1:
             return None  # none, or ambiguous without a namespace: never guess
         return TherapyOrder.model_validate_json(documents[0])
@@ -205,16 +200,17 @@ class OrderRepository:
         wanted = business_identifiers(order)
         have: dict[tuple[str, str, str], int] = {}
         if not new:
-            found = driver_sql.execute(self.conn, _IDENTIFIERS_OF, (order.id,))
+            found = driver_sql.rows(self.conn, _IDENTIFIERS_OF, (order.id,))
             have = {(kind, namespace, value): row_id for row_id, kind, namespace, value in found}
-            found.close()
         stale = [row_id for key, row_id in have.items() if key not in wanted]
         if stale:
             self.conn.execute(delete(order_identifiers).where(order_identifiers.c.id.in_(stale)))
         for kind, namespace, value in sorted(wanted - have.keys()):
             # The unique constraint decides, in one statement: a concurrent transaction
             # claiming the same identifier makes ours wait, then do nothing.
-            claimed = _scalar(self.conn, _CLAIM_IDENTIFIER, (order.id, kind, namespace, value))
+            claimed = driver_sql.scalar(
+                self.conn, _CLAIM_IDENTIFIER, (order.id, kind, namespace, value)
+            )
             if claimed is None:
                 owner = self.conn.execute(
                     _IDENTIFIER_OWNER, {"b_kind": kind, "b_namespace": namespace, "b_value": value}
@@ -235,13 +231,6 @@ def _columns(order: TherapyOrder) -> tuple[object, ...]:
         order.updated_at,
         order.model_dump_json(),
     )
-
-
-def _scalar(conn: Connection, statement: driver_sql.Statement, values: tuple[object, ...]) -> Any:
-    found = driver_sql.execute(conn, statement, values)
-    row = found.fetchone()
-    found.close()
-    return None if row is None else row[0]
 
 
 _ORDER_COLUMNS = (
