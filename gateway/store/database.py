@@ -37,13 +37,27 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_synchronous())
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def sqlite_synchronous() -> str:
+    """``V2V_SQLITE_SYNCHRONOUS``: FULL (default) or NORMAL.
+
+    An acknowledgement promises the message is stored. With FULL every commit reaches the
+    disk before it returns, so a power cut cannot take back what was acknowledged; NORMAL
+    (in WAL mode) survives a crash of the gateway but may lose the last commits to a power
+    cut or kernel crash, for about twice the ingest rate. Choose NORMAL only for test
+    rigs or where the disk cache is battery-backed."""
+    value = os.environ.get("V2V_SQLITE_SYNCHRONOUS", "FULL").strip().upper()
+    if value not in ("FULL", "NORMAL"):
+        raise ValueError(f"V2V_SQLITE_SYNCHRONOUS must be FULL or NORMAL, not {value!r}")
+    return value
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     # pysqlite's own transaction handling defers BEGIN and never takes the write lock up
     # front, so two writers can deadlock on upgrade. Take over: BEGIN IMMEDIATE serialises
     # writers cleanly, which is also what keeps the audit chain linear.
@@ -54,7 +68,7 @@ def _configure_sqlite(engine: Engine) -> None:
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
