@@ -224,17 +224,14 @@ async def create_service_request(request: Request, config: Config, client: Calle
     if condition is None and request.query_params:
         # fhirpy's resource.create(identifier=...) sends the condition as query parameters.
         condition = str(request.query_params)
-    writer = committer(request)
-    answer = await run_in_threadpool(
-        lambda: inbound.create_order_resource(
-            writer,
-            config,
-            body,
-            resource_type="ServiceRequest",
-            client=client,
-            content_type=content_type,
-            if_none_exist=condition,
-        )
+    answer = await inbound.create_order_resource(
+        committer(request),
+        config,
+        body,
+        resource_type="ServiceRequest",
+        client=client,
+        content_type=content_type,
+        if_none_exist=condition,
     )
     headers = dict(answer.headers)
     if answer.replayed:

@@ -12,10 +12,12 @@ corrected bundle that reuses its Bundle.id is processed afresh.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.fhir import facade
 from adapters.fhir.bundle_in import (
@@ -38,6 +40,8 @@ from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork
 
 CHANNEL = "fhir"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,19 @@ def _unstored(_exc: Exception) -> Reply:
 INLINE_CHECK_BYTES = 64 * 1024
 
 
+async def _checked(prepare: Callable[[], _T], size: int) -> _T:
+    return prepare() if size <= INLINE_CHECK_BYTES else await asyncio.to_thread(prepare)
+
+
 async def ingest_bundle(
     committer: GroupCommitter, config: FhirConfig, body: bytes, *, client: str, content_type: str
 ) -> Answer:
     """``POST /fhir``: a transaction or batch Bundle, answered once it is committed."""
-    if len(body) <= INLINE_CHECK_BYTES:
-        work = bundle_work(
-            committer.service, config, body, client=client, content_type=content_type
-        )
-    else:
-        work = await asyncio.to_thread(
-            bundle_work, committer.service, config, body, client=client, content_type=content_type
-        )
-    reply = await asyncio.wrap_future(committer.submit(work))
+    prepare = functools.partial(
+        bundle_work, committer.service, config, body, client=client, content_type=content_type
+    )
+    work = await _checked(prepare, len(body))
+    reply = await committer.submit(work)
     return Answer(status_of_stored(reply.body), reply.body, {}, reply.duplicate)
 
 
@@ -130,7 +134,7 @@ def bundle_work(
     return InboundWork(message, handle, _failure, _unstored)
 
 
-def create_order_resource(
+async def create_order_resource(
     committer: GroupCommitter,
     config: FhirConfig,
     body: bytes,
@@ -142,37 +146,18 @@ def create_order_resource(
 ) -> Answer:
     """``POST /fhir/ServiceRequest``: one resource with its Patient contained, answered with
     the order as a ServiceRequest (201, or 200 when If-None-Exist matched)."""
-    parsed: dict[str, Any] | None = None
-    parse_error: FhirError | None = None
-    try:
-        parsed = load_json(body)
-        if parsed.get("resourceType") != resource_type:
-            raise FhirError(
-                "invalid",
-                f"Expected resourceType '{resource_type}', got {parsed.get('resourceType')!r}.",
-                "resourceType",
-            )
-    except FhirError as exc:
-        parse_error = exc
-
-    created: list[bool] = []
-
-    def handle(uow: UnitOfWork) -> Reply:
-        if parse_error is not None:
-            raise parse_error
-        assert parsed is not None
-        bundle = parse_bundle(single_resource_bundle(parsed, if_none_exist))
-        entry = bundle.entries[0]
-        entry.resource = Element(entry.resource.data, resource_type)
-        result = run_transaction(committer.service, uow, bundle, config, client)
-        placed = result.placed[0]
-        resource = facade.service_request(config, OrderRow(placed.order, placed.patient_id))
-        created.append(placed.created)
-        return Reply("accepted", dumps(resource), FHIR_JSON, placed.order.id)
-
-    key = message_key(client, (if_none_exist or "").encode() + b"\n" + body, parsed, resource_type)
-    message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
-    reply = committer.submit(InboundWork(message, handle, _failure, _unstored)).result()
+    prepare = functools.partial(
+        resource_work,
+        committer.service,
+        config,
+        body,
+        resource_type=resource_type,
+        client=client,
+        content_type=content_type,
+        if_none_exist=if_none_exist,
+    )
+    work, created = await _checked(prepare, len(body))
+    reply = await committer.submit(work)
     status = status_of_stored(reply.body)
     if status == 200 and created and created[-1] and not reply.duplicate:
         status = 201  # a replay answers 200: the order exists, as a conditional create says
@@ -184,3 +169,52 @@ def create_order_resource(
         )
         headers["ETag"] = f'W/"{resource["meta"]["versionId"]}"'
     return Answer(status, reply.body, headers, reply.duplicate)
+
+
+def resource_work(
+    service: OrderService,
+    config: FhirConfig,
+    body: bytes,
+    *,
+    resource_type: str,
+    client: str,
+    content_type: str,
+    if_none_exist: str | None,
+) -> tuple[InboundWork, list[bool]]:
+    """The resource parsed and checked, as work for the group committer, and the list
+    its handler appends to whether it created the order."""
+    parsed: dict[str, Any] | None = None
+    bundle: ParsedBundle | None = None
+    plans: list[OrderPlan] | None = None
+    early_error: Exception | None = None
+    try:
+        parsed = load_json(body)
+        if parsed.get("resourceType") != resource_type:
+            raise FhirError(
+                "invalid",
+                f"Expected resourceType '{resource_type}', got {parsed.get('resourceType')!r}.",
+                "resourceType",
+            )
+        bundle = parse_bundle(single_resource_bundle(parsed, if_none_exist))
+        entry = bundle.entries[0]
+        entry.resource = Element(entry.resource.data, resource_type)
+        plans = plan_transaction(bundle, config)
+    except Exception as exc:
+        # Raised again inside the transaction, so the refusal is stored with the message.
+        early_error = exc
+
+    created: list[bool] = []
+
+    def handle(uow: UnitOfWork) -> Reply:
+        if early_error is not None:
+            raise early_error
+        assert bundle is not None
+        result = run_transaction(service, uow, bundle, config, client, plans)
+        placed = result.placed[0]
+        resource = facade.service_request(config, OrderRow(placed.order, placed.patient_id))
+        created.append(placed.created)
+        return Reply("accepted", dumps(resource), FHIR_JSON, placed.order.id)
+
+    key = message_key(client, (if_none_exist or "").encode() + b"\n" + body, parsed, resource_type)
+    message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
+    return InboundWork(message, handle, _failure, _unstored), created
