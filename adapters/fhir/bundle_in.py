@@ -37,6 +37,8 @@ from gateway.service.commands import CreateOrder
 from gateway.service.errors import Conflict, ServiceError
 from gateway.service.orders import OrderService
 from gateway.service.unit_of_work import UnitOfWork
+from gateway.store import driver_sql
+from gateway.store.tables import orders
 
 log = logging.getLogger(__name__)
 
@@ -540,19 +542,26 @@ class Placed:
 
 def place(service: OrderService, uow: UnitOfWork, plan: OrderPlan, actor: str) -> Placed:
     """Create the order, or find it when the conditional create's criterion matches."""
-    site_id = plan.command.site.id
+    conn = uow.conn
     existing = _find(uow, plan) if plan.criteria else None
     if existing is not None:
-        return Placed(existing, False, patient_id_of(uow.conn, existing.id) or "", False)
-    patient_existed = patient_id_by_mrn(uow.conn, site_id, plan.command.patient.mrn) is not None
+        return Placed(existing, False, patient_id_of(conn, existing.id) or "", False)
+    site_id, mrn = plan.command.site.id, plan.command.patient.mrn
+    known_patient = patient_id_by_mrn(conn, site_id, mrn)
+    # A savepoint of plain SQL: begin_nested() cost more than the order's own inserts. On
+    # PostgreSQL a concurrent conditional create can still claim the placer number between
+    # the lookup above and the insert; the UNIQUE key then refuses ours, and this savepoint
+    # takes back what was written before it.
+    driver_sql.run(conn, _SAVEPOINT, ())
     try:
-        with uow.conn.begin_nested():
-            order = service.create_order(plan.command, actor=actor, uow=uow)
+        order = service.create_order(plan.command, actor=actor, uow=uow)
     except Conflict as conflict:
+        driver_sql.run(conn, _ROLLBACK_TO, ())
+        driver_sql.run(conn, _RELEASE, ())
         found = _find(uow, plan) if plan.criteria else None
         if found is not None:
             # A concurrent request created it first: the conditional create is satisfied.
-            return Placed(found, False, patient_id_of(uow.conn, found.id) or "", False)
+            return Placed(found, False, patient_id_of(conn, found.id) or "", False)
         existing_id = conflict.details.get("existing_order_id")
         raise FhirError(
             "duplicate",
@@ -561,7 +570,17 @@ def place(service: OrderService, uow: UnitOfWork, plan: OrderPlan, actor: str) -
             + "; use ifNoneExist (conditional create) to make retries safe.",
             f"{plan.entry.path}.identifier",
         ) from None
-    return Placed(order, True, patient_id_of(uow.conn, order.id) or "", not patient_existed)
+    # Any other failure fails the bundle: the caller rolls back its transaction or its own
+    # savepoint, which takes this one with it.
+    driver_sql.run(conn, _RELEASE, ())
+    # The upsert keeps a known patient's id, so only a new patient needs looking up.
+    patient_id = known_patient or patient_id_by_mrn(conn, site_id, mrn) or ""
+    return Placed(order, True, patient_id, known_patient is None)
+
+
+_SAVEPOINT = driver_sql.Statement("SAVEPOINT v2v_place", orders, ())
+_ROLLBACK_TO = driver_sql.Statement("ROLLBACK TO SAVEPOINT v2v_place", orders, ())
+_RELEASE = driver_sql.Statement("RELEASE SAVEPOINT v2v_place", orders, ())
 
 
 def _find(uow: UnitOfWork, plan: OrderPlan) -> TherapyOrder | None:

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, false, func, 
 from gateway.domain.model import TherapyOrder
 from gateway.domain.patient import PatientIdentity
 from gateway.domain.states import OrderState
-from gateway.store import keyset
+from gateway.store import driver_sql, keyset
 from gateway.store.tables import order_identifiers, orders, patients
 
 _TERMINAL = [OrderState.INFUSED.value, OrderState.CANCELLED.value]
@@ -41,9 +41,12 @@ _ORDER_ROW = select(orders.c.document, orders.c.patient_id).where(
     orders.c.id == bindparam("order_id")
 )
 _ORDER_VERSION = select(orders.c.version).where(orders.c.id == bindparam("order_id"))
-_PATIENT_OF_ORDER = select(orders.c.patient_id).where(orders.c.id == bindparam("order_id"))
-_PATIENT_BY_MRN = select(patients.c.id).where(
-    patients.c.site_id == bindparam("site_id"), patients.c.mrn == bindparam("mrn")
+# Both run inside the write lock for every order a bundle places: see driver_sql.
+_PATIENT_OF_ORDER = driver_sql.Statement(
+    "SELECT patient_id FROM orders WHERE id = ?", orders, ("id",)
+)
+_PATIENT_BY_MRN = driver_sql.Statement(
+    "SELECT id FROM patients WHERE site_id = ? AND mrn = ?", patients, ("site_id", "mrn")
 )
 
 
@@ -60,12 +63,12 @@ def order_version(conn: Connection, order_id: str) -> int | None:
 
 
 def patient_id_of(conn: Connection, order_id: str) -> str | None:
-    value = conn.execute(_PATIENT_OF_ORDER, {"order_id": order_id}).scalar()
+    value = driver_sql.scalar(conn, _PATIENT_OF_ORDER, (order_id,))
     return str(value) if value is not None else None
 
 
 def patient_id_by_mrn(conn: Connection, site_id: str, mrn: str) -> str | None:
-    value = conn.execute(_PATIENT_BY_MRN, {"site_id": site_id, "mrn": mrn}).scalar()
+    value = driver_sql.scalar(conn, _PATIENT_BY_MRN, (site_id, mrn))
     return str(value) if value is not None else None
 
 

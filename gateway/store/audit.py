@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from gateway.store import driver_sql
 from gateway.store.tables import audit_head, audit_log
 
 GENESIS = "0" * 64
@@ -131,30 +132,32 @@ def deferred(conn: Connection) -> Iterator[PendingEntries]:
 
 
 def _write(conn: Connection, queued: list[tuple[datetime, str, str, str | None, str]]) -> None:
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).first()
-    if head is None:
+    # Once per group commit, inside the write lock: the statements go straight to the
+    # driver (see driver_sql), which took a third of the Core version's time.
+    lock = conn.dialect.name == "postgresql"
+    head = driver_sql.rows(conn, _HEAD_FOR_UPDATE if lock else _HEAD, (1,))
+    if not head:
         raise RuntimeError("audit_head is missing: run `v2v db upgrade`")
-    seq, digest = head.seq, head.hash
-    rows: list[dict[str, object]] = []
+    seq, digest = head[0]
+    rows: list[tuple[object, ...]] = []
     for at, actor, action, order_id, text in queued:
         prev_hash, seq = digest, seq + 1
         digest = entry_hash(prev_hash, seq, at, actor, action, order_id, text)
-        rows.append(
-            {
-                "seq": seq,
-                "at": at,
-                "actor": actor,
-                "action": action,
-                "order_id": order_id,
-                "payload": text,
-                "prev_hash": prev_hash,
-                "hash": digest,
-            }
-        )
-    conn.execute(insert(audit_log), rows)
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+        rows.append((seq, at, actor, action, order_id, text, prev_hash, digest))
+    driver_sql.execute_many(conn, _INSERT_ENTRY, rows)
+    driver_sql.run(conn, _MOVE_HEAD, (seq, digest, 1))
+
+
+_HEAD = driver_sql.Statement("SELECT seq, hash FROM audit_head WHERE id = ?", audit_head, ("id",))
+_HEAD_FOR_UPDATE = driver_sql.Statement(
+    "SELECT seq, hash FROM audit_head WHERE id = ? FOR UPDATE", audit_head, ("id",)
+)
+_INSERT_ENTRY = driver_sql.insert(
+    audit_log, ("seq", "at", "actor", "action", "order_id", "payload", "prev_hash", "hash")
+)
+_MOVE_HEAD = driver_sql.Statement(
+    "UPDATE audit_head SET seq = ?, hash = ? WHERE id = ?", audit_head, ("seq", "hash", "id")
+)
 
 
 @dataclass(frozen=True)
