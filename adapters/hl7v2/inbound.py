@@ -52,6 +52,7 @@ from gateway.service.inbound_batch import InboundWork, process_inbound_batch
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork
 from gateway.sites import SiteConfig, SiteDirectory
+from gateway.store.wal_flush import WalFlusher
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,12 @@ class InboundHandler:
         *,
         sending_application: str = "VEIN2VEIN",
         sending_facility: str = "V2V",
+        flusher: WalFlusher | None = None,
     ) -> None:
+        """``flusher``: batches commit without syncing the SQLite log, and whoever writes
+        their ACKs must first wait for this flusher (the MLLP listener does)."""
         self.service = service
+        self.flusher = flusher
         self.profiles = profiles
         self.sites = sites
         self.sending_application = sending_application
@@ -166,7 +171,8 @@ class InboundHandler:
             if prepared is not None:
                 work.append(prepared)
                 slots.append(index)
-        for index, reply in zip(slots, process_inbound_batch(self.service, work), strict=True):
+        replies = process_inbound_batch(self.service, work, flush_later=self.flusher is not None)
+        for index, reply in zip(slots, replies, strict=True):
             answers[index] = split_messages(reply.body)
         return answers
 

@@ -30,6 +30,7 @@ from adapters.hl7v2.ack import ErrorDetail, build_ack
 from adapters.hl7v2.er7 import Er7Error, parse
 from adapters.hl7v2.mllp import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, Oversized, frame
 from adapters.hl7v2.writer import DEFAULT_MAX_BATCH, BatchHandler, BatchWriter
+from gateway.store.wal_flush import WalFlusher
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,14 @@ class MllpListener:
         config: ListenerConfig | None = None,
         *,
         batch_handler: BatchHandler | None = None,
+        flusher: WalFlusher | None = None,
     ) -> None:
         if (handler is None) == (batch_handler is None):
             raise ValueError("give exactly one of handler and batch_handler")
         self.handler = handler
         self.config = config or ListenerConfig()
         self.writer = (
-            BatchWriter(batch_handler, max_batch=self.config.max_batch)
+            BatchWriter(batch_handler, max_batch=self.config.max_batch, flusher=flusher)
             if batch_handler is not None
             else None
         )
@@ -267,9 +269,9 @@ class _Connection(asyncio.Protocol):
                 continue
             error = future.exception()
             if error is not None:
-                # The handler answers every message itself; reaching here is a bug, and
-                # the sender hears nothing for this message, so it will resend.
-                log.error("MLLP message from %s was not answered: %s", self.peer, error)
+                # The handler answers every message itself, so this is a bug or a log that
+                # could not be synced; either way the sender hears nothing and resends.
+                log.error("MLLP message from %s gets no answer: %s", self.peer, error)
                 self.close()
                 return
             if transport is not None and not transport.is_closing():
@@ -321,13 +323,15 @@ async def run_listener(service: object, stop: asyncio.Event, settings: object) -
     from adapters.hl7v2.mapping import load_profiles
     from gateway.service.orders import OrderService
     from gateway.sites import load_sites
+    from gateway.store.database import wal_flusher
 
     assert isinstance(service, OrderService)
-    handler = InboundHandler(service, load_profiles(), load_sites())
+    flusher = wal_flusher(service.engine)
+    handler = InboundHandler(service, load_profiles(), load_sites(), flusher=flusher)
     config = ListenerConfig.from_env(
         getattr(settings, "host", "127.0.0.1"), int(getattr(settings, "mllp_port", 2575))
     )
-    listener = MllpListener(config=config, batch_handler=handler.handle_batch)
+    listener = MllpListener(config=config, batch_handler=handler.handle_batch, flusher=flusher)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="v2v-mllp", daemon=True)
     thread.start()
@@ -341,3 +345,5 @@ async def run_listener(service: object, stop: asyncio.Event, settings: object) -
         await asyncio.to_thread(thread.join, config.shutdown_grace)
         if not thread.is_alive():
             loop.close()
+        if flusher is not None:
+            flusher.close()

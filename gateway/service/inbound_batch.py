@@ -67,15 +67,20 @@ class InboundWork:
     on_unstored: Callable[[Exception], Reply]
 
 
-def process_inbound_batch(service: OrderService, work: Sequence[InboundWork]) -> list[Reply]:
-    """The reply for each message, in order, once all of them are committed."""
+def process_inbound_batch(
+    service: OrderService, work: Sequence[InboundWork], *, flush_later: bool = False
+) -> list[Reply]:
+    """The reply for each message, in order, once all of them are committed.
+
+    ``flush_later``: commit without syncing the SQLite log; the caller must not send the
+    replies before ``gateway.store.wal_flush`` says the log is on disk."""
     if not work:
         return []
     try:
         try:
-            replies, changed = _commit(service, work, savepoints=False)
+            replies, changed = _commit(service, work, savepoints=False, flush_later=flush_later)
         except _MessageFailed:
-            replies, changed = _commit(service, work, savepoints=True)
+            replies, changed = _commit(service, work, savepoints=True, flush_later=flush_later)
     except Exception as exc:
         if len(work) > 1:
             log.warning(
@@ -83,20 +88,26 @@ def process_inbound_batch(service: OrderService, work: Sequence[InboundWork]) ->
                 len(work),
                 exc,
             )
-            return [_alone(service, item) for item in work]
-        return [_alone(service, work[0], first_failure=exc)]
+            return [_alone(service, item, flush_later=flush_later) for item in work]
+        return [_alone(service, work[0], first_failure=exc, flush_later=flush_later)]
     _publish(service, changed)
     return replies
 
 
 def _alone(
-    service: OrderService, item: InboundWork, first_failure: Exception | None = None
+    service: OrderService,
+    item: InboundWork,
+    first_failure: Exception | None = None,
+    *,
+    flush_later: bool,
 ) -> Reply:
     failure = first_failure
     for _attempt in range(_ATTEMPTS):
         if failure is None:
             try:
-                replies, changed = _commit(service, [item], savepoints=True)
+                replies, changed = _commit(
+                    service, [item], savepoints=True, flush_later=flush_later
+                )
             except Exception as exc:
                 failure = exc
             else:
@@ -122,12 +133,12 @@ class _MessageFailed(Exception):
 
 
 def _commit(
-    service: OrderService, work: Sequence[InboundWork], *, savepoints: bool
+    service: OrderService, work: Sequence[InboundWork], *, savepoints: bool, flush_later: bool
 ) -> tuple[list[Reply], list[str]]:
     replies: list[Reply] = []
     changed: list[str] = []
     rows: list[dict[str, object]] = []
-    with service.uow() as uow:
+    with service.uow(flush_later=flush_later) as uow:
         conn = uow.conn
         stored = inbox.find_many(conn, {item.message.key for item in work})
         answered: dict[str, Reply] = {}

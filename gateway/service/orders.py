@@ -91,8 +91,8 @@ class OrderService:
         self.issue_coi = coi_issuer or default_coi_issuer(default_facility)
         self.listeners: list[Callable[[TherapyOrder], None]] = []
 
-    def uow(self, *, readonly: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.engine, readonly=readonly)
+    def uow(self, *, readonly: bool = False, flush_later: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, readonly=readonly, flush_later=flush_later)
 
     # --- queries ----------------------------------------------------------------------
     def get(self, order_id: str) -> TherapyOrder:

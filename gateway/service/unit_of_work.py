@@ -14,15 +14,22 @@ class UnitOfWork:
     conn: Connection
     orders: OrderRepository
 
-    def __init__(self, engine: Engine, *, readonly: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, *, readonly: bool = False, flush_later: bool = False
+    ) -> None:
+        """``flush_later``: commit without syncing the SQLite log; the caller must wait
+        for ``gateway.store.wal_flush`` before it tells anyone the work is stored."""
         self.engine = engine
         self.readonly = readonly
+        self.flush_later = flush_later
         self._tx: RootTransaction | None = None
 
     def __enter__(self) -> Self:
         self.conn = self.engine.connect()
         if self.readonly:
             self.conn = self.conn.execution_options(v2v_readonly=True)
+        elif self.flush_later:
+            self.conn = self.conn.execution_options(v2v_flush_later=True)
         self._tx = self.conn.begin()
         self.orders = OrderRepository(self.conn)
         return self

@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
+from gateway.store.wal_flush import WalFlusher
+
 DEFAULT_SQLITE_FILE = "vein2vein.db"
 
 
@@ -74,6 +76,25 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        options = connection.get_execution_options()
+        # A writer whose caller syncs the log itself (wal_flush) commits without the sync;
+        # the setting belongs to the DBAPI connection, so it is put back for the next user.
+        wanted = "NORMAL" if options.get("v2v_flush_later", False) else synchronous
+        if connection.info.get("v2v_synchronous", synchronous) != wanted:
+            connection.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            connection.info["v2v_synchronous"] = wanted
         # Readers take no write lock, so reads never queue behind writers (WAL).
-        readonly = connection.get_execution_options().get("v2v_readonly", False)
+        readonly = options.get("v2v_readonly", False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def wal_flusher(engine: Engine) -> WalFlusher | None:
+    """A flusher for writers that sync the log after committing (see ``wal_flush``), or
+    None where commits are already as durable as they will be: PostgreSQL (its own
+    ``synchronous_commit``), an in-memory SQLite database, or SQLite set to NORMAL."""
+    database = engine.url.database
+    if not is_sqlite(engine) or database in (None, "", ":memory:"):
+        return None
+    if sqlite_synchronous() != "FULL":
+        return None
+    return WalFlusher(Path(database).resolve())

@@ -38,7 +38,7 @@ from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
 from gateway.service.orders import OrderService
 from gateway.sites import load_sites
 from gateway.store import audit
-from gateway.store.database import make_engine
+from gateway.store.database import make_engine, wal_flusher
 from gateway.store.migrate import upgrade
 from gateway.store.tables import inbox
 from gateway.therapy_rules import load_rule_book
@@ -90,6 +90,8 @@ def _send_all(port: int, batches: list[list[bytes]]) -> tuple[float, list[float]
     latencies, the ACK codes and the CPU seconds the senders used."""
     latencies: list[float] = []
     codes: list[str] = []
+    if os.environ.get("V2V_SWITCH"):
+        sys.setswitchinterval(float(os.environ["V2V_SWITCH"]))
     cpu_started = time.process_time()
     started = time.perf_counter()
     threads = [
@@ -119,10 +121,12 @@ async def durable(args: argparse.Namespace, batches: list[list[bytes]]) -> dict[
     folder = tempfile.mkdtemp()
     engine = _engine(folder, args.sync)
     service = OrderService(engine, load_rule_book())
-    handler = InboundHandler(service, load_profiles(), load_sites())
+    # As ``v2v serve`` wires it: with FULL, the log is synced off the event loop.
+    flusher = wal_flusher(engine) if args.mode == "batch" and args.flush == "after" else None
+    handler = InboundHandler(service, load_profiles(), load_sites(), flusher=flusher)
     config = ListenerConfig(port=0)
     listener = (
-        MllpListener(config=config, batch_handler=handler.handle_batch)
+        MllpListener(config=config, batch_handler=handler.handle_batch, flusher=flusher)
         if args.mode == "batch"
         else MllpListener(handler.handle, config)
     )
@@ -148,6 +152,8 @@ async def durable(args: argparse.Namespace, batches: list[list[bytes]]) -> dict[
         await asyncio.to_thread(process.join)
     cpu = time.process_time() - cpu_started
     await listener.stop()
+    if flusher is not None:
+        flusher.close()
     if profiler is not None:
         profiler.dump_stats(args.profile)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
@@ -191,6 +197,13 @@ def main() -> None:
         help="SQLite synchronous: full (the gateway's default; an ACK survives a power cut) "
         "or normal (survives a gateway crash only)",
     )
+    options.add_argument(
+        "--flush",
+        choices=["after", "in-commit"],
+        default="after",
+        help="with FULL: sync the log after the commit, off the event loop, before the ACKs "
+        "(what v2v serve does), or inside every COMMIT (SQLite's own FULL, for comparison)",
+    )
     options.add_argument("--senders-inline", action="store_true")
     options.add_argument("--profile", help="cProfile the batch handler into this file")
     args = options.parse_args()
@@ -203,7 +216,8 @@ def main() -> None:
     ordered = result["latencies"]
     accepted = sum(code == "AA" for code in result["codes"])
     print(
-        f"workload {args.workload}, mode {args.mode}, synchronous={args.sync.upper()}, "
+        f"workload {args.workload}, mode {args.mode}, synchronous={args.sync.upper()}"
+        f"{f' (log synced {args.flush})' if args.sync == 'full' else ''}, "
         f"{SENDERS} senders ({'same process' if args.senders_inline else 'own process'})"
     )
     print(

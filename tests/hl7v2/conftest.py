@@ -18,6 +18,8 @@ from adapters.hl7v2.writer import BatchHandler
 from gateway.mapping_files import DEFAULT_MAPPINGS_DIR
 from gateway.service.orders import OrderService
 from gateway.sites import SiteDirectory, load_sites
+from gateway.store.database import wal_flusher
+from gateway.store.wal_flush import WalFlusher
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "hl7v2"
@@ -31,6 +33,7 @@ class RunningListener:
         handler: Callable[[bytes, str], list[bytes]] | None = None,
         *,
         batch_handler: BatchHandler | None = None,
+        flusher: WalFlusher | None = None,
         **config: object,
     ) -> None:
         self.loop = asyncio.new_event_loop()
@@ -39,6 +42,7 @@ class RunningListener:
             handler,
             ListenerConfig(host="127.0.0.1", port=0, **config),  # type: ignore[arg-type]
             batch_handler=batch_handler,
+            flusher=flusher,
         )
 
     def __enter__(self) -> RunningListener:
@@ -73,10 +77,19 @@ def handler(service: OrderService, profiles: ProfileBook, sites: SiteDirectory) 
 
 
 @pytest.fixture
-def listener(handler: InboundHandler) -> Iterator[RunningListener]:
-    """The listener as ``v2v serve`` runs it: group commit through one writer."""
-    with RunningListener(batch_handler=handler.handle_batch, idle_timeout=30.0) as running:
+def listener(
+    service: OrderService, profiles: ProfileBook, sites: SiteDirectory
+) -> Iterator[RunningListener]:
+    """The listener as ``v2v serve`` runs it: group commit through one writer, and the log
+    synced off the event loop before the ACKs leave."""
+    flusher = wal_flusher(service.engine)
+    assert flusher is not None, "the test database is a SQLite file with synchronous=FULL"
+    handler = InboundHandler(service, profiles, sites, flusher=flusher)
+    with RunningListener(
+        batch_handler=handler.handle_batch, flusher=flusher, idle_timeout=30.0
+    ) as running:
         yield running
+    flusher.close()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from gateway.sites import SiteDirectory
 from gateway.store import audit
 from gateway.store.database import make_engine
 from gateway.store.tables import audit_log, inbox, orders
+from gateway.store.wal_flush import WalFlusher
 from gateway.therapy_rules import load_rule_book
 from tests.conftest import FixedClock
 from tests.hl7v2.conftest import RunningListener, fixture_bytes
@@ -302,6 +303,30 @@ def test_concurrent_senders_share_commits(handler: InboundHandler, service: Orde
     assert chain_ok(service.engine)
 
 
+class _BrokenDisk(WalFlusher):
+    def command(self) -> list[str]:
+        script = "import os; os.read(0, 1); os.write(1, b'eInput/output error\\n')"
+        return [sys.executable, "-c", script]
+
+
+def test_no_ack_leaves_when_the_log_cannot_be_synced(
+    service: OrderService, profiles: ProfileBook, sites: SiteDirectory
+) -> None:
+    flusher = _BrokenDisk(Path(str(service.engine.url.database)))
+    handler = InboundHandler(service, profiles, sites, flusher=flusher)
+    try:
+        with (
+            RunningListener(batch_handler=handler.handle_batch, flusher=flusher) as running,
+            socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock,
+        ):
+            sock.sendall(frame(new_order(1)))
+            # Committed, but not known to be on disk: the connection closes unanswered.
+            assert _read(sock, 1) == []
+            assert count(service.engine, inbox) == 1
+    finally:
+        flusher.close()
+
+
 def _read(sock: socket.socket, wanted: int) -> list[bytes]:
     decoder = FrameDecoder()
     replies: list[bytes] = []
@@ -323,14 +348,17 @@ _GATEWAY = textwrap.dedent(
     from adapters.hl7v2.mapping import load_profiles
     from gateway.service.orders import OrderService
     from gateway.sites import load_sites
-    from gateway.store.database import make_engine
+    from gateway.store.database import make_engine, wal_flusher
     from gateway.store.migrate import upgrade
     from gateway.therapy_rules import load_rule_book
 
     url, crash_on = sys.argv[1], sys.argv[2]
     engine = make_engine(url)
     upgrade(engine)
-    handler = InboundHandler(OrderService(engine, load_rule_book()), load_profiles(), load_sites())
+    flusher = wal_flusher(engine)  # as v2v serve wires it
+    handler = InboundHandler(
+        OrderService(engine, load_rule_book()), load_profiles(), load_sites(), flusher=flusher
+    )
     real_apply = handler._apply
 
     def apply(message, uow, context):
@@ -341,7 +369,9 @@ _GATEWAY = textwrap.dedent(
     handler._apply = apply
 
     async def main():
-        listener = MllpListener(config=ListenerConfig(port=0), batch_handler=handler.handle_batch)
+        listener = MllpListener(
+            config=ListenerConfig(port=0), batch_handler=handler.handle_batch, flusher=flusher
+        )
         port = await listener.start()
         print(port, flush=True)
         await asyncio.Event().wait()

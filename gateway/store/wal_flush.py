@@ -1,0 +1,202 @@
+"""Durability for SQLite group commits, off the writer's critical path.
+
+With ``synchronous=FULL`` SQLite syncs the write-ahead log inside every COMMIT, while it
+still holds the write lock: the next batch cannot start until the disk has answered, and
+the thread that committed (for the MLLP listener, its event loop) waits idle meanwhile.
+
+A :class:`WalFlusher` lets a writer commit with ``synchronous=NORMAL`` (the frames are
+written to the log, not yet synced, and the lock is released at once) and then ask for the
+log to be synced. Acknowledgements wait for that, so an ACK still means "on disk"; what
+changes is that the next batch is parsed, mapped and committed while the disk works. One
+sync is in flight at a time, and it covers every commit made before it was asked for, so
+the batches that commit meanwhile share the next one.
+
+The sync runs in a small child process (``python -m gateway.store.wal_sync``), not a
+thread: a thread would need this interpreter's lock after every sync, and while the event
+loop is busy it waits up to the switch interval (5 ms) for it, which is longer than the
+sync itself. The loop talks to the child through pipes, one byte each way per sync.
+
+Why another process's sync covers SQLite's writes: ``fdatasync`` flushes the file's
+(inode's) dirty pages, whichever descriptor or process wrote them. The child opens the log
+by path on every sync, so a log that SQLite deleted and created again is the one synced.
+Checkpoints under NORMAL sync the log before copying it into the database and sync the
+database afterwards, so nothing acknowledged depends on a page that was never synced.
+Readers may see a commit a moment before its sync; the outbox relay is still safe, because
+claiming work is itself a commit with the connection's own FULL sync, which syncs the
+whole log before anything claimed is sent.
+
+A failed sync is not retried: after an I/O error the kernel may have dropped the dirty
+pages, and a later sync that succeeds proves nothing. Every waiter then fails, present and
+future, so nothing more is acknowledged until the gateway is restarted (the stance
+PostgreSQL takes on fsync failure); senders resend. A child that dies is replaced and the
+sync asked for again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+
+class FlushFailed(OSError):
+    """The log could not be synced: nothing may be acknowledged."""
+
+
+class WalFlusher:
+    """Syncs one SQLite database's write-ahead log for waiters on one event loop."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.wal = Path(f"{database}-wal")
+        self.syncs = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._asked: list[asyncio.Future[None]] = []  # covered by the sync in flight
+        self._next: list[asyncio.Future[None]] = []  # committed after it was asked for
+        self._failure: str | None = None
+
+    def flushed(self) -> asyncio.Future[None]:
+        """A future that resolves once every commit made before this call is on disk, or
+        fails with :class:`FlushFailed`. Call it on one event loop only."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError("a WalFlusher serves one event loop")
+        future: asyncio.Future[None] = loop.create_future()
+        if self._failure is not None:
+            future.set_exception(FlushFailed(self._failure))
+            return future
+        self._next.append(future)
+        if not self._asked:
+            self._ask()
+        return future
+
+    def close(self) -> None:
+        """Stop the child; call once nothing waits any more (or from the loop's thread)."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            # A loop that is already closed took its waiters with it.
+            with contextlib.suppress(RuntimeError):
+                self._loop.remove_reader(_out(child))
+        assert child.stdin is not None
+        child.stdin.close()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        _out_file(child).close()
+        failed = FlushFailed("the flusher was closed before the log was synced")
+        for future in self._asked + self._next:
+            if not future.done():
+                future.set_exception(failed)
+        self._asked, self._next = [], []
+
+    def command(self) -> list[str]:
+        """The child's command line (tests replace it to make a sync fail)."""
+        return [sys.executable, "-m", "gateway.store.wal_sync", str(self.wal)]
+
+    def _ask(self) -> None:
+        self._asked, self._next = self._next, []
+        for attempt in range(2):
+            try:
+                child = self._child or self._start()
+                os.write(_in(child), b"s")
+                return
+            except OSError as exc:
+                if self._child is not None:
+                    # It died: the request never arrived, and nothing was lost.
+                    self._discard_child(self._child)
+                if attempt:
+                    self._fail(f"could not ask for a sync of {self.wal}: {exc}")
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        os.set_blocking(_out(child), False)
+        assert self._loop is not None
+        self._loop.add_reader(_out(child), self._answered)
+        self._child = child
+        return child
+
+    def _answered(self) -> None:
+        child = self._child
+        if child is None:
+            return
+        try:
+            data = os.read(_out(child), 4096)
+        except BlockingIOError:
+            return
+        if not data:
+            self._discard_child(child)
+            if self._asked:
+                self._next = self._asked + self._next
+                self._ask()
+            return
+        if data.startswith(b"e"):
+            self._fail(data[1:].decode(errors="replace").strip())
+            return
+        self.syncs += 1
+        done, self._asked = self._asked, []
+        for future in done:
+            if not future.done():
+                future.set_result(None)
+        if self._next:
+            self._ask()
+
+    def _discard_child(self, child: subprocess.Popen[bytes]) -> None:
+        log.warning("the log sync process for %s ended; starting another", self.wal)
+        assert self._loop is not None
+        self._loop.remove_reader(_out(child))
+        child.kill()
+        child.wait()
+        _out_file(child).close()
+        assert child.stdin is not None
+        with contextlib.suppress(OSError):
+            child.stdin.close()
+        self._child = None
+
+    def _fail(self, reason: str) -> None:
+        if self._failure is None:
+            log.critical(
+                "syncing %s failed (%s); nothing more will be acknowledged until the "
+                "gateway is restarted",
+                self.wal,
+                reason,
+            )
+            self._failure = reason
+        failed = FlushFailed(reason)
+        waiting, self._asked, self._next = self._asked + self._next, [], []
+        for future in waiting:
+            if not future.done():
+                future.set_exception(failed)
+
+
+def _in(child: subprocess.Popen[bytes]) -> int:
+    assert child.stdin is not None
+    return child.stdin.fileno()
+
+
+def _out_file(child: subprocess.Popen[bytes]) -> IO[bytes]:
+    assert child.stdout is not None
+    return child.stdout
+
+
+def _out(child: subprocess.Popen[bytes]) -> int:
+    assert child.stdout is not None
+    return child.stdout.fileno()

@@ -1,0 +1,243 @@
+"""Syncing the SQLite log after the commit, off the event loop: an ACK still waits for the
+disk, one sync serves every batch that committed meanwhile, a failed sync stops all ACKs,
+and a writer's relaxed setting never leaks to the next user of its connection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from adapters.hl7v2.writer import BatchWriter
+from gateway.store import wal_sync
+from gateway.store.database import make_engine, wal_flusher
+from gateway.store.migrate import upgrade
+from gateway.store.wal_flush import FlushFailed, WalFlusher
+from gateway.store.wal_sync import LogSyncer
+
+_LEVELS = {1: "NORMAL", 2: "FULL"}
+
+
+@pytest.fixture(autouse=True)
+def _full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("V2V_SQLITE_SYNCHRONOUS", raising=False)
+
+
+# --- the child's side ------------------------------------------------------------------
+
+
+def _record_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(wal_sync.os, "fdatasync", lambda fd: calls.append("data"))
+    monkeypatch.setattr(wal_sync.os, "fsync", lambda fd: calls.append("directory"))
+    return calls
+
+
+def test_the_log_is_synced_and_a_new_log_file_also_syncs_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _record_syncs(monkeypatch)
+    wal = tmp_path / "v2v.db-wal"
+    syncer = LogSyncer(wal)
+    syncer.sync()
+    assert calls == []  # no log yet: every commit is in the database file
+    wal.write_bytes(b"frames")
+    syncer.sync()
+    syncer.sync()
+    assert calls == ["data", "directory", "data"]
+    wal.unlink()
+    replacement = tmp_path / "other"
+    replacement.write_bytes(b"a new log")
+    holder = replacement.open("rb")  # keeps the old inode number from being reused
+    wal.write_bytes(b"new frames")
+    syncer.sync()
+    holder.close()
+    assert calls[3:] == ["data", "directory"]
+
+
+def _serve_in_thread(syncer: LogSyncer) -> tuple[int, int, list[int], threading.Thread]:
+    requests_read, requests_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(wal_sync.serve(syncer, requests_read, answers_write))
+    )
+    thread.start()
+    return requests_write, answers_read, result, thread
+
+
+def test_the_child_answers_each_request_once_synced_and_ends_with_its_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _record_syncs(monkeypatch)
+    (tmp_path / "v2v.db-wal").write_bytes(b"frames")
+    ask, answers, result, thread = _serve_in_thread(LogSyncer(tmp_path / "v2v.db-wal"))
+    os.write(ask, b"s")
+    assert os.read(answers, 16) == b"d"
+    os.write(ask, b"s")
+    assert os.read(answers, 16) == b"d"
+    os.close(ask)
+    thread.join(5)
+    assert result == [0]
+    assert calls.count("data") == 2
+
+
+def test_a_failed_sync_is_reported_and_never_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(wal_sync.os, "fdatasync", broken)
+    (tmp_path / "v2v.db-wal").write_bytes(b"frames")
+    ask, answers, result, thread = _serve_in_thread(LogSyncer(tmp_path / "v2v.db-wal"))
+    os.write(ask, b"s")
+    answer = os.read(answers, 256)
+    thread.join(5)
+    assert answer.startswith(b"e") and b"Input/output error" in answer
+    assert result == [1]
+    os.close(ask)
+
+
+# --- the gateway's side ----------------------------------------------------------------
+
+
+def _database(tmp_path: Path) -> Path:
+    path = tmp_path / "v2v.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE notes (n INTEGER)"))
+    engine.dispose()
+    return path
+
+
+def test_waiters_that_commit_meanwhile_share_one_sync(tmp_path: Path) -> None:
+    flusher = WalFlusher(_database(tmp_path))
+
+    async def main() -> int:
+        first = flusher.flushed()
+        # Asked while the first sync is in flight: all share the next one.
+        later = [flusher.flushed() for _ in range(9)]
+        await asyncio.gather(first, *later)
+        return flusher.syncs
+
+    try:
+        assert asyncio.run(main()) == 2
+    finally:
+        flusher.close()
+
+
+def test_a_sync_process_that_dies_is_replaced_and_the_waiter_still_answered(
+    tmp_path: Path,
+) -> None:
+    flusher = WalFlusher(_database(tmp_path))
+
+    async def main() -> None:
+        await flusher.flushed()
+        assert flusher._child is not None
+        flusher._child.kill()
+        flusher._child.wait()
+        await asyncio.wait_for(flusher.flushed(), 10)
+
+    try:
+        asyncio.run(main())
+        assert flusher.syncs == 2
+    finally:
+        flusher.close()
+
+
+class _FailingFlusher(WalFlusher):
+    def command(self) -> list[str]:
+        script = "import os; os.read(0, 1); os.write(1, b'eInput/output error\\n')"
+        return [sys.executable, "-c", script]
+
+
+def test_after_a_failed_sync_nothing_more_is_acknowledged(tmp_path: Path) -> None:
+    flusher = _FailingFlusher(_database(tmp_path))
+
+    async def main() -> None:
+        with pytest.raises(FlushFailed, match="Input/output error"):
+            await flusher.flushed()
+        later = flusher.flushed()
+        assert later.done()
+        with pytest.raises(FlushFailed, match="Input/output error"):
+            later.result()
+
+    try:
+        asyncio.run(main())
+    finally:
+        flusher.close()
+
+
+class _HeldFlusher(WalFlusher):
+    """Syncs only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("unused.db"))
+        self.waiting: list[asyncio.Future[None]] = []
+
+    def flushed(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        return future
+
+
+def test_the_batch_writer_answers_only_after_the_sync() -> None:
+    flusher = _HeldFlusher()
+
+    async def main() -> None:
+        writer = BatchWriter(lambda items: [[b"ACK " + p] for p, _ in items], flusher=flusher)
+        writer.start()
+        answers = [writer.submit(b"one", "a"), writer.submit(b"two", "b")]
+        await asyncio.sleep(0.05)
+        assert writer.batches == 1  # committed ...
+        assert not any(a.done() for a in answers)  # ... but not yet on disk
+        flusher.waiting[0].set_result(None)
+        assert await asyncio.gather(*answers) == [[b"ACK one"], [b"ACK two"]]
+        failing = writer.submit(b"three", "c")
+        await asyncio.sleep(0.05)
+        flusher.waiting[1].set_exception(FlushFailed("Input/output error"))
+        with pytest.raises(FlushFailed):
+            await failing
+
+    asyncio.run(main())
+
+
+def _synchronous(conn: object) -> str:
+    return _LEVELS[conn.execute(text("PRAGMA synchronous")).scalar_one()]  # type: ignore[attr-defined]
+
+
+def test_a_writer_that_flushes_later_commits_normal_and_the_next_user_gets_full_again(
+    tmp_path: Path,
+) -> None:
+    from gateway.service.unit_of_work import UnitOfWork
+
+    engine = make_engine(f"sqlite:///{_database(tmp_path)}", pool_size=1, max_overflow=0)
+    try:
+        with UnitOfWork(engine, flush_later=True) as uow:
+            assert _synchronous(uow.conn) == "NORMAL"
+            uow.commit()
+        with UnitOfWork(engine) as uow:
+            assert _synchronous(uow.conn) == "FULL"
+        with UnitOfWork(engine, readonly=True) as uow:
+            assert _synchronous(uow.conn) == "FULL"
+    finally:
+        engine.dispose()
+
+
+def test_a_flusher_only_where_commits_would_otherwise_sync_themselves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v2v.db"
+    flusher = wal_flusher(make_engine(f"sqlite:///{path}"))
+    assert flusher is not None and flusher.wal == Path(f"{path.resolve()}-wal")
+    assert wal_flusher(make_engine("sqlite://")) is None
+    assert wal_flusher(make_engine("postgresql://v2v@127.0.0.1/none")) is None
+    monkeypatch.setenv("V2V_SQLITE_SYNCHRONOUS", "NORMAL")
+    assert wal_flusher(make_engine(f"sqlite:///{path}")) is None
