@@ -90,8 +90,6 @@ def _send_all(port: int, batches: list[list[bytes]]) -> tuple[float, list[float]
     latencies, the ACK codes and the CPU seconds the senders used."""
     latencies: list[float] = []
     codes: list[str] = []
-    if os.environ.get("V2V_SWITCH"):
-        sys.setswitchinterval(float(os.environ["V2V_SWITCH"]))
     cpu_started = time.process_time()
     started = time.perf_counter()
     threads = [
