@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, select
 
 from gateway.domain.model import TherapyOrder, new_id
 from gateway.domain.patient import PatientIdentity
@@ -198,14 +198,13 @@ class OrderRepository:
 
     def _sync_identifiers(self, order: TherapyOrder, *, new: bool = False) -> None:
         wanted = business_identifiers(order)
-        have: dict[tuple[str, str, str], int] = {}
+        have: set[tuple[str, str, str]] = set()
         if not new:
             found = driver_sql.rows(self.conn, _IDENTIFIERS_OF, (order.id,))
-            have = {(kind, namespace, value): row_id for row_id, kind, namespace, value in found}
-        stale = [row_id for key, row_id in have.items() if key not in wanted]
-        if stale:
-            self.conn.execute(delete(order_identifiers).where(order_identifiers.c.id.in_(stale)))
-        for kind, namespace, value in sorted(wanted - have.keys()):
+            have = {(kind, namespace, value) for kind, namespace, value in found}
+        for kind, namespace, value in sorted(have - wanted):
+            driver_sql.run(self.conn, _DROP_IDENTIFIER, (kind, namespace, value, order.id))
+        for kind, namespace, value in sorted(wanted - have):
             # The unique constraint decides, in one statement: a concurrent transaction
             # claiming the same identifier makes ours wait, then do nothing.
             claimed = driver_sql.scalar(
@@ -251,9 +250,14 @@ _GET_ORDER_FOR_UPDATE = driver_sql.Statement(
     "SELECT document FROM orders WHERE id = ? FOR UPDATE", orders, ("id",)
 )
 _IDENTIFIERS_OF = driver_sql.Statement(
-    "SELECT id, kind, namespace, value FROM order_identifiers WHERE order_id = ?",
+    "SELECT kind, namespace, value FROM order_identifiers WHERE order_id = ?",
     order_identifiers,
     ("order_id",),
+)
+_DROP_IDENTIFIER = driver_sql.Statement(
+    "DELETE FROM order_identifiers WHERE kind = ? AND namespace = ? AND value = ? AND order_id = ?",
+    order_identifiers,
+    ("kind", "namespace", "value", "order_id"),
 )
 # One statement (identifier index, then the order by primary key): a second round trip for
 # the document cost as much as the lookup itself.
@@ -274,7 +278,7 @@ _FIND = driver_sql.Statement(
 )
 _CLAIM_IDENTIFIER = driver_sql.Statement(
     "INSERT INTO order_identifiers (order_id, kind, namespace, value) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (kind, namespace, value) DO NOTHING RETURNING id",
+    " ON CONFLICT (kind, namespace, value) DO NOTHING RETURNING order_id",
     order_identifiers,
     ("order_id", "kind", "namespace", "value"),
 )

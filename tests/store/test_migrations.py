@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
-from gateway.store.migrate import current_revision, head_revision
+from gateway.domain.lifecycle import LifecycleEvent
+from gateway.domain.model import Actor, Site, Source
+from gateway.domain.patient import PatientIdentity
+from gateway.domain.states import EventType
+from gateway.service.commands import CreateOrder
+from gateway.service.orders import OrderService
+from gateway.store.migrate import current_revision, downgrade, head_revision, upgrade
 from gateway.store.tables import metadata
+from gateway.therapy_rules import load_rule_book
+from tests.conftest import FixedClock
+from tests.scan_fixtures import walk
+from tests.store import test_query_plans
 
 
 def test_migrated_schema_matches_the_tables(engine: Engine) -> None:
@@ -16,3 +28,53 @@ def test_migrated_schema_matches_the_tables(engine: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": False})
         diff = compare_metadata(context, metadata)
     assert diff == [], f"tables.py and the migrations disagree: {diff}"
+
+
+def test_clustered_keys_migration_keeps_every_order_and_identifier(engine: Engine) -> None:
+    """0006 rebuilds order_identifiers on SQLite (WITHOUT ROWID) and swaps its key on
+    PostgreSQL: stored orders and their identifiers come through, both ways, and still find
+    each other."""
+    clock = FixedClock()
+    downgrade(engine, "0005")
+    service = OrderService(engine, load_rule_book(), clock=clock)
+    created = []
+    for n in range(3):
+        order = service.create_order(
+            CreateOrder(
+                patient=PatientIdentity(
+                    mrn=f"MRN-SYN-MIG{n}", family_name="Zz-Testpatient", birth_date="1970-01-01"
+                ),
+                therapy_code="exa-cel",
+                site=Site(id="st-mary"),
+                placer_number=f"PL-MIG-{n}",
+            ),
+            actor="test",
+        )
+        walk(service, order.id, "STORED", f"A999126{700 + 2 * n:06d}", clock() + timedelta(days=90))
+        created.append(service.get(order.id))
+
+    def stored() -> list[tuple[str, ...]]:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT o.id, o.version, o.document, i.kind, i.namespace, i.value"
+                " FROM orders o JOIN order_identifiers i ON i.order_id = o.id"
+            ).all()
+        return sorted(tuple(map(str, row)) for row in rows)
+
+    before = stored()
+    assert len(before) >= 3 * 4  # CoI, placer, two units, tracking numbers
+    for revision in ("head", "0005", "head"):
+        (upgrade if revision == "head" else downgrade)(engine, revision)
+        assert stored() == before, revision
+    test_migrated_schema_matches_the_tables(engine)
+    if engine.dialect.name == "sqlite":
+        test_query_plans.test_sqlite_identifiers_have_no_rowid(engine)
+    for order in created:
+        unit = order.units[-1].unit_id
+        assert service.find("unit", unit) == order
+        assert service.find("placer", order.external_ids.placer_number or "", "st-mary") == order
+    service.apply_event(
+        created[0].id,
+        LifecycleEvent(type=EventType.THAW, source=Source.PHARMACY, actor=Actor(person="t")),
+        actor="t",
+    )
