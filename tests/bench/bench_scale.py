@@ -1,37 +1,40 @@
 """Scale benchmark (issue 8, point 7): run with ``python tests/bench/bench_scale.py``
 (a script, not a pytest file).
 
-    python tests/bench/bench_scale.py [--orders 1000000] [--small 10000]
-        [--databases sqlite,postgresql] [--samples 500] [--workdir DIR]
+    python tests/bench/bench_scale.py [--orders 1000000] [--small 10000] [--rounds 3]
+        [--databases sqlite,postgresql] [--samples 300] [--workdir DIR]
 
-Loads ``--small`` and then ``--orders`` synthetic orders into SQLite and into PostgreSQL and,
-at both sizes, measures in a fresh process (so its resident memory is the gateway's, not the
-loader's): the scan verdict (``ScanStation.scan``: unit lookup, chain-of-identity check,
-custody event and audit entry committed), order lookup by id / CoI / placer / unit id,
-FHIR ``GET /fhir/Task`` searches through the ASGI app, and MLLP ingest of new orders through
-the real listener. It prints p50/p99 per operation at both sizes and the ratio; the target is
-p50 latency at the large size within 1.5x of the small one, and memory flat.
+Loads a ``--small`` and a ``--orders`` store of synthetic orders into SQLite and into
+PostgreSQL and measures, at both sizes and each time in a fresh process (so its resident
+memory is the gateway's, not the loader's): the scan verdict (``ScanStation.scan``: unit
+lookup, chain-of-identity check, custody event and audit entry committed), order lookup by
+id / CoI / placer / unit id, FHIR ``GET /fhir/Task`` searches through the ASGI app, and MLLP
+ingest of new orders through the real listener. The target is p50 latency at the large size
+within 1.5x of the small one, and memory flat.
 
-Every operation reads orders that no earlier operation read. Each size is measured in passes,
-each in a fresh process, that differ in what the OS page cache holds of the database files
-(printed before each): as the load left it; cold (SQLite only: the files fsynced and evicted
-with ``POSIX_FADV_DONTNEED``); warm (the files read into the page cache, as on a server whose
-RAM holds the database). On this project's VM file pages idle for ~30 s are paged out, so as
-loaded, the 1M database is mostly on disk while the 10k one, just written, is all in memory:
-for SQLite that pass is printed for information and not judged. The verdict (and exit status)
-judges SQLite cold and warm and PostgreSQL as loaded and warm (its cold pass would need a
-server restart to empty ``shared_buffers``). The SQLite small database is copied right after
-its load and measured again cold and warm after the large one, the samples pooled, since the
-load of this shared box drifts between the two sizes. After each PostgreSQL load the script
-runs ``VACUUM (ANALYZE)`` and ``CHECKPOINT`` (what autovacuum and the checkpointer do after a
-bulk import; the server's ``shared_buffers`` and ``autovacuum`` settings are printed).
+Both sizes are measured in the same two page-cache states, and only against each other in
+the same state. Cold: the database files evicted from the OS page cache
+(``POSIX_FADV_DONTNEED``); PostgreSQL runs in a cluster of the script's own (``initdb`` in
+the work folder, a free port, the server's default settings, run as ``postgres`` when the
+script is root), stopped before the eviction and started after it, so ``shared_buffers`` is
+empty too. Warm: the files read into the page cache and locked there (``mlock``), as on a
+server whose RAM holds the database: this VM pages out file pages idle for ~30 s, which
+would otherwise empty the 1M store's cache while it is measured. Each pass runs ``--rounds``
+rounds, each measuring both sizes, the first size alternating (this shared 2-core box's load
+drifts over minutes); a size's p50 is the median of its rounds' p50s, and the per-round
+ratios are printed beside the ratio. The small store is copied afresh for every measurement
+(a measurement adds orders and scans some), so every round finds it as loaded; each
+measurement of the large store reads orders of its own. Loaded PostgreSQL stores get
+``VACUUM (ANALYZE)`` and a ``CHECKPOINT``, what autovacuum and the checkpointer do after a
+bulk import.
 
 The orders are canonical ``TherapyOrder`` documents: a handful of templates are walked
 through the real lifecycle by the order service (units, shipments with tracking numbers,
 custody events from real scans), then copied with every business identifier made unique
 (CoI, placer number, unit ids with FINs A9990-A9999, tracking numbers, pseudonym) and
 bulk-loaded: ``executemany`` in large transactions on SQLite, ``COPY`` on PostgreSQL.
-Patients are synthetic (``Zz-Scalepatient``).
+Patients are synthetic (``Zz-Scalepatient``). The databases stay in the work folder (the
+PostgreSQL cluster stopped) for a look afterwards.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import mmap
 import os
 import random
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -71,16 +75,12 @@ from gateway.service.commands import CreateOrder  # noqa: E402
 from gateway.service.orders import OrderService  # noqa: E402
 from gateway.service.scanning import ScanRequest, ScanStation  # noqa: E402
 from gateway.sites import load_sites  # noqa: E402
-from gateway.store.database import make_engine  # noqa: E402
+from gateway.store.database import make_engine, sqlite_synchronous  # noqa: E402
 from gateway.store.migrate import upgrade  # noqa: E402
 from gateway.store.repository import business_identifiers  # noqa: E402
 from gateway.therapy_rules import load_rule_book  # noqa: E402
 from labeling.coi import SERIAL_ALPHABET  # noqa: E402
 
-POSTGRES_URL = os.environ.get(
-    "V2V_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-PG_SCHEMA = "bench_scale"
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 #: Loaded orders were last updated one second apart from here on, so search order is total.
 UPDATED_BASE = T0 + timedelta(days=1)
@@ -424,13 +424,11 @@ def load_sqlite(
 
 
 def load_postgres(
-    templates: dict[tuple[str, str], Template], start: int, stop: int, step: int
+    url: str, templates: dict[tuple[str, str], Template], start: int, stop: int, step: int
 ) -> None:
     import psycopg
 
-    with psycopg.connect(
-        "host=127.0.0.1 port=5432 dbname=test user=postgres", options=f"-csearch_path={PG_SCHEMA}"
-    ) as db:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as db:
         for low in range(start, stop, step):
             chunk = generate(templates, low, min(stop, low + step))
             with db.cursor() as cursor:
@@ -473,27 +471,20 @@ def _copy_value(value: Any) -> str:
 
 
 _LOAD_STARTED = [time.perf_counter()]
-#: Each size is measured once per pass, each time in a fresh process reading orders no earlier
-#: pass read. As loaded: the OS page cache as the load left it (this machine pages out file
-#: pages idle for ~30 s, so at the large size most reads go to the disk while the small
-#: database, just written, is all in memory). Cold: the SQLite files evicted from the page
-#: cache at both sizes. Warm: the database files read into the page cache at both sizes.
-LOADED = "page cache as loaded"
-COLD = "page cache cold (SQLite files evicted)"
-WARM = "page cache warm (files locked in it)"
-#: The passes each database is measured in, and those its verdict judges: the ones where
-#: both sizes start from the same page cache state. Evicting PostgreSQL's shared_buffers
-#: would take a server restart (a shared server here), so it has no cold pass; its as-loaded
-#: pass counts, as its 10k and 1M data both go through shared_buffers and its checkpoint.
-PASSES = {"sqlite": (LOADED, COLD, WARM), "postgresql": (LOADED, WARM)}
-MAX_PASSES = max(map(len, PASSES.values()))
-JUDGED = {"sqlite": (COLD, WARM), "postgresql": (LOADED, WARM)}
-#: Printed under the SQLite as-loaded table, which the verdict leaves out.
-ASYMMETRIC_NOTE = (
-    "information only, not judged: the small database was just written and is all in the"
-    " page cache, the large one's older pages were paged out, so this pits RAM reads"
-    " against disk reads"
-)
+#: Each size is measured in both passes, in rounds that alternate which size goes first, each
+#: time in a fresh process. Cold: the database files evicted from the OS page cache (for
+#: PostgreSQL the server stopped first and started again, so ``shared_buffers`` is empty too).
+#: Warm: the database files read into the page cache and locked there. The small store is a
+#: fresh copy of the loaded one for every measurement, so each round at 10k finds it as loaded.
+COLD = "page cache cold"
+WARM = "page cache warm"
+PASSES = (COLD, WARM)
+HOW = {
+    ("sqlite", COLD): "page cache cold (files evicted)",
+    ("postgresql", COLD): "page cache cold (server stopped, files evicted, started)",
+    ("sqlite", WARM): "page cache warm (files locked in it)",
+    ("postgresql", WARM): "page cache warm (files locked in it)",
+}
 
 
 def _progress(name: str, done: int, total: int) -> None:
@@ -523,14 +514,13 @@ def _timed(fn: Callable[[int], None], inputs: list[int]) -> list[float]:
     return samples
 
 
-def _engine_for(database: str, sqlite_path: str) -> Engine:
-    if database == "sqlite":
-        return make_engine(f"sqlite:///{sqlite_path}")
-    return make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={PG_SCHEMA}"})
+def _engine_for(database: str, target: str) -> Engine:
+    """``target``: the SQLite file, or the PostgreSQL database's URL."""
+    return make_engine(f"sqlite:///{target}" if database == "sqlite" else target)
 
 
 def measure(
-    database: str, sqlite_path: str, loaded: int, samples: int, seed: int
+    database: str, target: str, loaded: int, samples: int, seed: int, parts: int
 ) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
@@ -539,16 +529,17 @@ def measure(
     from gateway.service.labels import LabelFactory
     from labeling.layout import LabelKind
 
-    engine = _engine_for(database, sqlite_path)
+    engine = _engine_for(database, target)
     scan_now = UPDATED_BASE + timedelta(seconds=loaded, hours=1)
     service = OrderService(engine, load_rule_book(), clock=lambda: scan_now)
     station = ScanStation(service, load_sites())
-    # Every operation reads orders no earlier operation read, in this process or in the
-    # other measurements at this size (one seed per pass): a shared list would find the later
-    # lookups' pages already cached by the first.
+    # Every operation reads orders no earlier operation in this process read: a shared list
+    # would find the later lookups' pages already in SQLite's cache. The large store is
+    # measured again and again (each its own part of the orders: scans change what they
+    # scan); the small one is a fresh copy each time and the same orders do the same work.
     rng = random.Random(loaded)
-    share = min(loaded // MAX_PASSES, 12 * samples + 12)
-    unread = rng.sample(range(loaded), MAX_PASSES * share)[seed * share : (seed + 1) * share]
+    share = min(loaded // parts, 12 * samples + 12)
+    unread = rng.sample(range(loaded), parts * share)[seed * share : (seed + 1) * share]
 
     def fresh(count: int, state: str | None = None) -> list[int]:
         chosen = [n for n in unread if state is None or state_of(n) == state][: count + 1]
@@ -668,11 +659,12 @@ async def _mllp(service: OrderService, prefix: str, count: int) -> list[float]:
 
 # --- orchestration --------------------------------------------------------------------------
 def _measure_in_child(
-    database: str, sqlite_path: str, loaded: int, samples: int, seed: int
+    database: str, target: str, loaded: int, samples: int, seed: int, parts: int
 ) -> dict[str, Any]:
     command = [
-        sys.executable, __file__, "--measure", database, "--sqlite-path", sqlite_path,
+        sys.executable, __file__, "--measure", database, "--target", target,
         "--loaded", str(loaded), "--samples", str(samples), "--seed", str(seed),
+        "--parts", str(parts),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -680,59 +672,137 @@ def _measure_in_child(
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _prepare(database: str, sqlite_path: Path) -> None:
+class Cluster:
+    """A PostgreSQL cluster of the script's own in the work folder, on a free port, with the
+    server's default settings: one that can be stopped and started again (emptying
+    ``shared_buffers``) without disturbing anybody else's server. Run as ``postgres`` when the
+    script runs as root (the server refuses root)."""
+
+    def __init__(self, home: Path, bindir: Path) -> None:
+        self.home = home
+        self.bindir = bindir
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, tool: str, *args: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        command = [*as_postgres, str(self.bindir / tool), *args]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
+
+    def create(self) -> None:
+        if self.home.exists():
+            self.stop()
+            shutil.rmtree(self.home)
+        self.home.mkdir(parents=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres", "postgres")
+            for folder in (self.home.parent, *self.home.parent.parents):
+                folder.chmod(folder.stat().st_mode | 0o011)  # postgres may pass through
+        self._run("initdb", "-D", str(self.home), "-U", "postgres", "--auth=trust",
+                  "-E", "UTF8", "--no-instructions")  # fmt: skip
+        with (self.home / "postgresql.conf").open("a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                       f"unix_socket_directories = '{self.home}'\n")  # fmt: skip
+        self.start()
+
+    def start(self) -> None:
+        self._run("pg_ctl", "start", "-w", "-D", str(self.home), "-l", str(self.home / "log"))
+
+    def stop(self) -> None:
+        if (self.home / "postmaster.pid").exists():
+            self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.home))
+
+    def admin(self, statement: str) -> None:
+        engine = create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+        engine.dispose()
+
+    def files_of(self, dbname: str) -> list[Path]:
+        engine = create_engine(self.url("postgres"))
+        with engine.connect() as conn:
+            oid = conn.execute(
+                text("SELECT oid FROM pg_database WHERE datname = :name"), {"name": dbname}
+            ).scalar_one()
+        engine.dispose()
+        return sorted(f for f in (self.home / "base" / str(oid)).iterdir() if f.is_file())
+
+    def all_files(self) -> list[Path]:
+        return sorted(f for f in self.home.rglob("*") if f.is_file())
+
+
+def pg_bindir() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda f: int(f.parts[-3]))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@dataclass
+class Store:
+    """One loaded database: a SQLite file, or a database of the script's PostgreSQL cluster."""
+
+    database: str
+    loaded: int
+    name: str  # SQLite file, or PostgreSQL database name
+    cluster: Cluster | None = None
+
+    def target(self, name: str | None = None) -> str:
+        name = name or self.name
+        return self.cluster.url(name) if self.cluster else name
+
+    def run_copy(self) -> str:
+        """The store to measure: the small one copied afresh, so every round finds it as its
+        load left it (a measurement adds orders and changes the scanned ones)."""
+        if self.cluster is None:
+            copy = f"{self.name}.run.db"
+            for leftover in Path(copy).parent.glob(Path(copy).name + "*"):
+                leftover.unlink()
+            shutil.copyfile(self.name, copy)
+            return copy
+        self.cluster.admin(f"DROP DATABASE IF EXISTS {self.name}_run")
+        self.cluster.admin(f"CREATE DATABASE {self.name}_run TEMPLATE {self.name}")
+        return f"{self.name}_run"
+
+    def files(self, name: str) -> list[Path]:
+        if self.cluster is None:
+            return sorted(Path(name).parent.glob(Path(name).name + "*"))
+        return self.cluster.files_of(name)
+
+
+def load_store(
+    database: str, label: str, size: int, folder: Path,
+    templates: dict[tuple[str, str], Template], chunk: int, cluster: Cluster | None,
+) -> Store:  # fmt: skip
     if database == "sqlite":
-        sqlite_path.unlink(missing_ok=True)
-        engine = make_engine(f"sqlite:///{sqlite_path}")
+        store = Store(database, size, str(folder / f"scale-{label}.db"))
+        for leftover in folder.glob(f"scale-{label}.db*"):
+            leftover.unlink()
     else:
-        admin = create_engine(POSTGRES_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
-            conn.execute(text(f"CREATE SCHEMA {PG_SCHEMA}"))
-        admin.dispose()
-        engine = _engine_for(database, "")
+        assert cluster is not None
+        store = Store(database, size, f"v2v_{label}", cluster)
+        cluster.admin(f"DROP DATABASE IF EXISTS {store.name}")
+        cluster.admin(f"CREATE DATABASE {store.name}")
+    engine = _engine_for(database, store.target())
     upgrade(engine)
     engine.dispose()
-
-
-def _size_of(database: str, sqlite_path: Path) -> str:
+    _LOAD_STARTED[0] = time.perf_counter()
     if database == "sqlite":
-        total = sum(p.stat().st_size for p in sqlite_path.parent.glob(sqlite_path.name + "*"))
-        return f"{total / 2**30:.2f} GiB on disk"
-    engine = create_engine(POSTGRES_URL)
-    with engine.connect() as conn:
-        size = conn.execute(
-            text(
-                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :schema AND c.relkind = 'r'"
-            ),
-            {"schema": PG_SCHEMA},
-        ).scalar()
-    engine.dispose()
-    return f"{int(size or 0) / 2**30:.2f} GiB in tables and indexes"
-
-
-def _database_files(database: str, sqlite_path: Path) -> list[Path]:
-    if database == "sqlite":
-        return sorted(sqlite_path.parent.glob(sqlite_path.name + "*"))
-    engine = create_engine(POSTGRES_URL)
-    with engine.connect() as conn:
-        home = Path(str(conn.execute(text("SHOW data_directory")).scalar()))
-        relations = conn.execute(
-            text(
-                "SELECT pg_relation_filepath(c.oid) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :schema AND c.relkind IN ('r', 'i', 't') "
-                "UNION SELECT pg_relation_filepath(c.reltoastrelid) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :schema AND c.reltoastrelid <> 0"
-            ),
-            {"schema": PG_SCHEMA},
-        ).scalars()
-        files = [home / name for name in relations if name]
-    engine.dispose()
-    return sorted(f for base in files for f in (base, *base.parent.glob(base.name + ".*")))
+        load_sqlite(Path(store.name), templates, 0, size, chunk)
+    else:
+        load_postgres(store.target(), templates, 0, size, chunk)
+    took = time.perf_counter() - _LOAD_STARTED[0]
+    gib = sum(f.stat().st_size for f in store.files(store.name)) / 2**30
+    print(f"{database}: {size:,} orders loaded in {took:.0f} s ({size / took:,.0f}/s);"
+          f" {gib:.2f} GiB of files", flush=True)  # fmt: skip
+    return store
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -743,14 +813,14 @@ _LIBC.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
-def warm_page_cache(database: str, sqlite_path: Path) -> list[tuple[int, int]]:
+def warm_page_cache(files: list[Path]) -> list[tuple[int, int]]:
     """Read the database's files into the OS page cache and lock them there (as on a server
     whose RAM holds the database and that has served it for a while). Locked, because this
     VM pages out file pages idle for ~30 s: reading 4-6 GiB and measuring takes longer than
     that at 1M, so unlocked, the pages read first are gone again while the 10k ones are not.
     Returns the mappings for ``unpin``; empty when locking is not allowed (files only read)."""
     pins: list[tuple[int, int]] = []
-    for path in _database_files(database, sqlite_path):
+    for path in files:
         size = path.stat().st_size
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -762,14 +832,14 @@ def warm_page_cache(database: str, sqlite_path: Path) -> list[tuple[int, int]]:
                 if _LIBC.mlock(address, size) != 0:
                     unpin(pins)
                     print(f"  (page cache not locked: {os.strerror(ctypes.get_errno())})")
-                    return warm_by_reading(database, sqlite_path)
+                    return warm_by_reading(files)
         finally:
             os.close(fd)
     return pins
 
 
-def warm_by_reading(database: str, sqlite_path: Path) -> list[tuple[int, int]]:
-    for path in _database_files(database, sqlite_path):
+def warm_by_reading(files: list[Path]) -> list[tuple[int, int]]:
+    for path in files:
         with path.open("rb", buffering=0) as file:
             while file.read(8 << 20):
                 pass
@@ -782,12 +852,11 @@ def unpin(pins: list[tuple[int, int]]) -> None:
     pins.clear()
 
 
-def evict_page_cache(database: str, sqlite_path: Path) -> None:
-    """Drop the SQLite files (database, -wal, -shm) from the OS page cache: written out first,
-    as the kernel drops only clean pages, then ``POSIX_FADV_DONTNEED``."""
-    assert database == "sqlite", "evicting PostgreSQL's shared_buffers needs a restart"
+def evict_page_cache(files: list[Path]) -> None:
+    """Drop the files from the OS page cache: written out first, as the kernel drops only
+    clean pages, then ``POSIX_FADV_DONTNEED``."""
     os.sync()
-    for path in _database_files(database, sqlite_path):
+    for path in files:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -796,15 +865,15 @@ def evict_page_cache(database: str, sqlite_path: Path) -> None:
             os.close(fd)
 
 
-def page_cache_residency(database: str, sqlite_path: Path) -> str:
+def page_cache_residency(files: list[Path]) -> str:
     """How much of the database's files the OS page cache holds (``fincore``): the reads
     that miss it go to the disk, whatever the process caches."""
     try:
-        files = [f for f in _database_files(database, sqlite_path) if f.exists()]
         command = ["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE"]
         done = subprocess.run(
-            [*command, *map(str, files)], capture_output=True, text=True, check=True
-        )
+            [*command, *(str(f) for f in files if f.exists())],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
     except (OSError, subprocess.CalledProcessError) as exc:
         return f"page cache residency unknown ({exc.__class__.__name__})"
     pairs = [tuple(map(int, line.split())) for line in done.stdout.splitlines() if line.strip()]
@@ -813,64 +882,80 @@ def page_cache_residency(database: str, sqlite_path: Path) -> str:
             f" ({100 * resident / max(size, 1):.0f}%) of the database files")  # fmt: skip
 
 
-def server_settings(database: str) -> str:
-    if database == "sqlite":
-        return f"SQLite {sqlite3.sqlite_version}"
-    engine = create_engine(POSTGRES_URL)
+def server_settings(database: str, cluster: Cluster | None) -> str:
+    if cluster is None:
+        return f"SQLite {sqlite3.sqlite_version}, synchronous={sqlite_synchronous()}"
+    engine = create_engine(cluster.url("postgres"))
     with engine.connect() as conn:
         shown = [
             f"{name}={conn.execute(text(f'SHOW {name}')).scalar()}"
             for name in ("server_version", "shared_buffers", "effective_cache_size", "autovacuum")
         ]
     engine.dispose()
-    return "PostgreSQL " + ", ".join(shown)
+    return f"PostgreSQL (own cluster in {cluster.home}, port {cluster.port}) " + ", ".join(shown)
 
 
 def report(
-    database: str, small: dict[str, Any], large: dict[str, Any], how: str, judged: bool
+    database: str, small: list[dict[str, Any]], large: list[dict[str, Any]], how: str
 ) -> bool:
-    print(f"\n== {database}: {small['loaded']:,} vs {large['loaded']:,} orders, {how} ==")
-    if small.get("again"):
-        few, many = f"{small['loaded']:,}", f"{large['loaded']:,}"
-        print(f"   ({few}: samples taken before the {many} and, on an untouched copy of the"
-              f" {few} database, after it; pooled)")  # fmt: skip
-    if not judged:
-        print(f"   ({ASYMMETRIC_NOTE})")
-    print(f"{'operation':34} {'p50 small':>10} {'p50 large':>10} {'ratio':>6}"
-          f" {'p99 small':>10} {'p99 large':>10} {'ratio':>6}  target p50 <= 1.5x")  # fmt: skip
+    """Per operation: each size's p50 is the median of its rounds' p50s; the ratio is theirs,
+    with the spread of the per-round ratios beside it; p99 over all rounds' samples."""
+    print(f"\n== {database}: {small[0]['loaded']:,} vs {large[0]['loaded']:,} orders,"
+          f" {HOW[(database, how)]},"
+          f" {len(small)} rounds ==")  # fmt: skip
+    print(f"{'operation':34} {'p50 small':>10} {'p50 large':>10} {'ratio':>6} {'rounds':>11}"
+          f" {'p99 small':>10} {'p99 large':>10}  target p50 <= 1.5x")  # fmt: skip
     ok = True
-    for name, before in small["samples"].items():
-        after = large["samples"][name]
+    for name in small[0]["samples"]:
+        before = [statistics.median(f["samples"][name]) for f in small]
+        after = [statistics.median(f["samples"][name]) for f in large]
         b50, a50 = statistics.median(before), statistics.median(after)
-        b99, a99 = percentile(before, 0.99), percentile(after, 0.99)
+        rounds = [a / b for a, b in zip(after, before, strict=True)]
+        pooled_b = [x for f in small for x in f["samples"][name]]
+        pooled_a = [x for f in large for x in f["samples"][name]]
         met = a50 <= 1.5 * b50
         ok &= met
-        print(f"{name:34} {b50:8.2f}ms {a50:8.2f}ms {a50 / b50:5.2f}x {b99:8.2f}ms {a99:8.2f}ms"
-              f" {a99 / b99:5.2f}x  {'met' if met else 'NOT met'}  (n={len(after)})")  # fmt: skip
-    grew = large["rss_kib"] / small["rss_kib"]
-    print(f"{'resident memory (VmRSS, end)':34} {small['rss_kib'] / 1024:8.1f}MB"
-          f" {large['rss_kib'] / 1024:8.1f}MB {grew:5.2f}x   peak (VmHWM)"
-          f" {small['hwm_kib'] / 1024:.1f} MB -> {large['hwm_kib'] / 1024:.1f} MB"
+        print(f"{name:34} {b50:8.2f}ms {a50:8.2f}ms {a50 / b50:5.2f}x"
+              f" {min(rounds):4.2f}-{max(rounds):4.2f}x"
+              f" {percentile(pooled_b, 0.99):8.2f}ms {percentile(pooled_a, 0.99):8.2f}ms"
+              f"  {'met' if met else 'NOT met'}  (n={len(pooled_a)})")  # fmt: skip
+    rss_b = statistics.median(f["rss_kib"] for f in small)
+    rss_a = statistics.median(f["rss_kib"] for f in large)
+    hwm_b = max(f["hwm_kib"] for f in small)
+    hwm_a = max(f["hwm_kib"] for f in large)
+    grew = rss_a / rss_b
+    print(f"{'resident memory (VmRSS, end)':34} {rss_b / 1024:8.1f}MB {rss_a / 1024:8.1f}MB"
+          f" {grew:5.2f}x   peak (VmHWM) {hwm_b / 1024:.1f} MB -> {hwm_a / 1024:.1f} MB"
           f"  {'flat' if grew <= 1.2 else 'NOT flat'} (<= 1.2x)")  # fmt: skip
     return ok and grew <= 1.2
 
 
 def _measure_pass(
-    database: str, path: Path, size: int, how: str, seed: int, args: argparse.Namespace
+    store: Store, how: str, seed: int, parts: int, args: argparse.Namespace
 ) -> dict[str, Any]:
+    name = store.run_copy() if store.loaded == args.small else store.name
     pins: list[tuple[int, int]] = []
     if how == COLD:
-        evict_page_cache(database, path)
-    elif how == WARM:
-        pins = warm_page_cache(database, path)
-    print(f"{database}: {size:,}, {how}: {page_cache_residency(database, path)}", flush=True)
+        if store.cluster is None:
+            evict_page_cache(store.files(name))
+        else:
+            store.cluster.stop()
+            evict_page_cache(store.cluster.all_files())
+            store.cluster.start()
+    else:
+        pins = warm_page_cache(store.files(name))
+    print(f"{store.database}: {store.loaded:,}, {HOW[(store.database, how)]}:"
+          f" {page_cache_residency(store.files(name))}", flush=True)  # fmt: skip
     measuring = time.perf_counter()
     try:
-        figures = _measure_in_child(database, str(path), size, args.samples, seed)
+        figures = _measure_in_child(
+            store.database, store.target(name), store.loaded, args.samples, seed, parts
+        )
     finally:
         unpin(pins)
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{database}: measured at {size:,} in {time.perf_counter() - measuring:.0f} s"
+    took = time.perf_counter() - measuring
+    print(f"{store.database}: measured at {store.loaded:,} in {took:.0f} s"
           f" (load average {load})", flush=True)  # fmt: skip
     return figures
 
@@ -880,77 +965,74 @@ def main() -> int:
     options.add_argument("--orders", type=int, default=1_000_000)
     options.add_argument("--small", type=int, default=10_000)
     options.add_argument("--databases", default="sqlite,postgresql")
-    options.add_argument("--samples", type=int, default=500)
-    options.add_argument("--workdir", default=None, help="where the SQLite file goes")
+    options.add_argument("--samples", type=int, default=300)
+    options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--workdir", default=None, help="where the databases go")
     options.add_argument("--chunk", type=int, default=50_000)
     options.add_argument("--measure", help=argparse.SUPPRESS)
-    options.add_argument("--sqlite-path", help=argparse.SUPPRESS)
+    options.add_argument("--target", help=argparse.SUPPRESS)
     options.add_argument("--loaded", type=int, help=argparse.SUPPRESS)
     options.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    options.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
     args = options.parse_args()
     if args.measure:
-        figures = measure(args.measure, args.sqlite_path, args.loaded, args.samples, args.seed)
+        figures = measure(
+            args.measure, args.target, args.loaded, args.samples, args.seed, args.parts
+        )
         print(json.dumps(figures))
         return 0
     if not 0 < args.small < args.orders <= MAX_ORDERS:
         options.error(f"need 0 < --small < --orders <= {MAX_ORDERS:,}")
+    databases = args.databases.split(",")
+    bindir = pg_bindir() if "postgresql" in databases else None
+    if "postgresql" in databases and bindir is None:
+        options.error("PostgreSQL server binaries (initdb, pg_ctl) not found")
     # Millions of live row tuples make every cyclic collection walk them all; none are cycles.
     gc.disable()
-    folder = Path(args.workdir or tempfile.mkdtemp(prefix="v2v-bench-scale-"))
+    folder = Path(args.workdir or tempfile.mkdtemp(prefix="v2v-bench-scale-")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    sqlite_path = folder / "scale.db"
-    small_copy = folder / "scale-small.db"
     started = time.perf_counter()
     templates = build_templates()
     sizes = sorted({len(t.head) + len(t.tail) for t in templates.values()})
     print(f"{len(templates)} templates walked by the order service in "
           f"{time.perf_counter() - started:.1f} s; documents {sizes[0]}-{sizes[-1]} bytes;"
-          f" SQLite file in {folder}", flush=True)  # fmt: skip
+          f" databases in {folder}", flush=True)  # fmt: skip
     verdicts: dict[tuple[str, str], bool] = {}
-    databases = args.databases.split(",")
+    # Parts of the large store's orders: one per measurement of it.
+    parts = len(PASSES) * args.rounds
     for database in databases:
-        _prepare(database, sqlite_path)
-        print(f"{database}: {server_settings(database)}", flush=True)
-        figures: dict[str, list[dict[str, Any]]] = {how: [] for how in PASSES[database]}
-        loaded = 0
-        for size in (args.small, args.orders):
-            _LOAD_STARTED[0] = time.perf_counter()
-            if database == "sqlite":
-                load_sqlite(sqlite_path, templates, loaded, size, args.chunk)
-            else:
-                load_postgres(templates, loaded, size, args.chunk)
-            took = time.perf_counter() - _LOAD_STARTED[0]
-            print(f"{database}: {size - loaded:,} orders loaded in {took:.0f} s "
-                  f"({(size - loaded) / took:,.0f}/s); {_size_of(database, sqlite_path)}",
-                  flush=True)  # fmt: skip
-            loaded = size
-            if database == "sqlite" and size == args.small:
-                # Untouched by any measurement, so it is measured again after the large size
-                # with the same orders: this box's load drifts over minutes.
-                shutil.copyfile(sqlite_path, small_copy)
-            for seed, how in enumerate(PASSES[database]):
-                figures[how].append(_measure_pass(database, sqlite_path, size, how, seed, args))
-        if database == "sqlite":
-            for seed, how in enumerate(PASSES[database]):
-                if how in JUDGED[database]:
-                    again = _measure_pass(database, small_copy, args.small, how, seed, args)
-                    for name, samples in figures[how][0]["samples"].items():
-                        samples += again["samples"][name]
-                    figures[how][0]["again"] = True
-            for leftover in folder.glob(small_copy.name + "*"):
-                leftover.unlink()
-        for how, (small, large) in figures.items():
-            judged = how in JUDGED[database]
-            ok = report(database, small, large, how, judged)
-            if judged:
-                verdicts[(database, how)] = ok
+        cluster = Cluster(folder / "postgresql", bindir) if database == "postgresql" else None
+        try:
+            if cluster:
+                cluster.create()
+            print(f"{database}: {server_settings(database, cluster)}", flush=True)
+            small, large = (
+                load_store(database, label, size, folder, templates, args.chunk, cluster)
+                for label, size in (("small", args.small), ("large", args.orders))
+            )
+            figures = {how: {"small": [], "large": []} for how in PASSES}
+            for index, how in enumerate(PASSES):
+                for round_ in range(args.rounds):
+                    # Alternating which size goes first: this shared box's load drifts.
+                    pair = [("small", small), ("large", large)][:: 1 if round_ % 2 == 0 else -1]
+                    for label, store in pair:
+                        seed, of = (
+                            (index * args.rounds + round_, parts) if store is large else (0, 1)
+                        )
+                        figures[how][label].append(_measure_pass(store, how, seed, of, args))
+            for how, by_size in figures.items():
+                verdicts[(database, how)] = report(
+                    database, by_size["small"], by_size["large"], how
+                )
+        finally:
+            if cluster:
+                cluster.stop()
         sys.stdout.flush()
     print(
-        f"\ntotal {time.perf_counter() - started:.0f} s; verdict from the symmetric passes ("
+        f"\ntotal {time.perf_counter() - started:.0f} s; verdict ("
         + "; ".join(f"{db} {how}: {'met' if ok else 'NOT all met'}"
                     for (db, how), ok in verdicts.items())
         + "): " + ("all targets met" if all(verdicts.values()) else "targets NOT all met")
-        + ("; SQLite as loaded printed for information only" if "sqlite" in databases else "")
     )  # fmt: skip
     return 0 if all(verdicts.values()) else 1
 
