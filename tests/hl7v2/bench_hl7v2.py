@@ -150,7 +150,13 @@ async def durable(args: argparse.Namespace, batches: list[list[bytes]]) -> dict[
         await asyncio.to_thread(process.join)
     cpu = time.process_time() - cpu_started
     await listener.stop()
+    sync_cpu = 0.0
     if flusher is not None:
+        child = flusher._child
+        if child is not None:
+            # utime and stime of the log sync process, in clock ticks.
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            sync_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         flusher.close()
     if profiler is not None:
         profiler.dump_stats(args.profile)
@@ -169,6 +175,7 @@ async def durable(args: argparse.Namespace, batches: list[list[bytes]]) -> dict[
         "mean_batch": writer.mean_batch if writer else 1.0,
         "cpu": cpu,
         "sender_cpu": sender_cpu,
+        "sync_cpu": sync_cpu,
     }
 
 
@@ -226,6 +233,7 @@ def main() -> None:
     )
     print(
         f"  gateway process CPU {result['cpu'] * 1e6 / total:.0f} us/msg (all its threads"
+        f"; its log sync process {result['sync_cpu'] * 1e6 / total:.0f} more"
         f"{', senders included' if args.senders_inline else ''}); senders "
         f"{result['sender_cpu'] * 1e6 / total:.0f} us/msg; load average before the run "
         f"{load[0]:.1f} on {os.cpu_count()} CPUs"
