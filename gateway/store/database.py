@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
+from gateway.store import driver_sql
 from gateway.store.wal_flush import WalFlusher
 
 DEFAULT_SQLITE_FILE = "vein2vein.db"
@@ -81,11 +82,12 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         # the setting belongs to the DBAPI connection, so it is put back for the next user.
         wanted = "NORMAL" if options.get("v2v_flush_later", False) else synchronous
         if connection.info.get("v2v_synchronous", synchronous) != wanted:
-            connection.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            driver_sql.run_fixed(connection, f"PRAGMA synchronous={wanted}")
             connection.info["v2v_synchronous"] = wanted
-        # Readers take no write lock, so reads never queue behind writers (WAL).
+        # Readers take no write lock, so reads never queue behind writers (WAL). On the
+        # driver's cursor: SQLAlchemy's execution set-up cost more than the BEGIN itself.
         readonly = options.get("v2v_readonly", False)
-        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        driver_sql.run_fixed(connection, "BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def wal_flusher(engine: Engine) -> WalFlusher | None:

@@ -102,6 +102,18 @@ def run(conn: Connection, statement: Statement, values: Sequence[Any]) -> int:
     return _run(conn, statement, values, lambda cursor: int(cursor.rowcount))
 
 
+def run_fixed(conn: Connection, sql: str) -> None:
+    """Run SQL that takes no parameters and returns no rows (BEGIN, a PRAGMA)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    _announce(conn, cursor, sql, (), many=False)
+    try:
+        cursor.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _translated(conn, cursor, sql, (), exc) from exc
+    finally:
+        cursor.close()
+
+
 def execute_many(conn: Connection, statement: Statement, rows: Sequence[Sequence[Any]]) -> None:
     bound = statement.bound(conn.dialect)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
