@@ -194,7 +194,9 @@ def committer(request: Request) -> GroupCommitter:
     """The application's group committer for inbound messages, made on first use."""
     found: GroupCommitter | None = getattr(request.app.state, "fhir_committer", None)
     if found is None:
-        found = GroupCommitter(order_service(request))
+        # Only a served app has the one long-lived event loop a log flusher is made for.
+        flush_later = getattr(request.app.state, "long_lived_loop", False)
+        found = GroupCommitter(order_service(request), flush_later=flush_later)
         request.app.state.fhir_committer = found
     return found
 

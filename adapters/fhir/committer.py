@@ -13,26 +13,26 @@ every database call released the interpreter lock to the other thread and then w
 to a switch interval to get it back, while the SQLite write lock was held. While one batch
 commits, new requests wait in their sockets, so batches grow with the load.
 
-On a SQLite file, the worker processes take turns through a lock file beside the database
-(:class:`WriteTurn`), because SQLite's own busy handler polls with sleeps of up to 100 ms.
-Waiting for that turn blocks, so it is done by a helper thread, which holds no Python
-while it waits: meanwhile the loop keeps reading and parsing requests, which then join the
-batch that runs once the turn has come.
+On a SQLite file the worker processes take turns to write (:mod:`adapters.fhir.write_turn`);
+while this process waits for its turn, the loop keeps reading and parsing requests, which
+join the batch that runs once the turn has come. With ``flush_later`` (``v2v serve`` on
+SQLite with ``synchronous=FULL``) a batch commits without syncing the log, gives the turn
+back at once, and its replies wait for a :class:`~gateway.store.wal_flush.WalFlusher` to
+sync the log: the disk works while the other process writes and this one parses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
 import weakref
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
+from adapters.fhir.write_turn import WriteTurn
 from gateway.service.inbound_batch import InboundWork, process_inbound_batch
 from gateway.service.orders import OrderService, Reply
-from gateway.store.database import is_sqlite
+from gateway.store.database import is_sqlite, wal_flusher
+from gateway.store.wal_flush import WalFlusher
 
 log = logging.getLogger(__name__)
 
@@ -42,149 +42,122 @@ _Item = tuple[InboundWork, "asyncio.Future[Reply]"]
 
 
 class _Lane:
-    """The queue of one event loop (an application normally runs on one)."""
+    """The queue, write turn and log flusher of one event loop (``v2v serve`` runs one per
+    process; test clients may run several)."""
 
-    def __init__(self) -> None:
+    def __init__(self, turn: WriteTurn, flusher: WalFlusher | None) -> None:
         self.queue: deque[_Item] = deque()
         self.busy = False  # a batch is waiting for its turn or running
+        self.turn = turn
+        self.flusher = flusher
 
 
 class GroupCommitter:
-    """One per application (the API keeps it in ``app.state``) and so per process."""
+    """One per application (the API keeps it in ``app.state``) and so per process.
 
-    def __init__(self, service: OrderService, *, max_batch: int = MAX_BATCH) -> None:
+    ``flush_later``: commit without syncing the SQLite log and answer once a flusher has
+    synced it (only where :func:`~gateway.store.database.wal_flusher` gives one); for a
+    long-lived event loop, since each loop gets a flusher process of its own."""
+
+    def __init__(
+        self, service: OrderService, *, max_batch: int = MAX_BATCH, flush_later: bool = False
+    ) -> None:
         self.service = service
-        self.turn = WriteTurn.for_service(service)
         self.max_batch = max_batch
+        self.flush_later = flush_later
+        self._lock_path = _lock_path(service)
         self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = (
             weakref.WeakKeyDictionary()
         )
-        self._waiter: ThreadPoolExecutor | None = None
         self.batches = 0
         self.messages = 0
 
     def submit(self, work: InboundWork) -> asyncio.Future[Reply]:
         """The message's reply (a future of the running loop), resolved once the message
-        and its effects are committed."""
+        and its effects are committed (and synced)."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(loop)
         if lane is None:
-            lane = self._lanes[loop] = _Lane()
+            flusher = wal_flusher(self.service.engine) if self.flush_later else None
+            lane = self._lanes[loop] = _Lane(WriteTurn(self._lock_path), flusher)
         future: asyncio.Future[Reply] = loop.create_future()
         lane.queue.append((work, future))
         if not lane.busy:
             lane.busy = True
             # After the callbacks already due, i.e. after every request that was ready has
             # been read: that is what lets concurrent requests share a commit.
-            loop.call_soon(self._take_turn, loop, lane)
+            loop.call_soon(self._take_turn, lane)
         return future
 
-    def _take_turn(self, loop: asyncio.AbstractEventLoop, lane: _Lane) -> None:
-        if self.turn.path is None:
-            self._write(loop, lane, None)
-            return
-        held = self.turn.try_take()
-        if held is not None:
-            self._write(loop, lane, held)
-            return
-        if self._waiter is None:
-            self._waiter = ThreadPoolExecutor(1, thread_name_prefix="fhir-write-turn")
-        waiting = loop.run_in_executor(self._waiter, self.turn.take)
-        waiting.add_done_callback(lambda taken: self._taken(loop, lane, taken))
+    def close(self) -> None:
+        """Stop the helper processes (call once nothing waits any more)."""
+        for lane in list(self._lanes.values()):
+            lane.turn.close()
+            if lane.flusher is not None:
+                lane.flusher.close()
+        self._lanes.clear()
 
-    def _taken(
-        self, loop: asyncio.AbstractEventLoop, lane: _Lane, taken: asyncio.Future[int | None]
-    ) -> None:
-        error = taken.exception()
-        if error is not None:
-            log.error("could not take the write turn: %s", error)
-            lane.busy = False
-            self._fail(lane, error)
-            return
-        self._write(loop, lane, taken.result())
+    def _take_turn(self, lane: _Lane) -> None:
+        if lane.turn.try_take():
+            self._write(lane)
+        else:
+            lane.turn.wait(lambda: self._write(lane))
 
-    def _write(self, loop: asyncio.AbstractEventLoop, lane: _Lane, held: int | None) -> None:
+    def _write(self, lane: _Lane) -> None:
         count = min(len(lane.queue), self.max_batch)
         batch = [lane.queue.popleft() for _ in range(count)]
         try:
-            replies = process_inbound_batch(self.service, [work for work, _ in batch])
+            replies = process_inbound_batch(
+                self.service, [work for work, _ in batch], flush_later=lane.flusher is not None
+            )
         except Exception as exc:
             # process_inbound_batch answers every message itself, even unstorable ones;
             # reaching here is a bug, and the waiting requests must hear of it.
             log.exception("group commit of %d FHIR messages failed", len(batch))
-            self.turn.give_back(held)
-            self._next(loop, lane)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            lane.turn.give_back()
+            self._next(lane)
+            _fail(batch, exc)
             return
-        self.turn.give_back(held)
+        lane.turn.give_back()
         self.batches += 1
         self.messages += len(batch)
-        self._next(loop, lane)
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if not future.done():
-                future.set_result(reply)
+        self._next(lane)
+        if lane.flusher is None:
+            _answer(batch, replies)
+            return
 
-    def _next(self, loop: asyncio.AbstractEventLoop, lane: _Lane) -> None:
+        def synced(flushed: asyncio.Future[None]) -> None:
+            error = flushed.exception()
+            if error is None:
+                _answer(batch, replies)
+            else:
+                # Not known to be on disk, so not acknowledged: the clients resend, and a
+                # resent bundle that was stored after all gets its stored answer.
+                _fail(batch, error)
+
+        lane.flusher.flushed().add_done_callback(synced)
+
+    def _next(self, lane: _Lane) -> None:
         if lane.queue:
-            loop.call_soon(self._take_turn, loop, lane)
+            asyncio.get_running_loop().call_soon(self._take_turn, lane)
         else:
             lane.busy = False
 
-    @staticmethod
-    def _fail(lane: _Lane, error: BaseException) -> None:
-        while lane.queue:
-            _, future = lane.queue.popleft()
-            if not future.done():
-                future.set_exception(error)
+
+def _answer(batch: list[_Item], replies: list[Reply]) -> None:
+    for (_, future), reply in zip(batch, replies, strict=True):
+        if not future.done():
+            future.set_result(reply)
 
 
-class WriteTurn:
-    """Whose turn it is to write, among the processes sharing one SQLite file: a blocking
-    ``flock`` wakes the next writer the moment the last one is done. It only orders writers
-    that use it; SQLite's own locking still keeps every writer correct.
+def _fail(batch: list[_Item], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
-    A taken turn is an open descriptor of the lock file (None when there is no file to
-    lock); closing it gives the turn back."""
 
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-
-    @classmethod
-    def for_service(cls, service: OrderService) -> WriteTurn:
-        database = service.engine.url.database
-        if not is_sqlite(service.engine) or database in (None, "", ":memory:"):
-            return cls(None)
-        return cls(f"{database}-writers.lock")
-
-    def try_take(self) -> int | None:
-        """The turn if it is free now, else None (only for a turn with a lock file)."""
-        assert self.path is not None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def take(self) -> int | None:
-        """The turn, once the writer before has given it back."""
-        if self.path is None:
-            return None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    @staticmethod
-    def give_back(held: int | None) -> None:
-        if held is not None:
-            os.close(held)  # and with it the lock
+def _lock_path(service: OrderService) -> str | None:
+    database = service.engine.url.database
+    if not is_sqlite(service.engine) or database in (None, "", ":memory:"):
+        return None
+    return f"{database}-writers.lock"

@@ -38,6 +38,7 @@ from adapters.fhir.reads import OrderRow
 from gateway.service.inbound_batch import InboundWork
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork
+from gateway.store.wal_flush import FlushFailed
 
 CHANNEL = "fhir"
 
@@ -88,6 +89,19 @@ async def _checked(prepare: Callable[[], _T], size: int) -> _T:
     return prepare() if size <= INLINE_CHECK_BYTES else await asyncio.to_thread(prepare)
 
 
+async def _committed(committer: GroupCommitter, work: InboundWork) -> Reply:
+    try:
+        return await committer.submit(work)
+    except FlushFailed:
+        # Committed, perhaps, but not known to be on disk: no answer may say it is stored.
+        error = FhirError(
+            "transient",
+            "The message could not be confirmed as stored. Resend it: if it was stored, "
+            "the resend gets the same answer and changes nothing.",
+        )
+        return Reply("error", dumps(error.outcome()), FHIR_JSON)
+
+
 async def ingest_bundle(
     committer: GroupCommitter, config: FhirConfig, body: bytes, *, client: str, content_type: str
 ) -> Answer:
@@ -96,7 +110,7 @@ async def ingest_bundle(
         bundle_work, committer.service, config, body, client=client, content_type=content_type
     )
     work = await _checked(prepare, len(body))
-    reply = await committer.submit(work)
+    reply = await _committed(committer, work)
     return Answer(status_of_stored(reply.body), reply.body, {}, reply.duplicate)
 
 
@@ -157,7 +171,7 @@ async def create_order_resource(
         if_none_exist=if_none_exist,
     )
     work, created = await _checked(prepare, len(body))
-    reply = await committer.submit(work)
+    reply = await _committed(committer, work)
     status = status_of_stored(reply.body)
     if status == 200 and created and created[-1] and not reply.duplicate:
         status = 201  # a replay answers 200: the order exists, as a conditional create says

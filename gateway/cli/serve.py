@@ -90,6 +90,7 @@ async def run_server(settings: Settings) -> None:
     _register_builtin_tasks()
     service = build_service(settings)
     app = create_app(service)
+    app.state.long_lived_loop = True
     _check_binding(app, settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level="info", lifespan="on"
@@ -111,7 +112,9 @@ async def run_server(settings: Settings) -> None:
 def worker_app() -> FastAPI:
     """The app of one ``--workers`` process (uvicorn imports this by name in each worker).
     The supervisor has migrated the schema already."""
-    return create_app(build_service(Settings(), migrate=False))
+    app = create_app(build_service(Settings(), migrate=False))
+    app.state.long_lived_loop = True  # uvicorn's, for the life of the process
+    return app
 
 
 Stopper = tuple[asyncio.AbstractEventLoop, asyncio.Event]
