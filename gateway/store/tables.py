@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -87,6 +88,28 @@ orders = Table(
     Index("ix_orders_site_updated", "site_id", "updated_at"),
     Index("ix_orders_updated_at", "updated_at", "id"),
     Index("ix_orders_patient_id", "patient_id"),
+    # Held orders are few: FHIR status=on-hold and the tower's filter find them here instead
+    # of walking every order newest-first (a full scan when fewer than a page are held).
+    # Leading on_hold, so SQLite can use it for one branch of an OR.
+    Index(
+        "ix_orders_held_updated",
+        "on_hold",
+        "updated_at",
+        "id",
+        sqlite_where=text("on_hold IS 1"),
+        postgresql_where=text("on_hold IS TRUE"),
+    ),
+    # Infused orders are most of the store but few of the recent changes. For status
+    # "completed" PostgreSQL walked ix_orders_updated_at (its order matches the table's, so
+    # it looked cheaper than the state index) past every newer active order; here the newest
+    # infused orders come first.
+    Index(
+        "ix_orders_infused_updated",
+        "updated_at",
+        "id",
+        sqlite_where=text("state = 'INFUSED'"),
+        postgresql_where=text("state = 'INFUSED'"),
+    ),
     # A rowid table on SQLite, though its text key is a second tree to read: WITHOUT ROWID
     # keeps whole rows in the interior pages too, and with 4-6 kB documents a 1M-order tree
     # was seven levels deep with 17,000 interior pages; a cold lookup read ~29 pages, not ~4.
