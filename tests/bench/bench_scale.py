@@ -1,7 +1,7 @@
 """Scale benchmark (issue 8, point 7): run with ``python tests/bench/bench_scale.py``
 (a script, not a pytest file).
 
-    python tests/bench/bench_scale.py [--orders 1000000] [--small 10000] [--rounds 3]
+    python tests/bench/bench_scale.py [--orders 1000000] [--small 10000] [--rounds 5]
         [--databases sqlite,postgresql] [--samples 300] [--workdir DIR]
 
 Loads a ``--small`` and a ``--orders`` store of synthetic orders into SQLite and into
@@ -966,7 +966,7 @@ def main() -> int:
     options.add_argument("--small", type=int, default=10_000)
     options.add_argument("--databases", default="sqlite,postgresql")
     options.add_argument("--samples", type=int, default=300)
-    options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--rounds", type=int, default=5)
     options.add_argument("--workdir", default=None, help="where the databases go")
     options.add_argument("--chunk", type=int, default=50_000)
     options.add_argument("--measure", help=argparse.SUPPRESS)
