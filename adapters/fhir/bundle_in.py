@@ -187,23 +187,42 @@ class Resolved:
     container: Entry
 
 
-def _references(value: Any, path: str) -> Iterator[tuple[str, str]]:
+def _references(value: Any, path: str) -> list[tuple[str, str]]:
     """Every ``Reference.reference`` inside a resource, with its path."""
+    found: list[tuple[str, str]] = []
+    _collect_references(value, path, found)
+    return found
+
+
+def _collect_references(value: Any, path: str, found: list[tuple[str, str]]) -> None:
+    # Paths are built for containers only: most values are strings, and a path for each of
+    # them cost more than the walk itself.
     if isinstance(value, dict):
         for key, item in value.items():
-            where = f"{path}.{key}"
-            if key == "reference" and isinstance(item, str):
-                yield item, where
+            if isinstance(item, str):
+                if key == "reference":
+                    found.append((item, f"{path}.reference"))
             elif isinstance(item, dict | list):
-                yield from _references(item, where)
+                _collect_references(item, f"{path}.{key}", found)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _references(item, f"{path}[{index}]")
+            if isinstance(item, dict | list):
+                _collect_references(item, f"{path}[{index}]", found)
 
 
 class Resolver:
     def __init__(self, bundle: ParsedBundle) -> None:
         self.bundle = bundle
+        self._found: dict[tuple[int, str], list[tuple[str, str]]] = {}
+
+    def references(self, element: Element) -> list[tuple[str, str]]:
+        """:func:`_references` of a resource, walked once however often it is asked for
+        (every entry is checked, then walked again from each order to find its site)."""
+        key = (id(element.data), element.path)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = _references(element.data, element.path)
+        return found
 
     def resolve(self, reference: str, container: Entry, path: str) -> Resolved:
         if reference.startswith("#"):
@@ -233,7 +252,7 @@ class Resolver:
         return Resolved(target.resource, target.resource_type, target)
 
     def check_all(self, entry: Entry) -> None:
-        for reference, path in _references(entry.resource.data, entry.path):
+        for reference, path in self.references(entry.resource):
             self.resolve(reference, entry, path)
 
     def follow(self, element: Element, name: str, container: Entry) -> Resolved | None:
@@ -252,7 +271,7 @@ class Resolver:
         while queue:
             current = queue.popleft()
             yield current
-            for reference, path in _references(current.element.data, current.element.path):
+            for reference, path in self.references(current.element):
                 target = self.resolve(reference, current.container, path)
                 if id(target.element.data) not in seen:
                     seen.add(id(target.element.data))
