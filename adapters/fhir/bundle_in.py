@@ -567,17 +567,24 @@ def place(service: OrderService, uow: UnitOfWork, plan: OrderPlan, actor: str) -
         return Placed(existing, False, patient_id_of(conn, existing.id) or "", False)
     site_id, mrn = plan.command.site.id, plan.command.patient.mrn
     known_patient = patient_id_by_mrn(conn, site_id, mrn)
-    # A savepoint of plain SQL: begin_nested() cost more than the order's own inserts. On
-    # PostgreSQL a concurrent conditional create can still claim the placer number between
-    # the lookup above and the insert; the UNIQUE key then refuses ours, and this savepoint
-    # takes back what was written before it.
-    driver_sql.run(conn, _SAVEPOINT, ())
+    # Where writers run side by side (PostgreSQL), a concurrent conditional create can claim
+    # the placer number between the lookup above and our insert: the UNIQUE key refuses
+    # ours, and a savepoint takes back what was written before it, so that the order found
+    # instead can be the answer. (Plain SQL: begin_nested() cost more than the order's own
+    # inserts.) SQLite lets one writer in at a time (BEGIN IMMEDIATE), so nothing can come
+    # between: a conflict there is a plain duplicate, and whoever runs the bundle rolls its
+    # failure back.
+    concurrent = conn.dialect.name != "sqlite"
+    if concurrent:
+        driver_sql.run(conn, _SAVEPOINT, ())
     try:
         order = service.create_order(plan.command, actor=actor, uow=uow)
     except Conflict as conflict:
-        driver_sql.run(conn, _ROLLBACK_TO, ())
-        driver_sql.run(conn, _RELEASE, ())
-        found = _find(uow, plan) if plan.criteria else None
+        found = None
+        if concurrent:
+            driver_sql.run(conn, _ROLLBACK_TO, ())
+            driver_sql.run(conn, _RELEASE, ())
+            found = _find(uow, plan) if plan.criteria else None
         if found is not None:
             # A concurrent request created it first: the conditional create is satisfied.
             return Placed(found, False, patient_id_of(conn, found.id) or "", False)
@@ -589,9 +596,10 @@ def place(service: OrderService, uow: UnitOfWork, plan: OrderPlan, actor: str) -
             + "; use ifNoneExist (conditional create) to make retries safe.",
             f"{plan.entry.path}.identifier",
         ) from None
-    # Any other failure fails the bundle: the caller rolls back its transaction or its own
-    # savepoint, which takes this one with it.
-    driver_sql.run(conn, _RELEASE, ())
+    if concurrent:
+        # Any other failure fails the bundle: its caller rolls back its transaction or its
+        # own savepoint, which takes this one with it.
+        driver_sql.run(conn, _RELEASE, ())
     # The upsert keeps a known patient's id, so only a new patient needs looking up.
     patient_id = known_patient or patient_id_by_mrn(conn, site_id, mrn) or ""
     return Placed(order, True, patient_id, known_patient is None)

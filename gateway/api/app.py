@@ -35,11 +35,13 @@ def create_app(
     app.state.labels = LabelFactory.default(sites)
     app.state.scan_station = ScanStation(service, sites)
     problems.install(app)
+    # /fhir first: every request is matched against the routes in order, and the partner
+    # integrations' traffic is FHIR (no other router has a path under /fhir).
+    fhir_api.install(app)  # /fhir router, and OperationOutcome errors on /fhir paths
     app.include_router(health.router)
     app.include_router(auth_routes.router)
     app.include_router(admin.router)
     app.include_router(orders.router)
-    fhir_api.install(app)  # /fhir router, and OperationOutcome errors on /fhir paths
     app.include_router(manufacturer_webhooks)
     app.include_router(courier_webhooks)
     app.include_router(scans.router)
