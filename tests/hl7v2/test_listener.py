@@ -197,6 +197,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _children(pid: int) -> list[str]:
+    """The command lines of a process's children (Linux)."""
+    lines = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            lines.append(Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return lines
+
+
 def test_python_hl7_mllp_send_against_v2v_serve(tmp_path: Path) -> None:
     """python-hl7's own ``mllp_send`` command as the hospital, ``v2v serve`` as us."""
     http_port, mllp_port = _free_port(), _free_port()
@@ -245,6 +254,8 @@ def test_python_hl7_mllp_send_against_v2v_serve(tmp_path: Path) -> None:
         )
         assert sent.returncode == 0, sent.stderr.decode()
         assert "MSA|AA|SM-0001" in sent.stdout.decode().replace("\r", "\n"), sent.stdout
+        # On SQLite with FULL, the ACK waited for the log sync process v2v serve started.
+        assert any("gateway.store.wal_sync" in line for line in _children(server.pid))
     finally:
         server.terminate()
         try:
