@@ -2,7 +2,7 @@
 with SQLite, durable parse+map+commit+ACK throughput and ACK latency, beside hl7apy's and
 python-hl7's parse-only rates on the same messages, in the same run.
 
-    python -m tests.hl7v2.bench_hl7v2 [--per-sender 1000] [--workload adt|order]
+    python -m tests.hl7v2.bench_hl7v2 [--runs 3] [--per-sender 1000] [--workload adt|order]
         [--mode batch|single] [--sync full|normal] [--senders-inline] [--profile FILE]
 
 The senders are a separate process by default (hospitals are other machines; on this
@@ -209,39 +209,55 @@ def main() -> None:
         help="with FULL: sync the log after the commit, off the event loop, before the ACKs "
         "(what v2v serve does), or inside every COMMIT (SQLite's own FULL, for comparison)",
     )
+    options.add_argument(
+        "--runs", type=int, default=3, help="runs on fresh databases; the median is judged"
+    )
     options.add_argument("--senders-inline", action="store_true")
     options.add_argument("--profile", help="cProfile the batch handler into this file")
     args = options.parse_args()
 
     batches = [messages(args.workload, s, args.per_sender) for s in range(SENDERS)]
-    load = os.getloadavg()
-    result = asyncio.run(durable(args, batches))
     total = SENDERS * args.per_sender
-    rate = total / result["elapsed"]
-    ordered = result["latencies"]
-    accepted = sum(code == "AA" for code in result["codes"])
     print(
         f"workload {args.workload}, mode {args.mode}, synchronous={args.sync.upper()}"
         f"{f' (log synced {args.flush})' if args.sync == 'full' else ''}, "
-        f"{SENDERS} senders ({'same process' if args.senders_inline else 'own process'})"
+        f"{SENDERS} senders ({'same process' if args.senders_inline else 'own process'}), "
+        f"{args.runs} run(s) on fresh databases"
     )
-    print(
-        f"durable MLLP (parse+map+commit+ACK): {total} messages in {result['elapsed']:.2f}s "
-        f"= {rate:,.0f} msg/s; ACK latency p50 {statistics.median(ordered) * 1000:.2f} ms, "
-        f"p99 {ordered[int(len(ordered) * 0.99) - 1] * 1000:.2f} ms; "
-        f"mean batch {result['mean_batch']:.1f}"
-    )
-    print(
-        f"  gateway process CPU {result['cpu'] * 1e6 / total:.0f} us/msg (all its threads"
-        f"; its log sync process {result['sync_cpu'] * 1e6 / total:.0f} more"
-        f"{', senders included' if args.senders_inline else ''}); senders "
-        f"{result['sender_cpu'] * 1e6 / total:.0f} us/msg; load average before the run "
-        f"{load[0]:.1f} on {os.cpu_count()} CPUs"
-    )
-    print(
-        f"  check: {accepted}/{total} AA, {result['stored']} stored, audit chain "
-        f"{'ok' if result['chain'].ok else 'BROKEN'} ({result['chain'].entries} entries)"
-    )
+    rates: list[float] = []
+    healthy = True
+    for _ in range(args.runs):
+        load = os.getloadavg()
+        result = asyncio.run(durable(args, batches))
+        rate = total / result["elapsed"]
+        rates.append(rate)
+        ordered = result["latencies"]
+        accepted = sum(code == "AA" for code in result["codes"])
+        print(
+            f"durable MLLP (parse+map+commit+ACK): {total} messages in "
+            f"{result['elapsed']:.2f}s = {rate:,.0f} msg/s; ACK latency p50 "
+            f"{statistics.median(ordered) * 1000:.2f} ms, "
+            f"p99 {ordered[int(len(ordered) * 0.99) - 1] * 1000:.2f} ms; "
+            f"mean batch {result['mean_batch']:.1f}"
+        )
+        print(
+            f"  gateway process CPU {result['cpu'] * 1e6 / total:.0f} us/msg (all its threads"
+            f"; its log sync process {result['sync_cpu'] * 1e6 / total:.0f} more"
+            f"{', senders included' if args.senders_inline else ''}); senders "
+            f"{result['sender_cpu'] * 1e6 / total:.0f} us/msg; load average before the run "
+            f"{load[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        print(
+            f"  check: {accepted}/{total} AA, {result['stored']} stored, audit chain "
+            f"{'ok' if result['chain'].ok else 'BROKEN'} ({result['chain'].entries} entries)"
+        )
+        healthy = healthy and accepted == total == result["stored"] and result["chain"].ok
+    rate = statistics.median(rates)
+    if args.runs > 1:
+        print(
+            f"median of {args.runs} runs: {rate:,.0f} msg/s "
+            f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+        )
 
     import hl7
     from hl7apy.parser import parse_message
@@ -262,11 +278,11 @@ def main() -> None:
     # parse these messages several times faster here, so the ratios no longer restate the
     # same target; the absolute rate is what is judged, the ratios are shown beside it.
     print(
-        f"target >= 3,000 msg/s durable: {'met' if rate >= 3000 else 'NOT met'} "
+        f"target >= 3,000 msg/s durable (median): {'met' if rate >= 3000 else 'NOT met'} "
         f"({rate:,.0f}); the issue's 100x/2x forms assumed hl7apy at 20-40/s and python-hl7 "
         f"near 1,500/s, here {hl7apy_rate:,.0f}/s and {python_hl7:,.0f}/s"
     )
-    if accepted != total or result["stored"] != total or not result["chain"].ok:
+    if not healthy:
         sys.exit(1)
 
 
