@@ -31,6 +31,7 @@ from collections import deque
 from adapters.fhir.write_turn import WriteTurn
 from gateway.service.inbound_batch import InboundWork, process_inbound_batch
 from gateway.service.orders import OrderService, Reply
+from gateway.service.unit_of_work import ConnectionKeeper
 from gateway.store.database import is_sqlite, wal_flusher
 from gateway.store.wal_flush import WalFlusher
 
@@ -45,10 +46,13 @@ class _Lane:
     """The queue, write turn and log flusher of one event loop (``v2v serve`` runs one per
     process; test clients may run several)."""
 
-    def __init__(self, turn: WriteTurn, flusher: WalFlusher | None) -> None:
+    def __init__(
+        self, turn: WriteTurn, flusher: WalFlusher | None, keeper: ConnectionKeeper | None
+    ) -> None:
         self.queue: deque[_Item] = deque()
         self.busy = False  # a batch is waiting for its turn or running
         self.turn = turn
+        self.keeper = keeper
         self.flusher = flusher
         self.looked_at = -1  # the queue's length when the committer last looked at it
 
@@ -57,8 +61,9 @@ class GroupCommitter:
     """One per application (the API keeps it in ``app.state``) and so per process.
 
     ``flush_later``: commit without syncing the SQLite log and answer once a flusher has
-    synced it (only where :func:`~gateway.store.database.wal_flusher` gives one); for a
-    long-lived event loop, since each loop gets a flusher process of its own."""
+    synced it (only where :func:`~gateway.store.database.wal_flusher` gives one), and keep
+    one database connection for the loop's batches; for a long-lived event loop, since
+    each loop gets a flusher process and a connection of its own."""
 
     def __init__(
         self, service: OrderService, *, max_batch: int = MAX_BATCH, flush_later: bool = False
@@ -80,7 +85,10 @@ class GroupCommitter:
         lane = self._lanes.get(loop)
         if lane is None:
             flusher = wal_flusher(self.service.engine) if self.flush_later else None
-            lane = self._lanes[loop] = _Lane(WriteTurn(self._lock_path), flusher)
+            # A long-lived loop keeps one connection for its batches; short-lived ones (test
+            # clients) use the pool, so a lane that is dropped holds no connection.
+            keeper = ConnectionKeeper(self.service.engine) if self.flush_later else None
+            lane = self._lanes[loop] = _Lane(WriteTurn(self._lock_path), flusher, keeper)
         future: asyncio.Future[Reply] = loop.create_future()
         lane.queue.append((work, future))
         if not lane.busy:
@@ -96,6 +104,8 @@ class GroupCommitter:
             lane.turn.close()
             if lane.flusher is not None:
                 lane.flusher.close()
+            if lane.keeper is not None:
+                lane.keeper.close()
         self._lanes.clear()
 
     def _take_turn(self, lane: _Lane) -> None:
@@ -120,7 +130,10 @@ class GroupCommitter:
         batch = [lane.queue.popleft() for _ in range(count)]
         try:
             replies = process_inbound_batch(
-                self.service, [work for work, _ in batch], flush_later=lane.flusher is not None
+                self.service,
+                [work for work, _ in batch],
+                flush_later=lane.flusher is not None,
+                keeper=lane.keeper,
             )
         except Exception as exc:
             # process_inbound_batch answers every message itself, even unstorable ones;

@@ -50,7 +50,7 @@ from gateway.service.commands import CreateOrder
 from gateway.service.errors import Conflict, NotFound, ServiceError, UnknownTherapy, VersionMismatch
 from gateway.service.inbound_batch import InboundWork, process_inbound_batch
 from gateway.service.orders import InboundMessage, OrderService, Reply
-from gateway.service.unit_of_work import UnitOfWork
+from gateway.service.unit_of_work import ConnectionKeeper, UnitOfWork
 from gateway.sites import SiteConfig, SiteDirectory
 from gateway.store.wal_flush import WalFlusher
 
@@ -131,6 +131,7 @@ class InboundHandler:
         their ACKs must first wait for this flusher (the MLLP listener does)."""
         self.service = service
         self.flusher = flusher
+        self.keeper = ConnectionKeeper(service.engine)
         self.profiles = profiles
         self.sites = sites
         self.sending_application = sending_application
@@ -171,10 +172,16 @@ class InboundHandler:
             if prepared is not None:
                 work.append(prepared)
                 slots.append(index)
-        replies = process_inbound_batch(self.service, work, flush_later=self.flusher is not None)
+        replies = process_inbound_batch(
+            self.service, work, flush_later=self.flusher is not None, keeper=self.keeper
+        )
         for index, reply in zip(slots, replies, strict=True):
             answers[index] = split_messages(reply.body)
         return answers
+
+    def close(self) -> None:
+        """Give back the connection kept for group commits."""
+        self.keeper.close()
 
     def prepare(self, raw: bytes, peer: str = "") -> InboundWork | None:
         """Parse one message and bind what storing and applying it takes; None for an

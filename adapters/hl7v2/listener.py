@@ -347,3 +347,4 @@ async def run_listener(service: object, stop: asyncio.Event, settings: object) -
             loop.close()
         if flusher is not None:
             flusher.close()
+        handler.close()

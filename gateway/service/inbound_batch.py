@@ -38,7 +38,7 @@ from gateway.service.orders import (
     rejection_text,
     replayed,
 )
-from gateway.service.unit_of_work import UnitOfWork
+from gateway.service.unit_of_work import ConnectionKeeper, UnitOfWork
 from gateway.store import audit, inbox
 
 log = logging.getLogger(__name__)
@@ -68,19 +68,28 @@ class InboundWork:
 
 
 def process_inbound_batch(
-    service: OrderService, work: Sequence[InboundWork], *, flush_later: bool = False
+    service: OrderService,
+    work: Sequence[InboundWork],
+    *,
+    flush_later: bool = False,
+    keeper: ConnectionKeeper | None = None,
 ) -> list[Reply]:
     """The reply for each message, in order, once all of them are committed.
 
     ``flush_later``: commit without syncing the SQLite log; the caller must not send the
-    replies before ``gateway.store.wal_flush`` says the log is on disk."""
+    replies before ``gateway.store.wal_flush`` says the log is on disk. ``keeper``: the
+    caller's kept connection (see :class:`ConnectionKeeper`)."""
     if not work:
         return []
+
+    def opened() -> UnitOfWork:
+        return service.uow(flush_later=flush_later, keeper=keeper)
+
     try:
         try:
-            replies, changed = _commit(service, work, savepoints=False, flush_later=flush_later)
+            replies, changed = _commit(service, opened, work, savepoints=False)
         except _MessageFailed:
-            replies, changed = _commit(service, work, savepoints=True, flush_later=flush_later)
+            replies, changed = _commit(service, opened, work, savepoints=True)
     except Exception as exc:
         if len(work) > 1:
             log.warning(
@@ -88,26 +97,23 @@ def process_inbound_batch(
                 len(work),
                 exc,
             )
-            return [_alone(service, item, flush_later=flush_later) for item in work]
-        return [_alone(service, work[0], first_failure=exc, flush_later=flush_later)]
+            return [_alone(service, opened, item) for item in work]
+        return [_alone(service, opened, work[0], first_failure=exc)]
     _publish(service, changed)
     return replies
 
 
 def _alone(
     service: OrderService,
+    opened: Callable[[], UnitOfWork],
     item: InboundWork,
     first_failure: Exception | None = None,
-    *,
-    flush_later: bool,
 ) -> Reply:
     failure = first_failure
     for _attempt in range(_ATTEMPTS):
         if failure is None:
             try:
-                replies, changed = _commit(
-                    service, [item], savepoints=True, flush_later=flush_later
-                )
+                replies, changed = _commit(service, opened, [item], savepoints=True)
             except Exception as exc:
                 failure = exc
             else:
@@ -133,12 +139,16 @@ class _MessageFailed(Exception):
 
 
 def _commit(
-    service: OrderService, work: Sequence[InboundWork], *, savepoints: bool, flush_later: bool
+    service: OrderService,
+    opened: Callable[[], UnitOfWork],
+    work: Sequence[InboundWork],
+    *,
+    savepoints: bool,
 ) -> tuple[list[Reply], list[str]]:
     replies: list[Reply] = []
     changed: list[str] = []
     rows: list[dict[str, object]] = []
-    with service.uow(flush_later=flush_later) as uow:
+    with opened() as uow:
         conn = uow.conn
         stored = inbox.find_many(conn, {item.message.key for item in work})
         answered: dict[str, Reply] = {}

@@ -30,7 +30,7 @@ from gateway.service.clock import Clock, utc_now
 from gateway.service.commands import CreateOrder
 from gateway.service.errors import Conflict, NotFound, UnknownTherapy, VersionMismatch
 from gateway.service.notifications import Notice, notices_for
-from gateway.service.unit_of_work import UnitOfWork
+from gateway.service.unit_of_work import ConnectionKeeper, UnitOfWork
 from gateway.store import audit, inbox, outbox
 from gateway.store.repository import ConcurrencyConflict, DuplicateIdentifier, OrderPage
 from gateway.therapy_rules import RuleBook
@@ -91,8 +91,14 @@ class OrderService:
         self.issue_coi = coi_issuer or default_coi_issuer(default_facility)
         self.listeners: list[Callable[[TherapyOrder], None]] = []
 
-    def uow(self, *, readonly: bool = False, flush_later: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.engine, readonly=readonly, flush_later=flush_later)
+    def uow(
+        self,
+        *,
+        readonly: bool = False,
+        flush_later: bool = False,
+        keeper: ConnectionKeeper | None = None,
+    ) -> UnitOfWork:
+        return UnitOfWork(self.engine, readonly=readonly, flush_later=flush_later, keeper=keeper)
 
     # --- queries ----------------------------------------------------------------------
     def get(self, order_id: str) -> TherapyOrder:

@@ -158,6 +158,7 @@ async def durable(args: argparse.Namespace, batches: list[list[bytes]]) -> dict[
             fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
             sync_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         flusher.close()
+    handler.close()
     if profiler is not None:
         profiler.dump_stats(args.profile)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)

@@ -90,6 +90,7 @@ def listener(
     ) as running:
         yield running
     flusher.close()
+    handler.close()
 
 
 @pytest.fixture
