@@ -33,7 +33,7 @@ from gateway.service.inbound_batch import InboundWork, process_inbound_batch
 from gateway.service.orders import OrderService, Reply
 from gateway.service.unit_of_work import ConnectionKeeper
 from gateway.store.database import is_sqlite, wal_flusher
-from gateway.store.wal_flush import WalFlusher
+from gateway.store.wal_flush import WalFlusher, answer_when_synced
 
 log = logging.getLogger(__name__)
 
@@ -147,32 +147,13 @@ class GroupCommitter:
         self.batches += 1
         self.messages += len(batch)
         self._next(lane)
-        if lane.flusher is None:
-            _answer(batch, replies)
-            return
-
-        def synced(flushed: asyncio.Future[None]) -> None:
-            error = flushed.exception()
-            if error is None:
-                _answer(batch, replies)
-            else:
-                # Not known to be on disk, so not acknowledged: the clients resend, and a
-                # resent bundle that was stored after all gets its stored answer.
-                _fail(batch, error)
-
-        lane.flusher.flushed().add_done_callback(synced)
+        answer_when_synced(lane.flusher, [future for _, future in batch], replies)
 
     def _next(self, lane: _Lane) -> None:
         if lane.queue:
             asyncio.get_running_loop().call_soon(self._take_turn, lane)
         else:
             lane.busy = False
-
-
-def _answer(batch: list[_Item], replies: list[Reply]) -> None:
-    for (_, future), reply in zip(batch, replies, strict=True):
-        if not future.done():
-            future.set_result(reply)
 
 
 def _fail(batch: list[_Item], error: BaseException) -> None:

@@ -30,7 +30,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from gateway.store.wal_flush import WalFlusher
+from gateway.store.wal_flush import WalFlusher, answer_when_synced
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +111,7 @@ class BatchWriter:
         finally:
             self.batches += 1
             self.messages += len(batch)
-        if self.flusher is None:
-            _answer(batch, replies)
-            return
-
-        def synced(flushed: asyncio.Future[None]) -> None:
-            error = flushed.exception()
-            if error is None:
-                _answer(batch, replies)
-            else:
-                # Not known to be on disk: no ACK; the senders resend.
-                _fail(batch, error)
-
-        self.flusher.flushed().add_done_callback(synced)
-
-
-def _answer(batch: list[_Item], replies: list[list[bytes]]) -> None:
-    for (_, _, future), reply in zip(batch, replies, strict=True):
-        if not future.done():
-            future.set_result(reply)
+        answer_when_synced(self.flusher, [future for _, _, future in batch], replies)
 
 
 def _fail(batch: list[_Item], error: BaseException) -> None:

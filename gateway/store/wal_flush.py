@@ -40,10 +40,13 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class FlushFailed(OSError):
@@ -200,3 +203,26 @@ def _out_file(child: subprocess.Popen[bytes]) -> IO[bytes]:
 def _out(child: subprocess.Popen[bytes]) -> int:
     assert child.stdout is not None
     return child.stdout.fileno()
+
+
+def answer_when_synced(
+    flusher: WalFlusher | None, futures: Sequence[asyncio.Future[T]], answers: Sequence[T]
+) -> None:
+    """Resolve each future with its answer once everything committed so far is on disk
+    (at once without a flusher). If the sync fails they fail with :class:`FlushFailed`:
+    not known to be stored, so not acknowledged; the senders resend, and a message that
+    was stored after all gets its stored answer then."""
+
+    def settle(error: BaseException | None) -> None:
+        for future, answer in zip(futures, answers, strict=True):
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(answer)
+            else:
+                future.set_exception(error)
+
+    if flusher is None:
+        settle(None)
+    else:
+        flusher.flushed().add_done_callback(lambda flushed: settle(flushed.exception()))
