@@ -23,15 +23,13 @@ description succeeds at once).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fcntl
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
+
+from gateway.store.piped_child import PipedChild
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +41,13 @@ class WriteTurn:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._fd: int | None = None
-        self._child: subprocess.Popen[bytes] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._child = PipedChild(
+            "write-turn",
+            lambda: [sys.executable, "-m", "adapters.fhir.write_turn", str(self._descriptor())],
+            lambda _answer: self._taken(),
+            self._lost,
+            pass_fds=lambda: (self._descriptor(),),
+        )
         self._then: Callable[[], None] | None = None
 
     def try_take(self) -> bool:
@@ -59,34 +62,22 @@ class WriteTurn:
 
     def wait(self, then: Callable[[], None]) -> None:
         """Call ``then`` on the running loop once the turn is ours (one wait at a time)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            raise RuntimeError("a WriteTurn serves one event loop")
         self._then = then
-        for attempt in range(2):
-            try:
-                child = self._child or self._start()
-                assert child.stdin is not None
-                os.write(child.stdin.fileno(), b"w")
-                return
-            except OSError as exc:
-                if self._child is not None:
-                    self._discard_child()
-                if attempt:
-                    # Correct, only slower: the loop waits for the lock itself.
-                    log.warning("no write-turn process (%s); waiting on the event loop", exc)
-                    fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
-                    self._taken()
+        try:
+            self._child.ask(b"w")
+        except OSError as exc:
+            # Correct, only slower: the loop waits for the lock itself.
+            log.warning("no write-turn process (%s); waiting on the event loop", exc)
+            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
+            self._taken()
 
     def give_back(self) -> None:
         if self.path is not None and self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._child is not None:
-            self._discard_child()
+        # Killed, not asked to finish: it may be blocked waiting for the lock.
+        self._child.stop()
         if self._fd is not None:
             os.close(self._fd)  # and with it the lock, if it was held
             self._fd = None
@@ -97,55 +88,16 @@ class WriteTurn:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return self._fd
 
-    def _start(self) -> subprocess.Popen[bytes]:
-        descriptor = self._descriptor()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "adapters.fhir.write_turn", str(descriptor)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            pass_fds=(descriptor,),
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        assert child.stdout is not None and self._loop is not None
-        os.set_blocking(child.stdout.fileno(), False)
-        self._loop.add_reader(child.stdout.fileno(), self._answered)
-        self._child = child
-        return child
-
-    def _answered(self) -> None:
-        child = self._child
-        if child is None or child.stdout is None:
-            return
-        try:
-            data = os.read(child.stdout.fileno(), 64)
-        except BlockingIOError:
-            return
-        if data:
-            self._taken()
-            return
-        log.warning("the write-turn process for %s ended; starting another", self.path)
-        self._discard_child()
-        if self._then is not None:
-            self.wait(self._then)
-
     def _taken(self) -> None:
         then, self._then = self._then, None
         if then is not None:
             then()
 
-    def _discard_child(self) -> None:
-        child, self._child = self._child, None
-        if child is None:
-            return
-        assert child.stdin is not None and child.stdout is not None
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.remove_reader(child.stdout.fileno())
-        with contextlib.suppress(OSError):
-            child.stdin.close()
-        child.kill()  # it may be blocked waiting for the lock, which no input ends
-        child.wait()
-        child.stdout.close()
+    def _lost(self) -> None:
+        # The child died waiting: ask a new one (if the dead one had taken the lock,
+        # taking it again on the same description succeeds at once).
+        if self._then is not None:
+            self.wait(self._then)
 
 
 def serve(descriptor: int, requests: int, answers: int) -> int:

@@ -35,14 +35,13 @@ sync asked for again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
+
+from gateway.store.piped_child import PipedChild
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,7 @@ class WalFlusher:
         self.database = database
         self.wal = Path(f"{database}-wal")
         self.syncs = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._child: subprocess.Popen[bytes] | None = None
+        self._child = PipedChild("log sync", self.command, self._answered, self._lost)
         self._asked: list[asyncio.Future[None]] = []  # covered by the sync in flight
         self._next: list[asyncio.Future[None]] = []  # committed after it was asked for
         self._failure: str | None = None
@@ -69,12 +67,7 @@ class WalFlusher:
     def flushed(self) -> asyncio.Future[None]:
         """A future that resolves once every commit made before this call is on disk, or
         fails with :class:`FlushFailed`. Call it on one event loop only."""
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            raise RuntimeError("a WalFlusher serves one event loop")
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = self._child.bind().create_future()
         if self._failure is not None:
             future.set_exception(FlushFailed(self._failure))
             return future
@@ -85,21 +78,7 @@ class WalFlusher:
 
     def close(self) -> None:
         """Stop the child; call once nothing waits any more (or from the loop's thread)."""
-        child, self._child = self._child, None
-        if child is None:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            # A loop that is already closed took its waiters with it.
-            with contextlib.suppress(RuntimeError):
-                self._loop.remove_reader(_out(child))
-        assert child.stdin is not None
-        child.stdin.close()
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        _out_file(child).close()
+        self._child.stop(grace=5)
         failed = FlushFailed("the flusher was closed before the log was synced")
         for future in self._asked + self._next:
             if not future.done():
@@ -112,45 +91,12 @@ class WalFlusher:
 
     def _ask(self) -> None:
         self._asked, self._next = self._next, []
-        for attempt in range(2):
-            try:
-                child = self._child or self._start()
-                os.write(_in(child), b"s")
-                return
-            except OSError as exc:
-                if self._child is not None:
-                    # It died: the request never arrived, and nothing was lost.
-                    self._discard_child(self._child)
-                if attempt:
-                    self._fail(f"could not ask for a sync of {self.wal}: {exc}")
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        os.set_blocking(_out(child), False)
-        assert self._loop is not None
-        self._loop.add_reader(_out(child), self._answered)
-        self._child = child
-        return child
-
-    def _answered(self) -> None:
-        child = self._child
-        if child is None:
-            return
         try:
-            data = os.read(_out(child), 4096)
-        except BlockingIOError:
-            return
-        if not data:
-            self._discard_child(child)
-            if self._asked:
-                self._next = self._asked + self._next
-                self._ask()
-            return
+            self._child.ask(b"s")
+        except OSError as exc:
+            self._fail(f"could not ask for a sync of {self.wal}: {exc}")
+
+    def _answered(self, data: bytes) -> None:
         if data.startswith(b"e"):
             self._fail(data[1:].decode(errors="replace").strip())
             return
@@ -162,17 +108,11 @@ class WalFlusher:
         if self._next:
             self._ask()
 
-    def _discard_child(self, child: subprocess.Popen[bytes]) -> None:
-        log.warning("the log sync process for %s ended; starting another", self.wal)
-        assert self._loop is not None
-        self._loop.remove_reader(_out(child))
-        child.kill()
-        child.wait()
-        _out_file(child).close()
-        assert child.stdin is not None
-        with contextlib.suppress(OSError):
-            child.stdin.close()
-        self._child = None
+    def _lost(self) -> None:
+        # The child died with a sync asked for: ask the next one for it.
+        if self._asked:
+            self._next = self._asked + self._next
+            self._ask()
 
     def _fail(self, reason: str) -> None:
         if self._failure is None:
@@ -188,21 +128,6 @@ class WalFlusher:
         for future in waiting:
             if not future.done():
                 future.set_exception(failed)
-
-
-def _in(child: subprocess.Popen[bytes]) -> int:
-    assert child.stdin is not None
-    return child.stdin.fileno()
-
-
-def _out_file(child: subprocess.Popen[bytes]) -> IO[bytes]:
-    assert child.stdout is not None
-    return child.stdout
-
-
-def _out(child: subprocess.Popen[bytes]) -> int:
-    assert child.stdout is not None
-    return child.stdout.fileno()
 
 
 def answer_when_synced(

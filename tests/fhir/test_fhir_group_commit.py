@@ -65,8 +65,8 @@ def test_a_turn_process_that_dies_is_replaced(tmp_path: Path) -> None:
         taken = asyncio.Event()
         second.wait(taken.set)
         await asyncio.sleep(0.2)
-        assert second._child is not None
-        second._child.kill()
+        assert second._child.process is not None
+        second._child.process.kill()
         await asyncio.sleep(0.2)
         first.give_back()
         await _called(taken)

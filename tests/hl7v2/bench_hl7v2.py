@@ -152,7 +152,7 @@ async def durable(args: argparse.Namespace, batches: list[list[bytes]]) -> dict[
     await listener.stop()
     sync_cpu = 0.0
     if flusher is not None:
-        child = flusher._child
+        child = flusher._child.process
         if child is not None:
             # utime and stime of the log sync process, in clock ticks.
             fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -140,9 +140,9 @@ def test_a_sync_process_that_dies_is_replaced_and_the_waiter_still_answered(
 
     async def main() -> None:
         await flusher.flushed()
-        assert flusher._child is not None
-        flusher._child.kill()
-        flusher._child.wait()
+        assert flusher._child.process is not None
+        flusher._child.process.kill()
+        flusher._child.process.wait()
         await asyncio.wait_for(flusher.flushed(), 10)
 
     try:
