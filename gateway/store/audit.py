@@ -134,8 +134,7 @@ def deferred(conn: Connection) -> Iterator[PendingEntries]:
 def _write(conn: Connection, queued: list[tuple[datetime, str, str, str | None, str]]) -> None:
     # Once per group commit, inside the write lock: the statements go straight to the
     # driver (see driver_sql), which took a third of the Core version's time.
-    lock = conn.dialect.name == "postgresql"
-    head = driver_sql.rows(conn, _HEAD_FOR_UPDATE if lock else _HEAD, (1,))
+    head = driver_sql.rows(conn, _HEAD, (1,))
     if not head:
         raise RuntimeError("audit_head is missing: run `v2v db upgrade`")
     seq, digest = head[0]
@@ -148,9 +147,8 @@ def _write(conn: Connection, queued: list[tuple[datetime, str, str, str | None, 
     driver_sql.run(conn, _MOVE_HEAD, (seq, digest, 1))
 
 
-_HEAD = driver_sql.Statement("SELECT seq, hash FROM audit_head WHERE id = ?", audit_head, ("id",))
-_HEAD_FOR_UPDATE = driver_sql.Statement(
-    "SELECT seq, hash FROM audit_head WHERE id = ? FOR UPDATE", audit_head, ("id",)
+_HEAD = driver_sql.Statement(
+    "SELECT seq, hash FROM audit_head WHERE id = ?", audit_head, ("id",), for_update=True
 )
 _INSERT_ENTRY = driver_sql.insert(
     audit_log, ("seq", "at", "actor", "action", "order_id", "payload", "prev_hash", "hash")

@@ -29,6 +29,9 @@ class Statement:
     sql: str
     table: Table
     columns: tuple[str, ...]  # the bound parameters, in placeholder order
+    # Lock the rows read: FOR UPDATE, except on SQLite, which has no row locks (its writers
+    # are serialised by BEGIN IMMEDIATE) and no FOR UPDATE clause.
+    for_update: bool = False
 
     def bound(self, dialect: Dialect) -> BoundStatement:
         return _bind(self, dialect)
@@ -57,6 +60,8 @@ def insert(table: Table, columns: Sequence[str], *, returning: str | None = None
 @lru_cache(maxsize=256)
 def _bind(statement: Statement, dialect: Dialect) -> BoundStatement:
     sql = statement.sql
+    if statement.for_update and dialect.name != "sqlite":
+        sql += " FOR UPDATE"
     if dialect.paramstyle != "qmark":
         sql = sql.replace("%", "%%").replace("?", "%s")
     processors = tuple(_processor(statement.table.c[name], dialect) for name in statement.columns)

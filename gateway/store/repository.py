@@ -125,17 +125,14 @@ class OrderRepository:
         self._sync_identifiers(order)
 
     def get(self, order_id: str, *, for_update: bool = False) -> TherapyOrder | None:
-        lock = for_update and self.conn.dialect.name == "postgresql"
         document = driver_sql.scalar(
-            self.conn, _GET_ORDER_FOR_UPDATE if lock else _GET_ORDER, (order_id,)
+            self.conn, _GET_ORDER_FOR_UPDATE if for_update else _GET_ORDER, (order_id,)
         )
         return TherapyOrder.model_validate_json(document) if document is not None else None
 
     def find_by_identifier(
         self, kind: str, value: str, namespace: str | None = None
     ) -> TherapyOrder | None:
-        # One statement (identifier index, then the order by primary key): a second round
-        # trip for the document cost as much as the lookup itself.
         if namespace is None:
             found = driver_sql.rows(self.conn, _FIND_ANY_NAMESPACE, (kind, value))
         else:
@@ -247,7 +244,7 @@ _SAVE_ORDER = driver_sql.Statement(
 )
 _GET_ORDER = driver_sql.Statement("SELECT document FROM orders WHERE id = ?", orders, ("id",))
 _GET_ORDER_FOR_UPDATE = driver_sql.Statement(
-    "SELECT document FROM orders WHERE id = ? FOR UPDATE", orders, ("id",)
+    "SELECT document FROM orders WHERE id = ?", orders, ("id",), for_update=True
 )
 _IDENTIFIERS_OF = driver_sql.Statement(
     "SELECT kind, namespace, value FROM order_identifiers WHERE order_id = ?",

@@ -91,3 +91,15 @@ def test_patient_upsert_updates_in_place_and_rolls_back_with_its_transaction(
         "F",
     )
     assert row.updated_at == (AT + timedelta(hours=1)).astimezone(UTC)
+
+
+def test_a_locking_read_says_for_update_where_the_database_has_row_locks() -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from gateway.store.driver_sql import Statement
+
+    read = Statement("SELECT id FROM patients WHERE id = ?", patients, ("id",), for_update=True)
+    assert read.bound(postgresql.psycopg.dialect()).sql == (
+        "SELECT id FROM patients WHERE id = %s FOR UPDATE"
+    )
+    assert read.bound(sqlite.pysqlite.dialect()).sql == "SELECT id FROM patients WHERE id = ?"
