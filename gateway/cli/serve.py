@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -135,6 +136,9 @@ async def _run_background(
             await asyncio.wait_for(task, timeout=10)
 
 
+_Socket = TypeVar("_Socket", bound=socket.socket)
+
+
 class WorkerListener(socket.socket):
     """The supervisor's placeholder for the HTTP port: bound, never listening; each worker
     process that unpickles it gets a listening socket of its own on the same address.
@@ -160,11 +164,7 @@ class WorkerListener(socket.socket):
             except OSError as exc:
                 log.error("cannot listen on %s:%d: %s", host, port, exc)
                 raise SystemExit(STARTUP_FAILURE) from None
-        placeholder = cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        placeholder.bind((host, port))
-        return placeholder
+        return _bound_reusing_port(cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), host, port)
 
     def __reduce__(self) -> tuple[Callable[[int, str, int], socket.socket], tuple[int, str, int]]:
         host, port = self.getsockname()[:2]
@@ -173,7 +173,12 @@ class WorkerListener(socket.socket):
 
 def _worker_socket(family: int, host: str, port: int) -> socket.socket:
     """Run in the worker when it unpickles its :class:`WorkerListener`."""
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    return _bound_reusing_port(
+        socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), host, port
+    )
+
+
+def _bound_reusing_port(sock: _Socket, host: str, port: int) -> _Socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
