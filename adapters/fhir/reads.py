@@ -161,12 +161,12 @@ def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
     for alternatives in criteria.identifiers or []:
         options = []
         for kind, namespace, value in alternatives:
-            match = select(order_identifiers.c.order_id).where(order_identifiers.c.value == value)
+            match = select(order_identifiers.c.order_seq).where(order_identifiers.c.value == value)
             if kind is not None:
                 match = match.where(order_identifiers.c.kind == kind)
             if namespace is not None:
                 match = match.where(order_identifiers.c.namespace == namespace)
-            options.append(orders.c.id.in_(match))
+            options.append(orders.c.seq.in_(match))
         conditions.append(or_(false(), *options))
     for key, value in (criteria.tenant or {}).items():
         if key == "site_id":
@@ -174,10 +174,10 @@ def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
         elif key == "manufacturer":
             conditions.append(orders.c.manufacturer == value)
         elif key == "courier":
-            carried = select(order_identifiers.c.order_id).where(
+            carried = select(order_identifiers.c.order_seq).where(
                 order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == value
             )
-            conditions.append(orders.c.id.in_(carried))
+            conditions.append(orders.c.seq.in_(carried))
     for patient_ids in criteria.patient_ids or []:
         conditions.append(orders.c.patient_id.in_(patient_ids))
     for prefix, at in criteria.updated or []:

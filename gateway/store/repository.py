@@ -109,20 +109,20 @@ class OrderRepository:
     # --- orders -----------------------------------------------------------------------
     # The writes and reads every command makes run on the driver's cursor (see driver_sql).
     def add(self, order: TherapyOrder, patient_id: str) -> None:
-        driver_sql.run(
+        seq = driver_sql.scalar(
             self.conn,
             _ADD_ORDER,
             (order.id, patient_id, order.patient_pseudonym, order.created_at, *_columns(order)),
         )
-        self._sync_identifiers(order, new=True)
+        self._sync_identifiers(order, seq, new=True)
 
     def save(self, order: TherapyOrder, expected_version: int) -> None:
-        changed = driver_sql.run(
+        seq = driver_sql.scalar(
             self.conn, _SAVE_ORDER, (*_columns(order), order.id, expected_version)
         )
-        if changed != 1:
+        if seq is None:
             raise ConcurrencyConflict(order.id, expected_version)
-        self._sync_identifiers(order)
+        self._sync_identifiers(order, seq)
 
     def get(self, order_id: str, *, for_update: bool = False) -> TherapyOrder | None:
         document = driver_sql.scalar(
@@ -170,17 +170,17 @@ class OrderRepository:
         if manufacturer:
             query = query.where(orders.c.manufacturer == manufacturer)
         if courier:
-            carried = select(order_identifiers.c.order_id).where(
+            carried = select(order_identifiers.c.order_seq).where(
                 order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == courier
             )
-            query = query.where(orders.c.id.in_(carried))
+            query = query.where(orders.c.seq.in_(carried))
         if updated_since:
             query = query.where(orders.c.updated_at >= updated_since)
         if identifier:
-            matches = select(order_identifiers.c.order_id).where(
+            matches = select(order_identifiers.c.order_seq).where(
                 order_identifiers.c.value == identifier
             )
-            query = query.where(orders.c.id.in_(matches))
+            query = query.where(orders.c.seq.in_(matches))
         if cursor:
             query = query.where(keyset.older_than(cursor))
         rows = self.conn.execute(
@@ -193,20 +193,19 @@ class OrderRepository:
             next_cursor = keyset.encode(last.updated_at, last.id)
         return OrderPage(page, next_cursor)
 
-    def _sync_identifiers(self, order: TherapyOrder, *, new: bool = False) -> None:
+    def _sync_identifiers(self, order: TherapyOrder, seq: int, *, new: bool = False) -> None:
+        """``seq``: the order's row key, which its identifiers point at."""
         wanted = business_identifiers(order)
         have: set[tuple[str, str, str]] = set()
         if not new:
-            found = driver_sql.rows(self.conn, _IDENTIFIERS_OF, (order.id,))
+            found = driver_sql.rows(self.conn, _IDENTIFIERS_OF, (seq,))
             have = {(kind, namespace, value) for kind, namespace, value in found}
         for kind, namespace, value in sorted(have - wanted):
-            driver_sql.run(self.conn, _DROP_IDENTIFIER, (kind, namespace, value, order.id))
+            driver_sql.run(self.conn, _DROP_IDENTIFIER, (kind, namespace, value, seq))
         for kind, namespace, value in sorted(wanted - have):
             # The unique constraint decides, in one statement: a concurrent transaction
             # claiming the same identifier makes ours wait, then do nothing.
-            claimed = driver_sql.scalar(
-                self.conn, _CLAIM_IDENTIFIER, (order.id, kind, namespace, value)
-            )
+            claimed = driver_sql.scalar(self.conn, _CLAIM_IDENTIFIER, (seq, kind, namespace, value))
             if claimed is None:
                 owner = self.conn.execute(
                     _IDENTIFIER_OWNER, {"b_kind": kind, "b_namespace": namespace, "b_value": value}
@@ -234,11 +233,11 @@ _ORDER_COLUMNS = (
     "updated_at", "document",
 )  # fmt: skip
 _ADD_ORDER = driver_sql.insert(
-    orders, ("id", "patient_id", "pseudonym", "created_at", *_ORDER_COLUMNS)
+    orders, ("id", "patient_id", "pseudonym", "created_at", *_ORDER_COLUMNS), returning="seq"
 )
 _SAVE_ORDER = driver_sql.Statement(
     f"UPDATE orders SET {', '.join(f'{name} = ?' for name in _ORDER_COLUMNS)}"
-    " WHERE id = ? AND version = ?",
+    " WHERE id = ? AND version = ? RETURNING seq",
     orders,
     (*_ORDER_COLUMNS, "id", "version"),
 )
@@ -247,40 +246,45 @@ _GET_ORDER_FOR_UPDATE = driver_sql.Statement(
     "SELECT document FROM orders WHERE id = ?", orders, ("id",), for_update=True
 )
 _IDENTIFIERS_OF = driver_sql.Statement(
-    "SELECT kind, namespace, value FROM order_identifiers WHERE order_id = ?",
+    "SELECT kind, namespace, value FROM order_identifiers WHERE order_seq = ?",
     order_identifiers,
-    ("order_id",),
+    ("order_seq",),
 )
 _DROP_IDENTIFIER = driver_sql.Statement(
-    "DELETE FROM order_identifiers WHERE kind = ? AND namespace = ? AND value = ? AND order_id = ?",
+    "DELETE FROM order_identifiers WHERE kind = ? AND namespace = ? AND value = ?"
+    " AND order_seq = ?",
     order_identifiers,
-    ("kind", "namespace", "value", "order_id"),
+    ("kind", "namespace", "value", "order_seq"),
 )
 # One statement (identifier index, then the order by primary key): a second round trip for
 # the document cost as much as the lookup itself.
 _FIND_ANY_NAMESPACE = driver_sql.Statement(
     "SELECT orders.document FROM order_identifiers JOIN orders"
-    " ON orders.id = order_identifiers.order_id"
+    " ON orders.seq = order_identifiers.order_seq"
     " WHERE order_identifiers.kind = ? AND order_identifiers.value = ? LIMIT 2",
     order_identifiers,
     ("kind", "value"),
 )
 _FIND = driver_sql.Statement(
     "SELECT orders.document FROM order_identifiers JOIN orders"
-    " ON orders.id = order_identifiers.order_id"
+    " ON orders.seq = order_identifiers.order_seq"
     " WHERE order_identifiers.kind = ? AND order_identifiers.value = ?"
     " AND order_identifiers.namespace = ? LIMIT 2",
     order_identifiers,
     ("kind", "value", "namespace"),
 )
 _CLAIM_IDENTIFIER = driver_sql.Statement(
-    "INSERT INTO order_identifiers (order_id, kind, namespace, value) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (kind, namespace, value) DO NOTHING RETURNING order_id",
+    "INSERT INTO order_identifiers (order_seq, kind, namespace, value) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (kind, namespace, value) DO NOTHING RETURNING order_seq",
     order_identifiers,
-    ("order_id", "kind", "namespace", "value"),
+    ("order_seq", "kind", "namespace", "value"),
 )
-_IDENTIFIER_OWNER = select(order_identifiers.c.order_id).where(
-    order_identifiers.c.kind == bindparam("b_kind"),
-    order_identifiers.c.namespace == bindparam("b_namespace"),
-    order_identifiers.c.value == bindparam("b_value"),
+_IDENTIFIER_OWNER = (
+    select(orders.c.id)
+    .join(order_identifiers, orders.c.seq == order_identifiers.c.order_seq)
+    .where(
+        order_identifiers.c.kind == bindparam("b_kind"),
+        order_identifiers.c.namespace == bindparam("b_namespace"),
+        order_identifiers.c.value == bindparam("b_value"),
+    )
 )

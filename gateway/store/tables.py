@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Dialect,
@@ -68,10 +69,17 @@ patients = Table(
     UniqueConstraint("site_id", "mrn"),
 )
 
+#: The orders' surrogate key. On SQLite exactly INTEGER, which makes it the rowid itself.
+ORDER_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
 orders = Table(
     "orders",
     metadata,
-    Column("id", String(40), primary_key=True),
+    # What identifiers point at: on SQLite the rowid, so a lookup by identifier goes from the
+    # identifier's tree straight into the table's. Keyed by the text id, it also read the id's
+    # index, a tree the size of the table: one more disk read per cold lookup at 1M orders.
+    Column("seq", ORDER_SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
     Column("coi", String(32), unique=True),
     Column("pseudonym", String(32), nullable=False, unique=True),
     Column("patient_id", String(40), ForeignKey("patients.id"), nullable=False),
@@ -110,23 +118,23 @@ orders = Table(
         sqlite_where=text("state = 'INFUSED'"),
         postgresql_where=text("state = 'INFUSED'"),
     ),
-    # A rowid table on SQLite, though its text key is a second tree to read: WITHOUT ROWID
-    # keeps whole rows in the interior pages too, and with 4-6 kB documents a 1M-order tree
-    # was seven levels deep with 17,000 interior pages; a cold lookup read ~29 pages, not ~4.
+    # Not WITHOUT ROWID on SQLite: that keeps whole rows in the interior pages too, and with
+    # 4-6 kB documents a 1M-order tree was seven levels deep with 17,000 interior pages; a
+    # cold lookup read ~29 pages, not ~4.
 )
 
 #: Every business identifier of every order, keyed by kind, namespace and value: a second
 #: order with the same placer number, PO or unit id cannot be created, even by two racing
 #: requests. On SQLite the rows live in that key's B-tree, so each index holds every column
-#: and no lookup reads a second tree for the order id.
+#: and no lookup reads a second tree for the order's key.
 order_identifiers = Table(
     "order_identifiers",
     metadata,
-    Column("order_id", String(40), ForeignKey("orders.id"), nullable=False, index=True),
+    Column("order_seq", ORDER_SEQ, ForeignKey("orders.seq"), nullable=False, index=True),
     Column("kind", String(32), primary_key=True),
     Column("namespace", String(64), primary_key=True),
     Column("value", String(128), primary_key=True),
-    Index("ix_order_identifiers_value", "value", "kind", "namespace", "order_id"),
+    Index("ix_order_identifiers_value", "value", "kind", "namespace", "order_seq"),
     sqlite_with_rowid=False,
 )
 

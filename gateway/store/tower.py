@@ -51,10 +51,10 @@ def scoped(query: Query, scope: Scope) -> Query:
     if scope.manufacturer:
         query = query.where(orders.c.manufacturer == scope.manufacturer)
     if scope.courier:
-        carried = select(order_identifiers.c.order_id).where(
+        carried = select(order_identifiers.c.order_seq).where(
             order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == scope.courier
         )
-        query = query.where(orders.c.id.in_(carried))
+        query = query.where(orders.c.seq.in_(carried))
     return query
 
 

@@ -103,7 +103,7 @@ SENTINEL = {
     "trk_s": "TRKSENTINELS",
 }
 COLUMNS = (
-    "id", "coi", "pseudonym", "patient_id", "therapy_code", "manufacturer", "site_id",
+    "seq", "id", "coi", "pseudonym", "patient_id", "therapy_code", "manufacturer", "site_id",
     "state", "on_hold", "version", "created_at", "updated_at", "document",
 )  # fmt: skip
 PATIENT_COLUMNS = (
@@ -346,7 +346,7 @@ def _template(service: OrderService, oid: str, site: str, state: str) -> Templat
 class Chunk:
     patients: list[tuple[Any, ...]]
     orders: list[tuple[Any, ...]]
-    identifiers: list[tuple[str, str, str, str]]
+    identifiers: list[tuple[int, str, str, str]]
 
 
 def generate(templates: dict[tuple[str, str], Template], start: int, stop: int) -> Chunk:
@@ -364,6 +364,7 @@ def generate(templates: dict[tuple[str, str], Template], start: int, stop: int) 
         updated = UPDATED_BASE + timedelta(seconds=n)
         document += updated.strftime("%Y-%m-%dT%H:%M:%SZ") + template.tail
         pid = patient_id(n)
+        seq = n + 1  # the orders' row key, which their identifiers point at
         columns = template.columns
         site = columns["site_id"]
         chunk.patients.append(
@@ -372,14 +373,13 @@ def generate(templates: dict[tuple[str, str], Template], start: int, stop: int) 
         coi = values["coi"] if columns["has_coi"] else None
         chunk.orders.append(
             (
-                values["id"], coi, values["psn"], pid, columns["therapy_code"],
+                seq, values["id"], coi, values["psn"], pid, columns["therapy_code"],
                 columns["manufacturer"], site, columns["state"], columns["on_hold"],
                 columns["version"], columns["created_at"], updated, document,
             )
         )  # fmt: skip
         chunk.identifiers += [
-            (values["id"], kind, namespace, values[name])
-            for kind, namespace, name in template.identifiers
+            (seq, kind, namespace, values[name]) for kind, namespace, name in template.identifiers
         ]
     return chunk
 
@@ -408,13 +408,13 @@ def load_sqlite(
         db.executemany(
             f"INSERT INTO orders ({','.join(COLUMNS)}) VALUES ({marks})",
             [
-                (*row[:8], int(row[8]), row[9], _sqlite_stamp(row[10]), _sqlite_stamp(row[11]),
-                 row[12])
+                (*row[:9], int(row[9]), row[10], _sqlite_stamp(row[11]), _sqlite_stamp(row[12]),
+                 row[13])
                 for row in chunk.orders
             ],
         )  # fmt: skip
         db.executemany(
-            "INSERT INTO order_identifiers (order_id, kind, namespace, value) VALUES (?,?,?,?)",
+            "INSERT INTO order_identifiers (order_seq, kind, namespace, value) VALUES (?,?,?,?)",
             chunk.identifiers,
         )
         db.execute("COMMIT")
@@ -436,7 +436,7 @@ def load_postgres(
                 for table, columns, rows in (
                     ("patients", PATIENT_COLUMNS, chunk.patients),
                     ("orders", COLUMNS, chunk.orders),
-                    ("order_identifiers", ("order_id", "kind", "namespace", "value"),
+                    ("order_identifiers", ("order_seq", "kind", "namespace", "value"),
                      chunk.identifiers),
                 ):  # fmt: skip
                     with cursor.copy(f"COPY {table} ({','.join(columns)}) FROM STDIN") as copy:
@@ -444,6 +444,8 @@ def load_postgres(
             db.commit()
             _progress("postgresql", min(stop, low + step), stop)
         db.autocommit = True
+        # The rows carry their keys; orders the gateway adds later draw from the sequence.
+        db.execute("SELECT setval(pg_get_serial_sequence('orders', 'seq'), max(seq)) FROM orders")
         # What autovacuum does after a bulk insert (PostgreSQL >= 13 vacuums insert-only
         # tables): statistics, hint bits, and the visibility map that lets the covering
         # identifier index answer without reading its table. Then a checkpoint, so that

@@ -313,14 +313,14 @@ def check_store(engine: Engine, run: str, total: int) -> StoreCheck:
         ).all()
         placers = conn.execute(
             text(
-                "SELECT value, COUNT(DISTINCT order_id) FROM order_identifiers "
+                "SELECT value, COUNT(DISTINCT order_seq) FROM order_identifiers "
                 "WHERE kind = 'placer' AND namespace = :site AND value LIKE :p GROUP BY value"
             ),
             {"site": SITE, "p": f"P{run}%"},
         ).all()
         orders = conn.execute(
             text(
-                "SELECT COUNT(*) FROM orders WHERE id IN (SELECT order_id FROM order_identifiers "
+                "SELECT COUNT(*) FROM orders WHERE seq IN (SELECT order_seq FROM order_identifiers "
                 "WHERE kind = 'placer' AND value LIKE :p)"
             ),
             {"p": f"P{run}%"},
