@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from gateway.domain.lifecycle import LifecycleEvent
-from gateway.domain.model import Actor, Site, Source
+from gateway.domain.model import Actor, Site, Source, TherapyOrder
 from gateway.domain.patient import PatientIdentity
 from gateway.domain.states import EventType
 from gateway.service.commands import CreateOrder
@@ -37,8 +37,8 @@ def test_key_migrations_keep_every_order_and_identifier(engine: Engine) -> None:
     ways, and still find each other."""
     clock = FixedClock()
     service = OrderService(engine, load_rule_book(), clock=clock)
-    created = []
-    for n in range(3):
+
+    def create(n: int) -> TherapyOrder:
         order = service.create_order(
             CreateOrder(
                 patient=PatientIdentity(
@@ -51,7 +51,11 @@ def test_key_migrations_keep_every_order_and_identifier(engine: Engine) -> None:
             actor="test",
         )
         walk(service, order.id, "STORED", f"A999126{700 + 2 * n:06d}", clock() + timedelta(days=90))
-        created.append(service.get(order.id))
+        walked = service.get(order.id)
+        assert walked is not None
+        return walked
+
+    created = [create(n) for n in range(3)]
 
     def stored() -> list[tuple[str, ...]]:
         pointer = {c["name"] for c in inspect(engine).get_columns("order_identifiers")}
@@ -82,3 +86,7 @@ def test_key_migrations_keep_every_order_and_identifier(engine: Engine) -> None:
         LifecycleEvent(type=EventType.THAW, source=Source.PHARMACY, actor=Actor(person="t")),
         actor="t",
     )
+    # A new order's key comes after the migrated ones (PostgreSQL's sequence was advanced
+    # when the column was filled), and its identifiers find it.
+    late = create(3)
+    assert service.find("unit", late.units[-1].unit_id) == late
