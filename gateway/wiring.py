@@ -10,12 +10,16 @@ import asyncio
 import contextlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Relay, RelayPolicy, Transport
 from gateway.settings import Settings
 from gateway.sites import SiteDirectory, load_sites
 from gateway.store.outbox import OutboxItem
+
+if TYPE_CHECKING:
+    from gateway.store.checkpoints import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ async def run_checkpoints(service: OrderService, stop: asyncio.Event, settings: 
             await asyncio.wait_for(stop.wait(), timeout=minutes * 60)
 
 
-def _checkpoint_once(service: OrderService) -> object:
+def _checkpoint_once(service: OrderService) -> Checkpoint | None:
     from gateway.store import checkpoints
 
     with service.engine.begin() as conn:

@@ -448,7 +448,7 @@ class InboundHandler:
             at=at,
             source=Source.HOSPITAL,
             actor=actor or Actor(),
-            details=EventDetails(**details),  # type: ignore[arg-type]
+            details=EventDetails(**details),
         )
         self.service.apply_event(order_id, event, actor=self._actor_name(context), uow=uow)
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import cast
 
 from fastapi import Request
 
-from gateway.auth.config import AuthConfig
+from gateway.auth.config import AuthConfig, Kind
 from gateway.auth.tokens import AuthError, verify_token
 from gateway.domain.model import Source, TherapyOrder
 from gateway.domain.states import EventType
 from gateway.service.errors import ServiceError
 
-Kind = Literal["hospital", "manufacturer", "courier", "erp", "user", "admin"]
 SESSION_COOKIE = "v2v_session"
 
 
@@ -152,9 +151,9 @@ def _development_principal(request: Request) -> Principal:
     if role in ("hospital", "manufacturer", "courier", "erp", "user"):
         return Principal(
             id=actor,
-            kind=role,
+            kind=cast(Kind, role),
             tenant=tenant,
-            scopes=frozenset({"*"}),  # type: ignore[arg-type]
+            scopes=frozenset({"*"}),
             display_name=actor,
         )
     return Principal(id=actor, kind="admin", display_name=actor)

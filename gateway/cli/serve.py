@@ -21,8 +21,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -37,7 +37,7 @@ log = logging.getLogger("v2v.serve")
 
 #: Extra listeners (the MLLP server, the outbox relay) register here: each is started with the
 #: service and a stop event, and must return when the event is set.
-background_tasks: list[Callable[[object, asyncio.Event, Settings], Awaitable[None]]] = []
+background_tasks: list[Callable[[Any, asyncio.Event, Settings], Coroutine[Any, Any, None]]] = []
 
 
 def _register_builtin_tasks() -> None:
@@ -47,9 +47,9 @@ def _register_builtin_tasks() -> None:
     if run_listener not in background_tasks:
         background_tasks.append(run_listener)
     if os.environ.get("V2V_RELAY", "on") != "off" and run_relay not in background_tasks:
-        background_tasks.append(run_relay)  # type: ignore[arg-type]
+        background_tasks.append(run_relay)
     if run_checkpoints not in background_tasks:
-        background_tasks.append(run_checkpoints)  # type: ignore[arg-type]
+        background_tasks.append(run_checkpoints)
 
 
 class _GatewayServer(uvicorn.Server):

@@ -225,7 +225,7 @@ class ScanStation:
         self,
         order: TherapyOrder,
         request: ScanRequest,
-        verdict,  # type: ignore[no-untyped-def]
+        verdict: ScanVerdict,
         notes: tuple[str, ...],
     ) -> ScanResult:
         for _attempt in range(5):

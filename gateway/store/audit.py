@@ -93,7 +93,7 @@ def append(
         )
     )
     conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
-    return seq
+    return int(seq)
 
 
 class PendingEntries:

@@ -107,7 +107,9 @@ def record(
             order_id=order_id,
         )
     )
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None  # a single-row INSERT
+    return int(key[0])
 
 
 def set_response(
