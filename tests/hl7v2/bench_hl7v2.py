@@ -191,6 +191,19 @@ def parse_rate(parser: Any, sample: list[str], minimum_seconds: float = 1.0) -> 
             return done / elapsed
 
 
+def parse_rates(messages: list[bytes]) -> tuple[float, float, float]:
+    """Parse-only rates of our reader, python-hl7 and hl7apy on the same messages."""
+    import hl7
+    from hl7apy.parser import parse_message
+
+    sample = [m.decode() for m in messages[:200]]
+    return (
+        parse_rate(parse, sample),
+        parse_rate(hl7.parse, sample),
+        parse_rate(parse_message, sample[:20], minimum_seconds=2.0),
+    )
+
+
 def main() -> None:
     options = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     options.add_argument("--per-sender", type=int, default=1000)
@@ -225,6 +238,7 @@ def main() -> None:
         f"{SENDERS} senders ({'same process' if args.senders_inline else 'own process'}), "
         f"{args.runs} run(s) on fresh databases"
     )
+    before = parse_rates(batches[0])
     rates: list[float] = []
     healthy = True
     for _ in range(args.runs):
@@ -260,29 +274,27 @@ def main() -> None:
             f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})"
         )
 
-    import hl7
-    from hl7apy.parser import parse_message
-
-    sample = [m.decode() for m in batches[0][:200]]
-    ours = parse_rate(parse, sample)
-    python_hl7 = parse_rate(hl7.parse, sample)
-    hl7apy_rate = parse_rate(parse_message, sample[:20], minimum_seconds=2.0)
+    after = parse_rates(batches[0])
+    means = [statistics.mean(pair) for pair in zip(before, after, strict=True)]
+    ours, python_hl7, hl7apy_rate = means
+    print(
+        "parse-only rates: the mean of one measurement before the durable runs and one after"
+        f" (python-hl7 {before[1]:,.0f} and {after[1]:,.0f}, hl7apy {before[2]:,.0f} and"
+        f" {after[2]:,.0f}), as this shared machine's speed drifts"
+    )
     print(f"vein2vein er7.parse (parse only):     {ours:>9,.0f} msg/s")
     print(f"python-hl7 hl7.parse (parse only):    {python_hl7:>9,.0f} msg/s")
     print(f"hl7apy parse_message (parse only):    {hl7apy_rate:>9,.0f} msg/s")
-    print(
-        f"ratios: durable / hl7apy parse = {rate / hl7apy_rate:.1f}x; "
-        f"durable / python-hl7 parse = {rate / python_hl7:.2f}x"
-    )
-    # The issue states its target as 3,000 msg/s, "i.e." 100x hl7apy and 2x python-hl7,
-    # assuming hl7apy at 25-50 ms a message (20-40/s) and python-hl7 near 1,500/s. Both
-    # parse these messages several times faster here, so the ratios no longer restate the
-    # same target; the absolute rate is what is judged, the ratios are shown beside it.
-    print(
-        f"target >= 3,000 msg/s durable (median): {'met' if rate >= 3000 else 'NOT met'} "
-        f"({rate:,.0f}); the issue's 100x/2x forms assumed hl7apy at 20-40/s and python-hl7 "
-        f"near 1,500/s, here {hl7apy_rate:,.0f}/s and {python_hl7:,.0f}/s"
-    )
+    # The issue states one target three ways: 3,000 msg/s on this machine, "i.e." 100x
+    # hl7apy's and 2x python-hl7's parse-only rates. The ratios carry it to a machine of
+    # another speed, so each is judged on its own.
+    verdicts = {
+        ">= 3,000 msg/s durable (median)": (rate >= 3000, f"{rate:,.0f} msg/s"),
+        ">= 100x hl7apy parse": (rate >= 100 * hl7apy_rate, f"{rate / hl7apy_rate:.1f}x"),
+        ">= 2x python-hl7 parse": (rate >= 2 * python_hl7, f"{rate / python_hl7:.2f}x"),
+    }
+    for target, (met, figure) in verdicts.items():
+        print(f"target {target}: {'met' if met else 'NOT met'} ({figure})")
     if not healthy:
         sys.exit(1)
 
