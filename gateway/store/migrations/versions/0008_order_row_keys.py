@@ -7,8 +7,8 @@ a tree as large as the table's key, one more disk read per lookup when it is not
 itself), ``id`` stays UNIQUE for reads by id, and ``order_identifiers.order_seq`` replaces
 ``order_identifiers.order_id``, so the identifier's tree leads straight into the table's.
 
-SQLite rebuilds both tables, copying every row; PostgreSQL adds the column, fills it and
-swaps the constraints in place.
+SQLite rebuilds both tables, copying every row; PostgreSQL adds the column (rewriting
+``orders``), swaps the constraints, and copies the identifiers into a new table.
 
 Revision ID: 0008
 Revises: 0007
@@ -27,6 +27,9 @@ down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+#: As orders.seq: BIGINT, except on SQLite, where exactly INTEGER makes the key the rowid.
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 ORDER_COLUMNS = (
     "id, coi, pseudonym, patient_id, therapy_code, manufacturer, site_id, state, on_hold,"
     " version, created_at, updated_at, document"
@@ -34,7 +37,7 @@ ORDER_COLUMNS = (
 
 
 def _orders_table(name: str, by_seq: bool) -> None:
-    seq = [sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False)] if by_seq else []
+    seq = [sa.Column("seq", SEQ, autoincrement=True, nullable=False)] if by_seq else []
     key = (
         [sa.PrimaryKeyConstraint("seq", name="pk_orders"),
          sa.UniqueConstraint("id", name="uq_orders_id")]
@@ -67,7 +70,7 @@ def _orders_table(name: str, by_seq: bool) -> None:
 
 def _identifiers_table(name: str, orders_table: str, by_seq: bool) -> None:
     pointer = (
-        sa.Column("order_seq", sa.Integer(), nullable=False)
+        sa.Column("order_seq", SEQ, nullable=False)
         if by_seq
         else sa.Column("order_id", sa.String(40), nullable=False)
     )
@@ -107,76 +110,72 @@ def _order_indexes() -> None:
     )  # fmt: skip
 
 
-def _rebuild_sqlite(by_seq: bool) -> None:
-    # SQLite's documented way to change a table's structure: new tables, copy, drop the old,
-    # rename the new (which also renames the new identifiers' reference to the new orders).
-    # Orders in their rowid order, so seq follows the order they were stored in; identifiers
-    # in key order, so the copy appends to the new B-tree.
-    _orders_table("orders_new", by_seq)
-    op.execute(
-        f"INSERT INTO orders_new ({ORDER_COLUMNS}) SELECT {ORDER_COLUMNS} FROM orders"
-        f" ORDER BY {'rowid' if by_seq else 'seq'}"
-    )
-    _identifiers_table("order_identifiers_new", "orders_new", by_seq)
+def _copy_identifiers(by_seq: bool, *, referenced: str, source: str) -> None:
+    """Rebuild ``order_identifiers`` pointing at the orders' ``seq`` (or back at their
+    ``id``), its key referencing ``referenced``; ``source`` is whichever orders table holds
+    both keys at this point. A copy rather than an UPDATE in place: no dead row versions
+    left behind in the table and its key, and the rows go in key order, appending to it."""
+    if op.get_bind().dialect.name != "sqlite":
+        # Index names are per schema on PostgreSQL: the new table's key takes the old name.
+        op.execute(
+            "ALTER TABLE order_identifiers"
+            " RENAME CONSTRAINT pk_order_identifiers TO pk_order_identifiers_old"
+        )
+    _identifiers_table("order_identifiers_new", referenced, by_seq)
     pointer, key, old_pointer, old_key = (
         ("order_seq", "seq", "order_id", "id") if by_seq else ("order_id", "id", "order_seq", "seq")
     )
     op.execute(
         f"INSERT INTO order_identifiers_new ({pointer}, kind, namespace, value)"
         f" SELECT o.{key}, i.kind, i.namespace, i.value FROM order_identifiers i"
-        # Whichever of the two tables holds both keys.
-        f" JOIN {'orders_new' if by_seq else 'orders'} o ON o.{old_key} = i.{old_pointer}"
+        f" JOIN {source} o ON o.{old_key} = i.{old_pointer}"
         " ORDER BY i.kind, i.namespace, i.value"
     )
     op.drop_table("order_identifiers")
+    op.rename_table("order_identifiers_new", "order_identifiers")
+    _indexes(by_seq)
+
+
+def _rebuild_sqlite(by_seq: bool) -> None:
+    # SQLite's documented way to change a table's structure: new tables, copy, drop the old,
+    # rename the new (which also renames the identifiers' reference to the new orders).
+    # Orders in their rowid order, so seq follows the order they were stored in.
+    _orders_table("orders_new", by_seq)
+    op.execute(
+        f"INSERT INTO orders_new ({ORDER_COLUMNS}) SELECT {ORDER_COLUMNS} FROM orders"
+        f" ORDER BY {'rowid' if by_seq else 'seq'}"
+    )
+    _copy_identifiers(by_seq, referenced="orders_new", source="orders_new" if by_seq else "orders")
     op.drop_table("orders")
     op.rename_table("orders_new", "orders")
-    op.rename_table("order_identifiers_new", "order_identifiers")
     _order_indexes()
-    _indexes(by_seq)
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         _rebuild_sqlite(by_seq=True)
         return
+    # A column with a sequence default: PostgreSQL rewrites the table, numbering every row.
     op.execute("ALTER TABLE orders ADD COLUMN seq BIGSERIAL NOT NULL")
-    op.add_column("order_identifiers", sa.Column("order_seq", sa.BigInteger()))
-    op.execute(
-        "UPDATE order_identifiers i SET order_seq = o.seq FROM orders o WHERE o.id = i.order_id"
-    )
-    op.alter_column("order_identifiers", "order_seq", nullable=False)
-    op.drop_index("ix_order_identifiers_value", table_name="order_identifiers")
-    op.drop_index("ix_order_identifiers_order_id", table_name="order_identifiers")
     op.drop_constraint("fk_order_identifiers_order_id_orders", "order_identifiers",
                        type_="foreignkey")  # fmt: skip
-    op.drop_column("order_identifiers", "order_id")
     op.drop_constraint("pk_orders", "orders", type_="primary")
     op.create_unique_constraint("uq_orders_id", "orders", ["id"])
     op.create_primary_key("pk_orders", "orders", ["seq"])
-    op.create_foreign_key("fk_order_identifiers_order_seq_orders", "order_identifiers",
-                          "orders", ["order_seq"], ["seq"])  # fmt: skip
-    _indexes(by_seq=True)
+    _copy_identifiers(True, referenced="orders", source="orders")
+    op.execute("ANALYZE orders")
+    op.execute("ANALYZE order_identifiers")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         _rebuild_sqlite(by_seq=False)
         return
-    op.add_column("order_identifiers", sa.Column("order_id", sa.String(40)))
-    op.execute(
-        "UPDATE order_identifiers i SET order_id = o.id FROM orders o WHERE o.seq = i.order_seq"
-    )
-    op.alter_column("order_identifiers", "order_id", nullable=False)
-    op.drop_index("ix_order_identifiers_value", table_name="order_identifiers")
-    op.drop_index("ix_order_identifiers_order_seq", table_name="order_identifiers")
     op.drop_constraint("fk_order_identifiers_order_seq_orders", "order_identifiers",
                        type_="foreignkey")  # fmt: skip
-    op.drop_column("order_identifiers", "order_seq")
     op.drop_constraint("pk_orders", "orders", type_="primary")
     op.drop_constraint("uq_orders_id", "orders", type_="unique")
     op.create_primary_key("pk_orders", "orders", ["id"])
+    _copy_identifiers(False, referenced="orders", source="orders")
     op.drop_column("orders", "seq")
-    op.create_foreign_key("fk_order_identifiers_order_id_orders", "order_identifiers",
-                          "orders", ["order_id"], ["id"])  # fmt: skip
-    _indexes(by_seq=False)
+    op.execute("ANALYZE order_identifiers")
