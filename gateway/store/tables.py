@@ -77,8 +77,8 @@ orders = Table(
     "orders",
     metadata,
     # What identifiers point at: on SQLite the rowid, so a lookup by identifier goes from the
-    # identifier's tree straight into the table's. Keyed by the text id, it also read the id's
-    # index, a tree the size of the table: one more disk read per cold lookup at 1M orders.
+    # identifier's tree straight into the table's. Pointing at the text id, it also read the
+    # id's index (an entry per order): one more disk read per cold lookup at 1M orders.
     Column("seq", ORDER_SEQ, primary_key=True, autoincrement=True),
     Column("id", String(40), nullable=False, unique=True),
     Column("coi", String(32), unique=True),
