@@ -16,7 +16,8 @@ from gateway.domain.model import TherapyOrder
 from gateway.domain.patient import PatientIdentity
 from gateway.domain.states import OrderState
 from gateway.store import driver_sql, keyset
-from gateway.store.tables import order_identifiers, orders, patients
+from gateway.store.repository import carried_by, identified_by
+from gateway.store.tables import orders, patients
 
 _TERMINAL = [OrderState.INFUSED.value, OrderState.CANCELLED.value]
 
@@ -159,14 +160,7 @@ def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
             or_(false(), *(_status_condition(*option) for option in criteria.status_held))
         )
     for alternatives in criteria.identifiers or []:
-        options = []
-        for kind, namespace, value in alternatives:
-            match = select(order_identifiers.c.order_seq).where(order_identifiers.c.value == value)
-            if kind is not None:
-                match = match.where(order_identifiers.c.kind == kind)
-            if namespace is not None:
-                match = match.where(order_identifiers.c.namespace == namespace)
-            options.append(orders.c.seq.in_(match))
+        options = [identified_by(value, kind, namespace) for kind, namespace, value in alternatives]
         conditions.append(or_(false(), *options))
     for key, value in (criteria.tenant or {}).items():
         if key == "site_id":
@@ -174,10 +168,7 @@ def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
         elif key == "manufacturer":
             conditions.append(orders.c.manufacturer == value)
         elif key == "courier":
-            carried = select(order_identifiers.c.order_seq).where(
-                order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == value
-            )
-            conditions.append(orders.c.seq.in_(carried))
+            conditions.append(carried_by(value))
     for patient_ids in criteria.patient_ids or []:
         conditions.append(orders.c.patient_id.in_(patient_ids))
     for prefix, at in criteria.updated or []:

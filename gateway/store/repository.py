@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import ColumnElement, Connection, bindparam, select
 
 from gateway.domain.model import TherapyOrder, new_id
 from gateway.domain.patient import PatientIdentity
@@ -54,6 +54,29 @@ def business_identifiers(order: TherapyOrder) -> set[tuple[str, str, str]]:
     for unit in order.units:
         ids.add(("unit", "", unit.unit_id))
     return ids
+
+
+def identified_by(
+    value: str, kind: str | None = None, namespace: str | None = None
+) -> ColumnElement[bool]:
+    """A condition on ``orders``: the order holds this identifier value (of this kind, in
+    this namespace, where given)."""
+    match = select(order_identifiers.c.order_seq).where(order_identifiers.c.value == value)
+    if kind is not None:
+        match = match.where(order_identifiers.c.kind == kind)
+    if namespace is not None:
+        match = match.where(order_identifiers.c.namespace == namespace)
+    return orders.c.seq.in_(match)
+
+
+def carried_by(courier: str) -> ColumnElement[bool]:
+    """A condition on ``orders``: the courier has reported a shipment of the order (a
+    tracking number in its namespace), which is how a courier's credentials see orders."""
+    return orders.c.seq.in_(
+        select(order_identifiers.c.order_seq).where(
+            order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == courier
+        )
+    )
 
 
 # INSERT … ON CONFLICT: two messages registering one patient at once must not fail. It runs
@@ -170,17 +193,11 @@ class OrderRepository:
         if manufacturer:
             query = query.where(orders.c.manufacturer == manufacturer)
         if courier:
-            carried = select(order_identifiers.c.order_seq).where(
-                order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == courier
-            )
-            query = query.where(orders.c.seq.in_(carried))
+            query = query.where(carried_by(courier))
         if updated_since:
             query = query.where(orders.c.updated_at >= updated_since)
         if identifier:
-            matches = select(order_identifiers.c.order_seq).where(
-                order_identifiers.c.value == identifier
-            )
-            query = query.where(orders.c.seq.in_(matches))
+            query = query.where(identified_by(identifier))
         if cursor:
             query = query.where(keyset.older_than(cursor))
         rows = self.conn.execute(

@@ -16,7 +16,8 @@ from sqlalchemy import Connection, Select, and_, false, func, insert, or_, selec
 
 from gateway.domain.alerts import DeadLetter
 from gateway.store import keyset
-from gateway.store.tables import alert_states, order_identifiers, orders, outbox, patients
+from gateway.store.repository import carried_by
+from gateway.store.tables import alert_states, orders, outbox, patients
 
 TERMINAL = ("INFUSED", "CANCELLED")
 Query = TypeVar("Query", bound=Select[Any])
@@ -51,10 +52,7 @@ def scoped(query: Query, scope: Scope) -> Query:
     if scope.manufacturer:
         query = query.where(orders.c.manufacturer == scope.manufacturer)
     if scope.courier:
-        carried = select(order_identifiers.c.order_seq).where(
-            order_identifiers.c.kind == "tracking", order_identifiers.c.namespace == scope.courier
-        )
-        query = query.where(orders.c.seq.in_(carried))
+        query = query.where(carried_by(scope.courier))
     return query
 
 
