@@ -120,7 +120,9 @@ def order_alerts(
 
 
 def dead_letter_alert(item: DeadLetter) -> Alert:
-    error = (item.last_error or "no error recorded").strip().splitlines()[0][:200]
+    # A partner's error text is theirs: it may be empty or only whitespace.
+    lines = (item.last_error or "").strip().splitlines()
+    error = lines[0][:200] if lines else "no error recorded"
     return Alert(
         key=f"dead_letter:{item.id}",
         kind=AlertKind.DEAD_LETTER,

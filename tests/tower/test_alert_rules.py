@@ -209,6 +209,15 @@ def test_dead_letter_alert() -> None:
     assert alert.detail == "order.status gave up after 8 attempt(s): HTTP 503"
     orphan = dead_letter_alert(DeadLetter(8, "erp", "po", None, 3, None, T0))
     assert orphan.severity is Severity.WARNING
+    assert orphan.detail.endswith(": no error recorded")
+
+
+@pytest.mark.parametrize("blank", ["", "  ", "\n", " \r\n\t "])
+def test_dead_letter_alert_with_a_blank_error(blank: str) -> None:
+    """Found by fuzzing: a dead letter whose last error was only whitespace made the tower's
+    order page and alert list answer HTTP 500."""
+    alert = dead_letter_alert(DeadLetter(9, "helix-bio", "order.status", "ord-1", 2, blank, T0))
+    assert alert.detail == "order.status gave up after 2 attempt(s): no error recorded"
 
 
 def test_critical_first_then_the_nearest_deadline() -> None:
