@@ -353,7 +353,7 @@ def log_audit_event(order_id: str, entry: AuditEntry) -> dict[str, Any]:
     """A hash-chained audit-log entry about the order (commands, refusals, PHI access)."""
     outcome = "4" if entry.action in ("order.refused", "message.rejected") else "0"
     action = "R" if entry.action.endswith(".read") else "U"
-    if entry.action == "order.created":
+    if entry.action.endswith(".created"):
         action = "C"
     resource: dict[str, Any] = {
         "resourceType": "AuditEvent",

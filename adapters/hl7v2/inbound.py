@@ -72,6 +72,8 @@ _DTM = re.compile(
     r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?(?:([+-])(\d{2})(\d{2}))?$"
 )
 _UNIT_ID = re.compile(r"^[A-Z0-9]{13}[A-Z0-9*]?$")
+#: HL7 v2's explicit null: the sender asks for the stored value to be deleted.
+HL7_NULL = '""'
 
 
 class MessageProblem(ValueError):
@@ -456,31 +458,45 @@ class InboundHandler:
         site = context.site.id if context.site else "unknown"
         return f"hl7v2:{site}"
 
-    def patient(self, message: Message, profile: Profile) -> PatientIdentity:
-        """PID → patient identity (PHI: stored apart from the order, shown only to the site)."""
+    def patient(self, message: Message, profile: Profile) -> tuple[PatientIdentity, frozenset[str]]:
+        """PID → patient identity (PHI: stored apart from the order, shown only to the site),
+        with the optional fields the sender explicitly removed: HL7's null, ``""``, means
+        "delete the stored value", where an empty field means "not sent, keep it"."""
         if not message.has("PID"):
             raise problem("100", "the message has no PID segment", None)
         paths = profile.fields
         mrn, mrn_path = self._mrn(message, profile)
-        if not mrn:
+        if not mrn or mrn == HL7_NULL:
             raise problem("101", "the patient's MRN is missing", mrn_path)
         family, family_path = message.first(paths.family_name)
         if not family:
             raise problem("101", "the patient's family name is missing", family_path)
-        given, _ = message.first(paths.given_name)
-        birth_text, birth_path = message.first(paths.birth_date)
+        if family == HL7_NULL:
+            raise problem("101", 'the patient\'s family name cannot be removed ("")', family_path)
+        cleared: set[str] = set()
+
+        def optional(name: str, candidates: list[str]) -> tuple[str, str]:
+            text, path = message.first(candidates)
+            if text == HL7_NULL:
+                cleared.add(name)
+                return "", path
+            return text, path
+
+        given, _ = optional("given_name", paths.given_name)
+        birth_text, birth_path = optional("birth_date", paths.birth_date)
         birth: date | None = None
         if birth_text:
             birth = parse_timestamp(birth_text[:8], UTC, birth_path).date()
-        sex_text, sex_path = message.first(paths.sex)
+        sex_text, sex_path = optional("sex", paths.sex)
         sex = None
         if sex_text:
             sex = profile.sex.get(sex_text.upper())
             if sex is None:
                 raise problem("103", f"administrative sex '{sex_text}' is not mapped", sex_path)
-        return PatientIdentity(
+        identity = PatientIdentity(
             mrn=mrn, family_name=family, given_name=given or None, birth_date=birth, sex=sex
         )
+        return identity, frozenset(cleared)
 
     def _mrn(self, message: Message, profile: Profile) -> tuple[str, str]:
         wanted_type = profile.quirks.mrn_identifier_type
@@ -585,7 +601,9 @@ class InboundHandler:
                 placer_path,
                 ack="AE",
             )
-        patient = self.patient(message, profile)
+        # An explicit null in an order's PID is read as "not sent": removing what the
+        # site knows of a patient is an ADT's business, not a new order's.
+        patient, _cleared = self.patient(message, profile)
         clinician_id, _ = message.first(profile.fields.clinician_id)
         family, _ = message.first(profile.fields.clinician_family_name)
         given, _ = message.first(profile.fields.clinician_given_name)
@@ -765,8 +783,15 @@ class InboundHandler:
         profile = context.profile
         assert profile is not None
         site = self._site(message, context)
-        identity = self.patient(message, profile)
-        uow.orders.upsert_patient(site.id, identity, self.service.clock())
+        identity, cleared = self.patient(message, profile)
+        self.service.register_patient(
+            uow,
+            site.id,
+            identity,
+            actor=self._actor_name(context),
+            at=self.service.clock(),
+            cleared=cleared,
+        )
         return None
 
     # --- RAS^O17 ---

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -158,7 +158,9 @@ class OrderService:
             updated_at=now,
         )
         order.milestones.planned_infusion_at = command.planned_infusion_at
-        patient_id = uow.orders.upsert_patient(command.site.id, command.patient, now)
+        patient_id = self.register_patient(
+            uow, command.site.id, command.patient, actor=actor, at=now, order_id=order.id
+        )
         # No savepoint of our own: one per write cost more than the write, and a failed
         # command is always rolled back by its caller (see the docstring).
         try:
@@ -181,6 +183,37 @@ class OrderService:
             },
         )
         return order
+
+    def register_patient(
+        self,
+        uow: UnitOfWork,
+        site_id: str,
+        patient: PatientIdentity,
+        *,
+        actor: str,
+        at: datetime,
+        order_id: str | None = None,
+        cleared: Collection[str] = (),
+    ) -> str:
+        """Store a site's patient identity (PHI) in the caller's transaction and audit what
+        changed: which fields, never their values, since partners read the audit trail of
+        their orders. Returns the patient's id."""
+        change = uow.orders.register_patient(site_id, patient, at, cleared=cleared)
+        if change.kind != "unchanged":
+            payload: dict[str, Any] = {"site": site_id, "fields": change.fields}
+            if order_id is None:
+                # Against an order the order names its patient; its partners must not get
+                # the patient's id, which would link the patient's orders to each other.
+                payload["patient_id"] = change.patient_id
+            audit.append(
+                uow.conn,
+                at=at,
+                actor=actor,
+                action=f"patient.{change.kind}",
+                order_id=order_id,
+                payload=payload,
+            )
+        return change.patient_id
 
     def apply_event(
         self,

@@ -7,8 +7,10 @@ so that the database, not a read-then-write race, guarantees uniqueness.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import ColumnElement, Connection, bindparam, select
 
@@ -79,17 +81,43 @@ def carried_by(courier: str) -> ColumnElement[bool]:
     )
 
 
-# INSERT … ON CONFLICT: two messages registering one patient at once must not fail. It runs
-# once per ADT message, so it goes straight to the driver (see driver_sql).
-_UPSERT_PATIENT = driver_sql.Statement(
+#: The identity fields after the MRN, in the order the statements below name them.
+PATIENT_FIELDS = ("family_name", "given_name", "birth_date", "sex")
+
+# Registering a patient runs once per ADT message, so these go straight to the driver (see
+# driver_sql). The read locks the row on PostgreSQL, so two gateways updating one patient
+# compare against what the other wrote; the insert does nothing when a concurrent message
+# registered the patient first, and the read then runs again.
+_PATIENT_AT_SITE = driver_sql.Statement(
+    "SELECT id, family_name, given_name, birth_date, sex FROM patients"
+    " WHERE site_id = ? AND mrn = ?",
+    patients,
+    ("site_id", "mrn"),
+    for_update=True,
+)
+_INSERT_PATIENT = driver_sql.Statement(
     "INSERT INTO patients (id, site_id, mrn, family_name, given_name, birth_date, sex,"
-    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, mrn) DO UPDATE SET"
-    " family_name = excluded.family_name, given_name = excluded.given_name,"
-    " birth_date = excluded.birth_date, sex = excluded.sex, updated_at = excluded.updated_at"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, mrn) DO NOTHING"
     " RETURNING id",
     patients,
     ("id", "site_id", "mrn", "family_name", "given_name", "birth_date", "sex", "updated_at"),
 )
+_UPDATE_PATIENT = driver_sql.Statement(
+    "UPDATE patients SET family_name = ?, given_name = ?, birth_date = ?, sex = ?,"
+    " updated_at = ? WHERE id = ?",
+    patients,
+    ("family_name", "given_name", "birth_date", "sex", "updated_at", "id"),
+)
+
+
+@dataclass(frozen=True)
+class PatientChange:
+    """What registering a patient did: ``created``, ``updated`` or ``unchanged``, with the
+    names (never the values) of the fields it set."""
+
+    patient_id: str
+    kind: Literal["created", "updated", "unchanged"]
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,15 +131,50 @@ class OrderRepository:
         self.conn = conn
 
     # --- patients (PHI) ---------------------------------------------------------------
-    def upsert_patient(self, site_id: str, patient: PatientIdentity, at: datetime) -> str:
-        birth = patient.birth_date.isoformat() if patient.birth_date else None
-        patient_id = driver_sql.scalar(
-            self.conn,
-            _UPSERT_PATIENT,
-            (new_id("pat"), site_id, patient.mrn, patient.family_name, patient.given_name,
-             birth, patient.sex, at),
-        )  # fmt: skip
-        return str(patient_id)
+    def register_patient(
+        self,
+        site_id: str,
+        patient: PatientIdentity,
+        at: datetime,
+        *,
+        cleared: Collection[str] = (),
+    ) -> PatientChange:
+        """Store the site's patient, matched by MRN. A field the message left out (None)
+        keeps its stored value: a sender that omits the birth date has not removed it.
+        ``cleared`` names the optional fields the sender explicitly removed."""
+        sent = {
+            "family_name": patient.family_name,
+            "given_name": patient.given_name,
+            "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+            "sex": patient.sex,
+        }
+        for _attempt in range(2):
+            found = driver_sql.rows(self.conn, _PATIENT_AT_SITE, (site_id, patient.mrn))
+            if found:
+                patient_id, *stored = found[0]
+                merged = dict(zip(PATIENT_FIELDS, stored, strict=True))
+                for name, value in sent.items():
+                    if value is not None or name in cleared:
+                        merged[name] = value
+                changed = tuple(
+                    name for name, value in zip(PATIENT_FIELDS, stored, strict=True)
+                    if merged[name] != value
+                )  # fmt: skip
+                if not changed:
+                    return PatientChange(str(patient_id), "unchanged")
+                values = (*(merged[name] for name in PATIENT_FIELDS), at, patient_id)
+                driver_sql.run(self.conn, _UPDATE_PATIENT, values)
+                return PatientChange(str(patient_id), "updated", changed)
+            patient_id = driver_sql.scalar(
+                self.conn,
+                _INSERT_PATIENT,
+                (new_id("pat"), site_id, patient.mrn, *sent.values(), at),
+            )
+            if patient_id is not None:
+                given = tuple(name for name, value in sent.items() if value is not None)
+                return PatientChange(str(patient_id), "created", given)
+        # No MRN in the message: errors are logged, and the log is not a PHI store.
+        raise RuntimeError(f"a patient at {site_id} could be neither read nor added")
 
     def patient_of(self, order_id: str) -> PatientIdentity | None:
         row = self.conn.execute(

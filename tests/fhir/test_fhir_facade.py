@@ -107,8 +107,13 @@ def test_patient_is_for_hospital_credentials_only(
     assert allowed.status_code == 200
     assert allowed.json()["identifier"][0]["value"] == "MRN-SYN-0001"
     audit = fhir.get(f"/fhir/AuditEvent?entity=Task/{_order_id(ordered)}").json()
-    actions = [e["resource"]["subtype"][0]["code"] for e in audit["entry"]]
+    actions = {e["resource"]["subtype"][0]["code"]: e["resource"] for e in audit["entry"]}
     assert "patient.read" in actions
+    # Registering the order's patient is audited against the order, as a create, by field
+    # names only: the order's partners read this trail.
+    registered = actions["patient.created"]
+    assert registered["action"] == "C"
+    assert "MRN-SYN" not in json.dumps(registered)
 
 
 def _place(fhir: TestClient, placer: str, mrn: str) -> str:

@@ -23,14 +23,15 @@ def test_intact_chain_verifies(service: OrderService, new_order) -> None:  # typ
     make_history(service, new_order)
     with service.engine.connect() as conn:
         report = verify_chain(conn)
-    assert report.ok and report.entries == 9
+    # Three orders of one patient: her registration, then three entries per order.
+    assert report.ok and report.entries == 10
 
 
 def test_database_refuses_update_and_delete(service: OrderService, new_order) -> None:  # type: ignore[no-untyped-def]
     make_history(service, new_order)
     for statement in (
         "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2",
-        "DELETE FROM audit_log WHERE seq = 9",
+        "DELETE FROM audit_log WHERE seq = 10",
     ):
         with pytest.raises(DBAPIError, match="append-only"), service.engine.begin() as conn:
             conn.execute(text(statement))
@@ -42,7 +43,7 @@ def test_database_refuses_update_and_delete(service: OrderService, new_order) ->
         ("UPDATE audit_log SET actor = 'mallory' WHERE seq = 4", 4, "altered"),
         ("UPDATE audit_log SET payload = '{}' WHERE seq = 6", 6, "altered"),
         ("DELETE FROM audit_log WHERE seq = 5", 5, "missing"),
-        ("DELETE FROM audit_log WHERE seq = 9", 9, "removed from the end"),
+        ("DELETE FROM audit_log WHERE seq = 10", 10, "removed from the end"),
     ],
 )
 def test_tampering_is_caught_at_the_first_broken_link(

@@ -62,7 +62,8 @@ def test_rewritten_chain_passes_links_but_fails_checkpoints(
     export = tmp_path / "checkpoints.jsonl"
     made = runner.invoke(app, ["audit", "checkpoint", "--export", str(export)])
     assert made.exit_code == 0, made.output
-    assert json.loads(export.read_text().splitlines()[0])["covers_seq"] == 3
+    # One patient's registration and her three orders.
+    assert json.loads(export.read_text().splitlines()[0])["covers_seq"] == 4
     new_order(placer="PL-CP-after")
     ok = runner.invoke(app, ["audit", "verify", "--checkpoints", str(export)])
     # the chain's own checkpoint and its exported copy

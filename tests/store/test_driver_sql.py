@@ -4,6 +4,7 @@ and fail with the errors SQLAlchemy would raise (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, insert, select
@@ -64,7 +65,7 @@ def test_a_taken_key_is_an_integrity_error_and_the_transaction_rolls_back(
     assert keys == ["taken"]
 
 
-def test_patient_upsert_updates_in_place_and_rolls_back_with_its_transaction(
+def test_registering_a_patient_updates_in_place_and_rolls_back_with_its_transaction(
     engine: Engine,
 ) -> None:
     first = PatientIdentity(mrn="MRN-SYN-0900", family_name="Zz-Driver", given_name="Ann")
@@ -73,10 +74,15 @@ def test_patient_upsert_updates_in_place_and_rolls_back_with_its_transaction(
     )
     with engine.begin() as conn:
         repo = OrderRepository(conn)
-        patient_id = repo.upsert_patient("st-mary", first, AT)
-        assert repo.upsert_patient("st-mary", second, AT + timedelta(hours=1)) == patient_id
+        created = repo.register_patient("st-mary", first, AT)
+        assert (created.kind, created.fields) == ("created", ("family_name", "given_name"))
+        updated = repo.register_patient("st-mary", second, AT + timedelta(hours=1))
+        assert (updated.patient_id, updated.kind) == (created.patient_id, "updated")
+        assert updated.fields == ("family_name", "birth_date", "sex")
+        again = repo.register_patient("st-mary", second, AT + timedelta(hours=2))
+        assert (again.patient_id, again.kind, again.fields) == (created.patient_id, "unchanged", ())
     with engine.begin() as conn:
-        OrderRepository(conn).upsert_patient(
+        OrderRepository(conn).register_patient(
             "st-mary", PatientIdentity(mrn="MRN-SYN-0901", family_name="Zz-Gone"), AT
         )
         conn.rollback()
@@ -84,13 +90,64 @@ def test_patient_upsert_updates_in_place_and_rolls_back_with_its_transaction(
         rows = conn.execute(select(patients)).all()
         assert conn.execute(select(func.count()).select_from(patients)).scalar_one() == 1
     (row,) = rows
+    # The given name was left out of the second message, not removed.
     assert (row.family_name, row.given_name, row.birth_date, row.sex) == (
         "Zz-Driver-Renamed",
-        None,
+        "Ann",
         "1970-01-02",
         "F",
     )
     assert row.updated_at == (AT + timedelta(hours=1)).astimezone(UTC)
+
+
+def test_cleared_fields_are_removed(engine: Engine) -> None:
+    full = PatientIdentity(
+        mrn="MRN-SYN-0902", family_name="Zz-Full", given_name="Bo", birth_date=date(1980, 3, 4)
+    )
+    with engine.begin() as conn:
+        repo = OrderRepository(conn)
+        repo.register_patient("st-mary", full, AT)
+        sparse = PatientIdentity(mrn="MRN-SYN-0902", family_name="Zz-Full")
+        change = repo.register_patient("st-mary", sparse, AT, cleared={"birth_date"})
+        assert (change.kind, change.fields) == ("updated", ("birth_date",))
+        row = conn.execute(select(patients).where(patients.c.mrn == "MRN-SYN-0902")).one()
+    assert (row.given_name, row.birth_date) == ("Bo", None)
+
+
+def test_a_patient_registered_meanwhile_is_updated_not_duplicated(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insert finds the MRN taken (a concurrent message registered it after our read):
+    the register reads again and updates that row."""
+    from gateway.store import driver_sql
+
+    with engine.begin() as conn:
+        first = OrderRepository(conn).register_patient(
+            "st-mary", PatientIdentity(mrn="MRN-SYN-0903", family_name="Zz-First"), AT
+        )
+    reads: list[str] = []
+    real_rows = driver_sql.rows
+
+    def stale_first_read(conn: Any, statement: Any, values: Any) -> list[Any]:
+        reads.append(statement.sql)
+        return [] if len(reads) == 1 else real_rows(conn, statement, values)
+
+    monkeypatch.setattr(driver_sql, "rows", stale_first_read)
+    with engine.begin() as conn:
+        change = OrderRepository(conn).register_patient(
+            "st-mary", PatientIdentity(mrn="MRN-SYN-0903", family_name="Zz-Second"), AT
+        )
+    assert len(reads) == 2
+    assert (change.patient_id, change.kind, change.fields) == (
+        first.patient_id,
+        "updated",
+        ("family_name",),
+    )
+    with engine.connect() as conn:
+        names = conn.execute(
+            select(patients.c.family_name).where(patients.c.mrn == "MRN-SYN-0903")
+        ).all()
+    assert names == [("Zz-Second",)]
 
 
 def test_a_locking_read_says_for_update_where_the_database_has_row_locks() -> None:
