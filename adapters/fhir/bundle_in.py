@@ -37,7 +37,7 @@ from gateway.service.commands import CreateOrder
 from gateway.service.errors import Conflict, ServiceError
 from gateway.service.orders import OrderService
 from gateway.service.unit_of_work import UnitOfWork
-from gateway.store import driver_sql
+from gateway.store import audit, driver_sql
 from gateway.store.tables import orders
 
 log = logging.getLogger(__name__)
@@ -600,7 +600,7 @@ def place(service: OrderService, uow: UnitOfWork, plan: OrderPlan, actor: str) -
         # Any other failure fails the bundle: its caller rolls back its transaction or its
         # own savepoint, which takes this one with it.
         driver_sql.run(conn, _RELEASE, ())
-    # The upsert keeps a known patient's id, so only a new patient needs looking up.
+    # Registering keeps a known patient's id, so only a new patient needs looking up.
     patient_id = known_patient or patient_id_by_mrn(conn, site_id, mrn) or ""
     return Placed(order, True, patient_id, known_patient is None)
 
@@ -747,7 +747,7 @@ def run_batch(
     orders = {entry.index for entry in order_entries_safely(bundle, resolver)}
     for entry in bundle.entries:
         try:
-            with uow.conn.begin_nested():
+            with audit.discard_on_error(uow.conn), uow.conn.begin_nested():
                 resolver.check_all(entry)
                 check_supporting(Resolved(entry.resource, entry.resource_type, entry))
                 if entry.index in orders:

@@ -32,7 +32,12 @@ from gateway.service.errors import Conflict, NotFound, UnknownTherapy, VersionMi
 from gateway.service.notifications import Notice, notices_for
 from gateway.service.unit_of_work import ConnectionKeeper, UnitOfWork
 from gateway.store import audit, inbox, outbox
-from gateway.store.repository import ConcurrencyConflict, DuplicateIdentifier, OrderPage
+from gateway.store.repository import (
+    ConcurrencyConflict,
+    DuplicateIdentifier,
+    OrderPage,
+    PatientChange,
+)
 from gateway.therapy_rules import RuleBook
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,34 @@ def default_coi_issuer(default_facility: str) -> CoiIssuer:
         return new_coi(order.site.facility_code or default_facility, at.year % 100).value
 
     return issue
+
+
+def _audit_patient(
+    uow: UnitOfWork,
+    change: PatientChange,
+    site_id: str,
+    *,
+    actor: str,
+    at: datetime,
+    order_id: str | None = None,
+) -> None:
+    """``patient.created`` / ``patient.updated`` with the names of the fields that changed,
+    never their values; nothing when nothing changed."""
+    if change.kind == "unchanged":
+        return
+    payload: dict[str, Any] = {"site": site_id, "fields": change.fields}
+    if order_id is None:
+        # Against an order the order names its patient; its partners must not get the
+        # patient's id, which would link the patient's orders to each other.
+        payload["patient_id"] = change.patient_id
+    audit.append(
+        uow.conn,
+        at=at,
+        actor=actor,
+        action=f"patient.{change.kind}",
+        order_id=order_id,
+        payload=payload,
+    )
 
 
 def notice_key(order_id: str, version: int, notice: Notice) -> str:
@@ -158,17 +191,18 @@ class OrderService:
             updated_at=now,
         )
         order.milestones.planned_infusion_at = command.planned_infusion_at
-        patient_id = self.register_patient(
-            uow, command.site.id, command.patient, actor=actor, at=now, order_id=order.id
-        )
+        patient = uow.orders.register_patient(command.site.id, command.patient, now)
         # No savepoint of our own: one per write cost more than the write, and a failed
         # command is always rolled back by its caller (see the docstring).
         try:
-            uow.orders.add(order, patient_id)
+            uow.orders.add(order, patient.patient_id)
         except DuplicateIdentifier as exc:
             raise _conflict(exc) from exc
         except IntegrityError as exc:
             raise Conflict("The order collides with an existing one.") from exc
+        # Audited only once the order exists: a caller whose savepoint takes back a refused
+        # order takes back the patient's change with it, and must find nothing queued.
+        _audit_patient(uow, patient, command.site.id, actor=actor, at=now, order_id=order.id)
         audit.append(
             uow.conn,
             at=now,
@@ -192,27 +226,13 @@ class OrderService:
         *,
         actor: str,
         at: datetime,
-        order_id: str | None = None,
         cleared: Collection[str] = (),
     ) -> str:
         """Store a site's patient identity (PHI) in the caller's transaction and audit what
         changed: which fields, never their values, since partners read the audit trail of
         their orders. Returns the patient's id."""
         change = uow.orders.register_patient(site_id, patient, at, cleared=cleared)
-        if change.kind != "unchanged":
-            payload: dict[str, Any] = {"site": site_id, "fields": change.fields}
-            if order_id is None:
-                # Against an order the order names its patient; its partners must not get
-                # the patient's id, which would link the patient's orders to each other.
-                payload["patient_id"] = change.patient_id
-            audit.append(
-                uow.conn,
-                at=at,
-                actor=actor,
-                action=f"patient.{change.kind}",
-                order_id=order_id,
-                payload=payload,
-            )
+        _audit_patient(uow, change, site_id, actor=actor, at=at)
         return change.patient_id
 
     def apply_event(

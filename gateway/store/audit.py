@@ -131,6 +131,20 @@ def deferred(conn: Connection) -> Iterator[PendingEntries]:
         _write(conn, pending.entries)
 
 
+@contextmanager
+def discard_on_error(conn: Connection) -> Iterator[None]:
+    """Wrap a savepoint inside :func:`deferred`: when the block raises (and its savepoint
+    is rolled back), the entries it queued are forgotten with the rows they describe."""
+    pending: PendingEntries | None = conn.info.get(_DEFERRED)
+    mark = pending.mark() if pending is not None else 0
+    try:
+        yield
+    except BaseException:
+        if pending is not None:
+            pending.reset(mark)
+        raise
+
+
 def _write(conn: Connection, queued: list[tuple[datetime, str, str, str | None, str]]) -> None:
     # Once per group commit, inside the write lock: the statements go straight to the
     # driver (see driver_sql), which took a third of the Core version's time.

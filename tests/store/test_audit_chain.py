@@ -77,3 +77,48 @@ def test_refusals_are_audited(service: OrderService, new_order) -> None:  # type
         last = list(entries(conn, order.id))[-1]
     assert last.action == "order.refused" and last.actor == "pharm.one"
     assert last.payload["code"] == "illegal_transition"
+
+
+def test_entries_queued_inside_a_rolled_back_savepoint_are_discarded(
+    service: OrderService,
+) -> None:
+    from gateway.store import audit
+
+    at = service.clock()
+    with service.engine.begin() as conn, audit.deferred(conn) as chain:
+        audit.append(conn, at=at, actor="test", action="kept", order_id=None, payload={})
+        with pytest.raises(RuntimeError), audit.discard_on_error(conn), conn.begin_nested():
+            audit.append(conn, at=at, actor="test", action="undone", order_id=None, payload={})
+            raise RuntimeError("the entry's work failed")
+        assert chain.mark() == 1
+    with service.engine.connect() as conn:
+        assert [e.action for e in audit.entries(conn)] == ["kept"]
+        assert verify_chain(conn).ok
+
+
+def test_a_refused_order_queues_no_audit_entry_for_its_patient(
+    service: OrderService,
+) -> None:
+    """A duplicate placer number fails after the patient was written: the caller rolls the
+    write back with its savepoint, so nothing about it may wait in the deferred chain."""
+    from gateway.domain.model import Site
+    from gateway.domain.patient import PatientIdentity
+    from gateway.service.commands import CreateOrder
+    from gateway.service.errors import Conflict
+    from gateway.store import audit
+
+    def command(family_name: str) -> CreateOrder:
+        return CreateOrder(
+            patient=PatientIdentity(mrn="MRN-SYN-0777", family_name=family_name),
+            therapy_code="exa-cel",
+            site=Site(id="st-mary", facility_code="A9991"),
+            placer_number="PL-DUP-1",
+        )
+
+    with service.uow() as uow, audit.deferred(uow.conn) as chain:
+        service.create_order(command("Zz-First"), actor="test", uow=uow)
+        queued = chain.mark()
+        assert [entry[2] for entry in chain.entries] == ["patient.created", "order.created"]
+        with pytest.raises(Conflict), uow.conn.begin_nested():
+            service.create_order(command("Zz-Renamed"), actor="test", uow=uow)
+        assert chain.mark() == queued
