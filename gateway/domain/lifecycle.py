@@ -449,11 +449,19 @@ def _upsert_shipment(order: TherapyOrder, leg: ShipmentLeg, shipment: Shipment |
             order.shipments.append(Shipment(leg=leg))
         return
     shipment = shipment.model_copy(update={"leg": leg})
-    for index, existing in enumerate(order.shipments):
+    for existing in order.shipments:
         if existing.id == shipment.id or (
             shipment.tracking_number and existing.tracking_number == shipment.tracking_number
         ):
-            order.shipments[index] = shipment.model_copy(update={"id": existing.id})
+            # A report about a shipment we know adds to it: leaving out the courier, the
+            # logger or the readings must not erase them, nor an excursion already found.
+            existing.merge(shipment)
+            known = {excursion.started_at for excursion in existing.excursions}
+            sent = [e for e in shipment.excursions if e.started_at not in known]
+            existing.excursions = sorted(
+                [*existing.excursions, *sent], key=lambda excursion: excursion.started_at
+            )
+            shipment = existing
             break
     else:
         order.shipments.append(shipment)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -144,6 +144,17 @@ class ShipmentMilestone(CanonicalModel):
     location: str | None = None
 
 
+class ShipmentReport(Protocol):
+    """What a partner may tell about a shipment (a Shipment itself, or a courier's update)."""
+
+    courier: str | None
+    tracking_number: str | None
+    shipper_serial: str | None
+    logger_id: str | None
+    milestones: list[ShipmentMilestone]
+    readings: list[TemperatureReading]
+
+
 class Shipment(CanonicalModel):
     id: str = Field(default_factory=lambda: new_id("shp"))
     leg: ShipmentLeg
@@ -154,6 +165,28 @@ class Shipment(CanonicalModel):
     milestones: list[ShipmentMilestone] = Field(default_factory=list)
     readings: list[TemperatureReading] = Field(default_factory=list)
     excursions: list[Excursion] = Field(default_factory=list)
+
+    def merge(
+        self, report: ShipmentReport
+    ) -> tuple[list[ShipmentMilestone], list[TemperatureReading]]:
+        """Take in what a report about this shipment adds and keep what it leaves out: an
+        identity field (courier, tracking number, shipper serial, logger id) changes only to
+        a value that was sent, and milestones and readings are kept once each, in time order
+        (partners resend them freely, in any order). Returns the new milestones and
+        readings."""
+        for name in ("courier", "tracking_number", "shipper_serial", "logger_id"):
+            value = getattr(report, name)
+            if value and getattr(self, name) != value:
+                setattr(self, name, value)
+        seen = {(m.code, m.at) for m in self.milestones}
+        added = list(
+            {(m.code, m.at): m for m in report.milestones if (m.code, m.at) not in seen}.values()
+        )
+        self.milestones = sorted([*self.milestones, *added], key=lambda m: m.at)
+        known_times = {reading.at for reading in self.readings}
+        fresh = list({r.at: r for r in report.readings if r.at not in known_times}.values())
+        self.readings = sorted([*self.readings, *fresh], key=lambda r: r.at)
+        return added, fresh
 
 
 class Actor(CanonicalModel):

@@ -125,17 +125,7 @@ def record_tracking(update: TrackingUpdate) -> Change:
         working = order.model_copy(deep=True)
         shipment = _target_shipment(working, update)
         before = shipment.model_copy(deep=True)
-        for name in ("courier", "tracking_number", "shipper_serial", "logger_id"):
-            value = getattr(update, name)
-            if value and getattr(shipment, name) != value:
-                setattr(shipment, name, value)
-        seen = {(m.code, m.at) for m in shipment.milestones}
-        added = [m for m in update.milestones if (m.code, m.at) not in seen]
-        added = list({(m.code, m.at): m for m in added}.values())
-        shipment.milestones = sorted([*shipment.milestones, *added], key=lambda m: m.at)
-        known_times = {reading.at for reading in shipment.readings}
-        fresh = {r.at: r for r in update.readings if r.at not in known_times}
-        shipment.readings = sorted([*shipment.readings, *fresh.values()], key=lambda r: r.at)
+        added, fresh = shipment.merge(update)
         excursions = find_excursions(shipment.readings, rules.storage)
         known_starts = {excursion.started_at for excursion in before.excursions}
         new_excursions = [e for e in excursions if e.started_at not in known_starts]

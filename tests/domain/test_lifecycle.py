@@ -267,3 +267,52 @@ def test_apply_never_mutates_its_input() -> None:
     with pytest.raises(TransitionRefused):
         apply(order, event("infuse"), rules(), T0)
     assert order.model_dump() == snapshot
+
+
+def test_an_event_about_a_known_shipment_adds_to_it_and_erases_nothing() -> None:
+    from gateway.domain.model import (
+        Excursion,
+        Shipment,
+        ShipmentLeg,
+        ShipmentMilestone,
+        TemperatureReading,
+    )
+
+    shipped_at = APHERESIS + timedelta(days=21)
+    tracked = Shipment(
+        leg=ShipmentLeg.TO_SITE,
+        courier="polar-express",
+        tracking_number="PX-1",
+        logger_id="LG-9",
+        milestones=[ShipmentMilestone(code="picked_up", at=shipped_at)],
+        readings=[
+            TemperatureReading(at=shipped_at, celsius=-150.0),
+            TemperatureReading(at=shipped_at + timedelta(hours=1), celsius=-120.0),
+        ],
+        excursions=[
+            Excursion(
+                started_at=shipped_at + timedelta(hours=1), worst_celsius=-120.0, limit_celsius=-135
+            )
+        ],
+    )
+    order = script_to(fresh_order(), "RELEASED")
+    order = apply(order, event("ship_to_site", at=shipped_at, shipment=tracked), rules(), T0).order
+    delivered = ShipmentMilestone(code="delivered", at=shipped_at + timedelta(days=1))
+    report = Shipment(
+        leg=ShipmentLeg.TO_SITE,
+        tracking_number="PX-1",
+        milestones=[delivered],
+        readings=[TemperatureReading(at=shipped_at + timedelta(hours=2), celsius=-160.0)],
+        excursions=[],
+    )
+    received = apply(
+        order, event("receive_at_site", at=delivered.at, shipment=report), rules(), T0
+    ).order
+    shipment = received.shipment(ShipmentLeg.TO_SITE)
+    assert shipment is not None
+    assert [s.leg for s in received.shipments].count(ShipmentLeg.TO_SITE) == 1
+    assert (shipment.courier, shipment.logger_id) == ("polar-express", "LG-9")
+    assert [m.code for m in shipment.milestones] == ["picked_up", "delivered"]
+    assert [r.celsius for r in shipment.readings] == [-150.0, -120.0, -160.0]
+    assert shipment.excursions == tracked.excursions
+    assert received.external_ids.courier_shipment_ids == ["PX-1"]
