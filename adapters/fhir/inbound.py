@@ -36,8 +36,9 @@ from adapters.fhir.mapping import FhirConfig
 from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
 from adapters.fhir.reads import OrderRow
 from gateway.service.inbound_batch import InboundWork
-from gateway.service.orders import InboundMessage, OrderService, Reply
+from gateway.service.orders import InboundMessage, OrderService, Reply, is_transient
 from gateway.service.unit_of_work import UnitOfWork
+from gateway.store import inbox
 from gateway.store.wal_flush import FlushFailed
 
 CHANNEL = "fhir"
@@ -69,7 +70,7 @@ def _failure(exc: Exception) -> Reply:
     from adapters.fhir.bundle_in import error_from
 
     error = error_from(exc)
-    status = "error" if error.status >= 500 else "rejected"
+    status = inbox.FAILED if error.status >= 500 or is_transient(exc) else "rejected"
     return Reply(status, dumps(error.outcome()), FHIR_JSON)
 
 

@@ -49,9 +49,10 @@ from gateway.domain.states import EventType, OrderState
 from gateway.service.commands import CreateOrder
 from gateway.service.errors import Conflict, NotFound, ServiceError, UnknownTherapy, VersionMismatch
 from gateway.service.inbound_batch import InboundWork, process_inbound_batch
-from gateway.service.orders import InboundMessage, OrderService, Reply
+from gateway.service.orders import InboundMessage, OrderService, Reply, is_transient
 from gateway.service.unit_of_work import ConnectionKeeper, UnitOfWork
 from gateway.sites import SiteConfig, SiteDirectory
+from gateway.store import inbox
 from gateway.store.wal_flush import WalFlusher
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,10 @@ class InboundHandler:
         if isinstance(exc, MessageProblem) and exc.order_id:
             context.order_id = exc.order_id
         body = self._acks(context.message, ack, [detail])
-        return Reply("rejected" if ack == "AR" else "error", body, CONTENT_TYPE, context.order_id)
+        # AE and AR alike are replayed to a resend with the same control id, unless the
+        # gateway itself failed: then the AE asked for the message again.
+        status = inbox.FAILED if is_transient(exc) else "rejected"
+        return Reply(status, body, CONTENT_TYPE, context.order_id)
 
     def _describe(self, exc: Exception, context: Context) -> tuple[AckCode, ErrorDetail]:
         where = _located(context.location) if context.location else {}

@@ -164,6 +164,9 @@ def _commit(
                 if replay is not None:
                     replies.append(replay)
                     continue
+                if record is not None and record.status == inbox.FAILED:
+                    # Before the savepoint: a resend that fails again is stored again.
+                    inbox.set_aside(conn, record)
                 now = service.clock()
                 mark = chain.mark()
                 refusals: list[str] = []

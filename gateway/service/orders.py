@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.domain import lifecycle
-from gateway.domain.errors import TransitionRefused
+from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.domain.lifecycle import LifecycleEvent, Outcome
 from gateway.domain.model import ExternalIds, Therapy, TherapyOrder
 from gateway.domain.patient import PatientIdentity, new_pseudonym
@@ -28,7 +28,13 @@ from gateway.domain.states import EventType
 from gateway.domain.tracking import Amendment, Change
 from gateway.service.clock import Clock, utc_now
 from gateway.service.commands import CreateOrder
-from gateway.service.errors import Conflict, NotFound, UnknownTherapy, VersionMismatch
+from gateway.service.errors import (
+    Conflict,
+    NotFound,
+    ServiceError,
+    UnknownTherapy,
+    VersionMismatch,
+)
 from gateway.service.notifications import Notice, notices_for
 from gateway.service.unit_of_work import ConnectionKeeper, UnitOfWork
 from gateway.store import audit, inbox, outbox
@@ -403,6 +409,8 @@ class OrderService:
             stored = replayed(existing) if existing is not None else None
             if stored is not None:
                 return stored
+            if existing is not None and existing.status == inbox.FAILED:
+                inbox.set_aside(uow.conn, existing)
             now = self.clock()
             inbox_id = inbox.record(
                 uow.conn,
@@ -484,8 +492,9 @@ def _save(uow: UnitOfWork, order: TherapyOrder, *, expected_version: int) -> Non
 
 
 def replayed(record: inbox.InboxRecord) -> Reply | None:
-    """The stored reply of an inbox record, as a duplicate; None while it has none."""
-    if record.response is None:
+    """The stored reply of an inbox record, as a duplicate; None while it has none, and
+    None after a failure of the gateway's own, whose reply asked for the message again."""
+    if record.response is None or record.status == inbox.FAILED:
         return None
     return Reply(
         record.status,
@@ -494,6 +503,16 @@ def replayed(record: inbox.InboxRecord) -> Reply | None:
         record.order_id,
         duplicate=True,
     )
+
+
+def is_transient(exc: Exception) -> bool:
+    """A failure of the gateway rather than of the message (a bug, a deadlock or lost
+    connection, a concurrent change): the same message may well succeed when resent, so
+    its reply must not be replayed to the resend (status :data:`inbox.FAILED`)."""
+    if isinstance(exc, (VersionMismatch, ConcurrencyConflict, DBAPIError)):
+        return True
+    refusals = (TransitionRefused, ServiceError, DomainError, ValueError, LookupError)
+    return not isinstance(exc, refusals)
 
 
 def answer_failure(

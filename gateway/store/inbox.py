@@ -2,6 +2,11 @@
 
 The message key is unique, so a partner's retry of a message we already committed finds
 the stored response and gets the very same acknowledgement back, changing nothing.
+
+Except after a failure of the gateway's own (status :data:`FAILED`: a bug, a deadlock with
+another gateway, a lost database connection): its reply asked the sender to try again, so
+a resend is processed afresh. The failed attempt stays stored, renamed out of the way by
+:func:`set_aside`, so nothing of it is lost.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from sqlalchemy import Connection, insert, select, update
 
 from gateway.store import driver_sql
 from gateway.store.tables import inbox
+
+#: The status of a message stored with a reply that says the gateway failed, not the message.
+FAILED = "error"
 
 
 @dataclass(frozen=True)
@@ -131,3 +139,17 @@ def set_response(
     if order_id is not None:
         values["order_id"] = order_id
     conn.execute(update(inbox).where(inbox.c.id == inbox_id).values(**values))
+
+
+def set_aside(conn: Connection, record: InboxRecord) -> None:
+    """Keep a failed attempt under a key of its own, so the resend can be stored under the
+    message's key. The record's id makes the new key unique."""
+    suffix = f"|failed#{record.id}"
+    renamed = record.message_key[: _KEY_LENGTH - len(suffix)] + suffix
+    driver_sql.run(conn, _SET_ASIDE, (renamed, record.id))
+
+
+_KEY_LENGTH: int = getattr(inbox.c.message_key.type, "length", None) or 300
+_SET_ASIDE = driver_sql.Statement(
+    "UPDATE inbox SET message_key = ? WHERE id = ?", inbox, ("message_key", "id")
+)

@@ -70,7 +70,7 @@ def test_a_rejected_message_is_stored_and_its_nak_replayed(
     assert _msa(first) == "AE"
     with service.engine.connect() as conn:
         row = conn.execute(select(inbox)).one()
-    assert row.body == raw and row.status == "error"
+    assert row.body == raw and row.status == "rejected"
 
 
 def test_no_ack_is_sent_before_the_commit(
