@@ -20,7 +20,8 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from gateway.service.clock import Clock, utc_now
-from gateway.store import outbox
+from gateway.service.operations import described
+from gateway.store import audit, outbox
 from gateway.store.outbox import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class Relay:
             else self.clock() + timedelta(seconds=self.policy.delay(attempts, self.rng))
         )
         with self.engine.begin() as conn:
-            outbox.mark_failed(
+            failed = outbox.mark_failed(
                 conn,
                 item.id,
                 self.owner,
@@ -185,6 +186,17 @@ class Relay:
                 retry_at=retry_at,
                 count_attempt=count_attempt,
             )
+            if failed and give_up:
+                # A partner that will never hear of an order change is part of its record.
+                # The error stays in the outbox: a partner's answer may echo the payload.
+                audit.append(
+                    conn,
+                    at=self.clock(),
+                    actor=f"relay:{self.owner}",
+                    action="outbox.dead_letter",
+                    order_id=item.order_id,
+                    payload={**described(item), "attempts": attempts, "permanent": permanent},
+                )
         if give_up:
             log.warning("outbox item %s dead-lettered: %s", item.id, error)
         return give_up

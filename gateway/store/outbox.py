@@ -132,10 +132,11 @@ def mark_failed(
     error: str,
     retry_at: datetime | None,
     count_attempt: bool = True,
-) -> None:
+) -> bool:
     """Schedule a retry, or dead-letter the item when ``retry_at`` is None. An item that only
-    waited behind an earlier failure (``count_attempt=False``) keeps its attempt count."""
-    conn.execute(
+    waited behind an earlier failure (``count_attempt=False``) keeps its attempt count.
+    False when ``owner`` no longer holds the item's lease."""
+    result = conn.execute(
         update(outbox)
         .where(outbox.c.id == item_id, outbox.c.lease_owner == owner)
         .values(
@@ -146,6 +147,7 @@ def mark_failed(
             next_attempt_at=retry_at or outbox.c.next_attempt_at,
         )
     )
+    return result.rowcount == 1
 
 
 def list_items(
@@ -166,20 +168,24 @@ def list_items(
     return [_item(row) for row in conn.execute(query.limit(limit))]
 
 
-def retry(conn: Connection, item_id: int, now: datetime) -> bool:
-    """Put a dead-lettered (or pending) item back in line at once."""
-    result = conn.execute(
+def retry(conn: Connection, item_id: int, now: datetime) -> OutboxItem | None:
+    """Put a dead-lettered (or pending) item back in line at once; the item, or None when
+    there is no such undelivered item."""
+    row = conn.execute(
         update(outbox)
         .where(outbox.c.id == item_id, outbox.c.status != DELIVERED)
         .values(status=PENDING, next_attempt_at=now, lease_until=None)
-    )
-    return result.rowcount == 1
+        .returning(*outbox.c)
+    ).first()
+    return _item(row) if row is not None else None
 
 
-def dead_letter(conn: Connection, item_id: int, reason: str) -> bool:
-    result = conn.execute(
+def dead_letter(conn: Connection, item_id: int, reason: str) -> OutboxItem | None:
+    """Stop retrying a pending item; the item, or None when there is no such pending item."""
+    row = conn.execute(
         update(outbox)
         .where(outbox.c.id == item_id, outbox.c.status == PENDING)
         .values(status=DEAD, last_error=reason, lease_until=None)
-    )
-    return result.rowcount == 1
+        .returning(*outbox.c)
+    ).first()
+    return _item(row) if row is not None else None

@@ -21,7 +21,13 @@ def test_outbox_list_dead_letter_and_retry(api, service, new_order) -> None:  # 
     assert api.get("/admin/outbox", params={"status": "dead"}).json()["items"] == []
     assert api.post("/admin/outbox/999999/retry").status_code == 404
     audit = api.get(f"/orders/{order.id}/audit").json()["items"]
-    assert audit  # the order's own history is intact
+    # The operator's decisions are part of the order's own history, without the payload.
+    decided = [(e["action"], e["payload"]) for e in audit if e["action"].startswith("outbox.")]
+    where = {"item": item, "destination": pending[0]["destination"], "kind": pending[0]["kind"]}
+    assert decided == [
+        ("outbox.dead_letter", {**where, "reason": "partner retired"}),
+        ("outbox.retry", where),
+    ]
     metrics = api.get("/metrics").text
     assert 'v2v_outbox_items{destination="hospital",status="pending"}' in metrics
     assert 'v2v_orders{state="ENROLLED"} 1' in metrics

@@ -8,7 +8,7 @@ from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.states import EventType
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Relay, RelayPolicy
-from gateway.store import outbox
+from gateway.store import audit, outbox
 from gateway.store.outbox import OutboxItem
 
 
@@ -87,6 +87,22 @@ def test_permanent_errors_dead_letter_at_once_and_retry_revives(
     relay.run_once()
     dead = items(service, outbox.DEAD)
     assert dead and dead[0].attempts == 1
+    with service.engine.connect() as conn:
+        entries = [e for e in audit.entries(conn) if e.action == "outbox.dead_letter"]
+    assert [(e.order_id, e.actor, e.payload) for e in entries] == [
+        (
+            item.order_id,
+            f"relay:{relay.owner}",
+            {
+                "item": item.id,
+                "destination": item.destination,
+                "kind": item.kind,
+                "attempts": 1,
+                "permanent": True,
+            },
+        )
+        for item in dead
+    ]
     relay.register("hospital", lambda item: None)
     with service.engine.begin() as conn:
         for item in dead:  # a dead letter does not hold later messages back forever
