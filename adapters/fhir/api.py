@@ -25,7 +25,7 @@ from adapters.fhir.bundle_in import error_from
 from adapters.fhir.capability import capability_statement
 from adapters.fhir.committer import GroupCommitter
 from adapters.fhir.mapping import FhirConfig, load_config, load_profiles
-from adapters.fhir.outcome import FHIR_JSON, FhirError
+from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
 from adapters.fhir.reads import OrderRow, order_ids_of_patient, order_row, patient
 from adapters.fhir.resources import etag, split_id
 from adapters.fhir.resources import patient as patient_resource
@@ -41,7 +41,8 @@ from gateway.api.auth import (
 from gateway.api.dependencies import order_service
 from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.service.errors import ServiceError
-from gateway.service.orders import OrderService
+from gateway.service.orders import InboundMessage, OrderService, Reply
+from gateway.service.unit_of_work import UnitOfWork
 from gateway.sites import SiteDirectory
 from gateway.store import audit, keyset
 
@@ -380,17 +381,20 @@ async def _update_task(
     client: str,
     proposed_from: Callable[[dict[str, Any], Any], dict[str, Any]],
 ) -> Response:
-    _check_content_type(request)
+    """A Task update is a partner's message like a bundle: stored with its answer in the
+    transaction that applies it, refused or not, and a retry gets the stored answer."""
+    content_type = _check_content_type(request)
     body = await request.body()
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FhirError("structure", f"The body is not valid JSON: {exc}") from None
-    expected = _expected_version(request)
+    if_match = request.headers.get("If-Match", "")
     principal = _principal(request)
     role = SOURCE_BY_KIND[principal.kind].value if principal.kind in SOURCE_BY_KIND else None
 
-    def run() -> Response:
+    def handle(uow: UnitOfWork) -> Reply:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FhirError("structure", f"The body is not valid JSON: {exc}") from None
+        expected = _expected_version(request)
         row = _row(service, task_id, "Task", request)
         if expected is not None and row.order.version != expected:
             raise FhirError(
@@ -404,7 +408,7 @@ async def _update_task(
         proposed = proposed_from(current, payload)
         event = task_update.event_for(row.order, current, proposed, client, role)
         if event is None:
-            return resource_response(current)
+            return Reply("accepted", inbound.dumps(current), FHIR_JSON, order_id=task_id)
         if not may_report(principal, event.type):
             raise FhirError(
                 "forbidden",
@@ -412,13 +416,20 @@ async def _update_task(
                 "Task.businessStatus",
                 status=403,
             )
-        try:
-            outcome = service.apply_event(
-                task_id, event, actor=client, expected_version=row.order.version
-            )
-        except Exception as exc:
-            raise error_from(exc, "Task") from exc
-        return resource_response(facade.task(config, OrderRow(outcome.order, row.patient_id)))
+        outcome = service.apply_event(
+            task_id, event, actor=client, expected_version=row.order.version, uow=uow
+        )
+        updated = facade.task(config, OrderRow(outcome.order, row.patient_id))
+        return Reply("accepted", inbound.dumps(updated), FHIR_JSON, order_id=task_id)
+
+    def run() -> Response:
+        key = inbound.task_update_key(client, task_id, request.method, if_match, body)
+        message = InboundMessage(key, inbound.CHANNEL, client, content_type or FHIR_JSON, body)
+        reply = service.process_inbound(message, handle, inbound.failure_reply)
+        resource = json.loads(reply.body)
+        if reply.status != "accepted":
+            return fhir_response(resource, status_of_stored(reply.body))
+        return resource_response(resource)
 
     return await run_in_threadpool(run)
 

@@ -58,6 +58,13 @@ def dumps(resource: dict[str, Any]) -> bytes:
     return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def task_update_key(client: str, task_id: str, method: str, if_match: str, body: bytes) -> str:
+    """A Task update is the same message when the same client sends the same body for the
+    same Task and version: a retry after a lost answer gets the stored answer."""
+    digest = hashlib.sha256(body).hexdigest()
+    return f"fhir:{client}|Task/{task_id[:60]}|{method}|{if_match[:20]}|sha256:{digest}"
+
+
 def message_key(client: str, body: bytes, data: dict[str, Any] | None, kind: str) -> str:
     digest = hashlib.sha256(body).hexdigest()
     bundle_id = data.get("id") if isinstance(data, dict) else None
@@ -66,7 +73,8 @@ def message_key(client: str, body: bytes, data: dict[str, Any] | None, kind: str
     return f"fhir:{client}|{kind}|sha256:{digest}"
 
 
-def _failure(exc: Exception) -> Reply:
+def failure_reply(exc: Exception) -> Reply:
+    """The stored, replayable answer to a message whose handling failed."""
     from adapters.fhir.bundle_in import error_from
 
     error = error_from(exc)
@@ -149,7 +157,7 @@ def bundle_work(
 
     key = message_key(client, body, parsed, "Bundle")
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
-    return InboundWork(message, handle, _failure, _unstored)
+    return InboundWork(message, handle, failure_reply, _unstored)
 
 
 async def create_order_resource(
@@ -235,4 +243,4 @@ def resource_work(
 
     key = message_key(client, (if_none_exist or "").encode() + b"\n" + body, parsed, resource_type)
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
-    return InboundWork(message, handle, _failure, _unstored), created
+    return InboundWork(message, handle, failure_reply, _unstored), created

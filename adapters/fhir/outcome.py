@@ -1,8 +1,9 @@
 """OperationOutcome: the one shape every FHIR error takes.
 
-The HTTP status is derived from the first issue's code (:func:`status_for`), never chosen
-separately. A stored inbound reply keeps only the body, so a retried bundle must be able
-to recover the status its first answer had from that body alone.
+The HTTP status is derived from the first issue's code (:func:`status_for`). A stored
+inbound reply keeps only the body, so a retried message must be able to recover the
+status its first answer had from that body alone: where the status is not the code's own
+(412 for a stale If-Match is a "conflict"), the issue carries it in an extension.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 FHIR_JSON = "application/fhir+json"
+HTTP_STATUS_EXTENSION = "https://vein2vein.dev/fhir/StructureDefinition/http-status"
 
 #: issue-type → HTTP status. Anything not listed is a client error (400).
 _STATUS_BY_CODE: dict[str, int] = {
@@ -64,6 +66,7 @@ class Issue:
     diagnostics: str
     expression: str | None = None
     severity: str = "error"
+    status: int | None = None  # the HTTP status, where it is not the code's own
 
     def __post_init__(self) -> None:
         if self.code not in _ISSUE_TYPES:
@@ -77,6 +80,8 @@ class Issue:
         }
         if self.expression:
             issue["expression"] = [self.expression]
+        if self.status is not None and self.status != status_for(self.code):
+            issue["extension"] = [{"url": HTTP_STATUS_EXTENSION, "valueInteger": self.status}]
         return issue
 
 
@@ -93,12 +98,12 @@ class FhirError(ValueError):
         status: int | None = None,
     ) -> None:
         super().__init__(diagnostics)
-        self.issues = [Issue(code, diagnostics, expression)]
+        self.issues = [Issue(code, diagnostics, expression, status=status)]
         self._status = status
 
     @property
     def status(self) -> int:
-        """The issue code's status; only replies never stored may override it (412)."""
+        """The issue code's status, unless one was given (412)."""
         return self._status or status_for(self.issues[0].code)
 
     def outcome(self) -> dict[str, Any]:
@@ -126,4 +131,7 @@ def status_of_stored(body: bytes) -> int:
     if resource.get("resourceType") != "OperationOutcome":
         return 200
     issues = resource.get("issue") or [{}]
+    for extension in issues[0].get("extension") or []:
+        if extension.get("url") == HTTP_STATUS_EXTENSION:
+            return int(extension["valueInteger"])
     return status_for(str(issues[0].get("code", "exception")))

@@ -129,7 +129,9 @@ def event_for(
     elif new_status != current["status"]:
         event_type = _event_for_status(order, new_status or "")
     if event_type is None:
-        return None
+        event_type = _event_for_inputs(order, task)
+        if event_type is None:
+            return None
     return LifecycleEvent(
         type=event_type,
         source=_source(role),
@@ -170,6 +172,26 @@ def _event_for_milestone(order: TherapyOrder, code: str) -> EventType:
     return event
 
 
+def _event_for_inputs(order: TherapyOrder, task: Element) -> EventType | None:
+    """With status and businessStatus unchanged, event details alone: a new apheresis time
+    for a scheduled collection is a reschedule; any other detail belongs to the event that
+    reports it, and is refused rather than answered 200 and dropped."""
+    sent = _inputs(task)
+    if not sent:
+        return None
+    if set(sent) == {"apheresis_at"} and order.state is OrderState.APHERESIS_SCHEDULED:
+        if sent["apheresis_at"] == order.milestones.apheresis_at:
+            return None
+        return EventType.RESCHEDULE
+    raise FhirError(
+        "business-rule",
+        f"Task.input {', '.join(sorted(sent))} came with no change of Task.status or "
+        "Task.businessStatus: event details are taken with the milestone they belong to "
+        "(a new apheresis_at alone reschedules a scheduled collection).",
+        "Task.input",
+    )
+
+
 def _event_for_status(order: TherapyOrder, status: str) -> EventType:
     if order.status == ON_HOLD and status == fhir_status.TASK_STATUS_BY_STATE[order.state]:
         return EventType.RELEASE_HOLD
@@ -202,6 +224,13 @@ def _details(task: Element, event_type: EventType) -> EventDetails:
                 values["hold_reason"] = fhir_status.hold_reason(code)
     if event_type is EventType.PLACE_HOLD and "hold_reason" not in values:
         values["hold_reason"] = fhir_status.hold_reason(None)
+    values.update(_inputs(task))
+    return EventDetails(**{key: value for key, value in values.items() if value is not None})
+
+
+def _inputs(task: Element) -> dict[str, Any]:
+    """The event details given as ``Task.input`` (our task-input codes), by name."""
+    values: dict[str, Any] = {}
     for item in task.children("input"):
         names = [code for system, code, _ in item.codings("type") if system == t.TASK_INPUT_SYSTEM]
         if not names:
@@ -217,7 +246,7 @@ def _details(task: Element, event_type: EventType) -> EventDetails:
                 f"{item.at('type')} '{name}' is not an event detail this endpoint takes.",
                 item.at("type"),
             )
-    return EventDetails(**{key: value for key, value in values.items() if value is not None})
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _codings(concept: Element) -> list[tuple[str | None, str | None, str]]:

@@ -205,6 +205,11 @@ def test_task_update_with_if_match(fhir: TestClient, ordered: dict[str, Any]) ->
     assert updated.status_code == 200, updated.text
     assert updated.headers["ETag"] == 'W/"2"'
     assert updated.json()["status"] == "accepted"
+    # The same update again is a retry (its answer was lost): the stored answer, no change.
+    retried = fhir.put(f"/fhir/Task/{order_id}", json=task, headers={"If-Match": 'W/"1"'})
+    assert (retried.status_code, retried.content) == (200, updated.content)
+    # Another update decided on version 1 is stale.
+    task["businessStatus"]["coding"][0]["code"] = "SLOT_REQUESTED"
     stale = fhir.put(f"/fhir/Task/{order_id}", json=task, headers={"If-Match": 'W/"1"'})
     assert stale.status_code == 412
     assert stale.json()["resourceType"] == "OperationOutcome"
