@@ -655,6 +655,13 @@ class InboundHandler:
                 volume_ml=self._volume(message, paths.collection_volume),
             )
             if order.state is OrderState.SLOT_CONFIRMED:
+                # Without a scheduled time in the message the confirmed one stands: the
+                # collection's own time is not what was planned.
+                planned = (
+                    self._time(message, paths.collection_scheduled, context)
+                    or order.milestones.apheresis_at
+                    or collected_at
+                )
                 self._event(
                     uow,
                     context,
@@ -662,7 +669,7 @@ class InboundHandler:
                     EventType.SCHEDULE_APHERESIS,
                     location="SPM-17",
                     actor=actor,
-                    apheresis_at=scheduled,
+                    apheresis_at=planned,
                 )
             self._event(
                 uow,
