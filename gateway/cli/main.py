@@ -3,6 +3,7 @@ scripts; add, never rename."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from dataclasses import replace
@@ -356,6 +357,10 @@ def label(
     if out is None and fmt in ("png", "pdf"):
         errors.print("[red]Binary formats need --out FILE.[/]")
         raise typer.Exit(2)
+    if kind == "wristband" or (patient is not None and LabelKind(kind).may_carry_patient):
+        # A label that shows the patient is a read of PHI, audited as through the API.
+        what = "label:wristband" if kind == "wristband" else f"label:{kind}:{unit}"
+        service.record_access(found.id, actor=f"cli:{getpass.getuser()}", what=what)
     if out is None:
         sys.stdout.write(content.decode())
         return

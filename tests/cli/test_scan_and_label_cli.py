@@ -52,3 +52,25 @@ def test_label_writes_a_decodable_png_and_zpl(prepare, tmp_path: Path) -> None: 
     assert "ZZ-TESTPATIENT" not in zpl.output.upper()
     missing = runner.invoke(app, ["label", prepared.order_id, "A999126999999"])
     assert missing.exit_code == 1
+
+
+def test_a_label_showing_the_patient_is_audited_as_a_phi_read(prepare, service) -> None:  # type: ignore[no-untyped-def]
+    from gateway.store import audit
+
+    prepared = prepare("STORED")
+
+    def reads() -> list[object]:
+        with service.engine.connect() as conn:
+            entries = audit.entries(conn, prepared.order_id)
+            return [e.payload for e in entries if e.action == "phi.read"]
+
+    cassette = runner.invoke(
+        app, ["label", prepared.order_id, prepared.unit_id, "--kind", "cassette", "--format", "zpl"]
+    )
+    assert cassette.exit_code == 0, cassette.output
+    assert reads() == []  # a cassette label carries no patient details
+    wristband = runner.invoke(
+        app, ["label", prepared.order_id, "--kind", "wristband", "--format", "zpl"]
+    )
+    assert wristband.exit_code == 0, wristband.output
+    assert reads() == [{"what": "label:wristband"}]
