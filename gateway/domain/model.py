@@ -144,6 +144,10 @@ class ShipmentMilestone(CanonicalModel):
     location: str | None = None
 
 
+#: What identifies a shipment's carrier and temperature record, as a partner reports it.
+SHIPMENT_IDENTITY = ("courier", "tracking_number", "shipper_serial", "logger_id")
+
+
 class ShipmentReport(Protocol):
     """What a partner may tell about a shipment (a Shipment itself, or a courier's update)."""
 
@@ -174,7 +178,7 @@ class Shipment(CanonicalModel):
         a value that was sent, and milestones and readings are kept once each, in time order
         (partners resend them freely, in any order). Returns the new milestones and
         readings."""
-        for name in ("courier", "tracking_number", "shipper_serial", "logger_id"):
+        for name in SHIPMENT_IDENTITY:
             value = getattr(report, name)
             if value and getattr(self, name) != value:
                 setattr(self, name, value)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.domain.errors import TransitionRefused
 from gateway.domain.model import (
+    SHIPMENT_IDENTITY,
     Actor,
     CustodyAction,
     CustodyEvent,
@@ -155,6 +156,12 @@ def record_tracking(update: TrackingUpdate) -> Change:
                 "shipment": shipment.id,
                 "leg": shipment.leg.value,
                 "tracking_number": shipment.tracking_number,
+                # A new logger or dry shipper changes whose temperature record this is.
+                "changed": {
+                    name: [getattr(before, name), getattr(shipment, name)]
+                    for name in SHIPMENT_IDENTITY
+                    if getattr(before, name) != getattr(shipment, name)
+                },
                 "milestones": [m.model_dump(mode="json") for m in added],
                 "readings": len(fresh),
                 "new_excursions": [e.model_dump(mode="json") for e in new_excursions],

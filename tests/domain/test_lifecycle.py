@@ -316,3 +316,25 @@ def test_an_event_about_a_known_shipment_adds_to_it_and_erases_nothing() -> None
     assert [r.celsius for r in shipment.readings] == [-150.0, -120.0, -160.0]
     assert shipment.excursions == tracked.excursions
     assert received.external_ids.courier_shipment_ids == ["PX-1"]
+
+
+def test_a_tracking_update_names_the_identity_it_changed() -> None:
+    from gateway.domain.model import ShipmentLeg
+    from gateway.domain.tracking import TrackingUpdate, record_tracking
+
+    order = script_to(fresh_order(), "SHIPPED_TO_SITE")
+    first = TrackingUpdate(
+        leg=ShipmentLeg.TO_SITE, courier="polar-express", tracking_number="PX-7", logger_id="LG-1"
+    )
+    amended = record_tracking(first)(order, rules(), T0)
+    assert amended is not None
+    assert amended.summary["changed"] == {
+        "courier": [None, "polar-express"],
+        "tracking_number": [None, "PX-7"],
+        "logger_id": [None, "LG-1"],
+    }
+    swapped = TrackingUpdate(tracking_number="PX-7", logger_id="LG-2")
+    again = record_tracking(swapped)(amended.order, rules(), T0)
+    assert again is not None
+    assert again.summary["changed"] == {"logger_id": ["LG-1", "LG-2"]}
+    assert record_tracking(swapped)(again.order, rules(), T0) is None
