@@ -13,7 +13,10 @@ from tests.conftest import FixedClock
 E = EventType
 
 
-def advance_to_stored(service: OrderService, clock: FixedClock, order_id: str) -> None:
+def advance_to_stored(
+    service: OrderService, clock: FixedClock, order_id: str, *, through: EventType = E.STORE
+) -> None:
+    """Apply the journey's events, an hour apart, up to and including ``through``."""
     now = clock.now
     steps: list[tuple[EventType, Source, EventDetails]] = [
         (E.ENROLL, Source.MANUFACTURER, EventDetails()),
@@ -72,3 +75,5 @@ def advance_to_stored(service: OrderService, clock: FixedClock, order_id: str) -
             ),
             actor="test",
         )
+        if event_type is through:
+            return

@@ -11,12 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from adapters.fhir import terminology as t
-from gateway.domain.lifecycle import EventDetails, LifecycleEvent
-from gateway.domain.model import Source
 from gateway.domain.states import EventType, OrderState
 from gateway.service.orders import OrderService
 from gateway.store.tables import inbox
 from tests.conftest import FixedClock
+from tests.fhir.fhir_journey import advance_to_stored
 
 
 def _order_id(ordered: dict[str, Any]) -> str:
@@ -34,24 +33,6 @@ def _input(name: str, when: str) -> dict[str, Any]:
         "type": {"coding": [{"system": t.TASK_INPUT_SYSTEM, "code": name}]},
         "valueDateTime": when,
     }
-
-
-def _scheduled(service: OrderService, clock: FixedClock, order_id: str) -> None:
-    now = clock.now
-    steps = [
-        (EventType.ENROLL, Source.MANUFACTURER, EventDetails()),
-        (EventType.REQUEST_SLOT, Source.HOSPITAL, EventDetails()),
-        (
-            EventType.CONFIRM_SLOT,
-            Source.MANUFACTURER,
-            EventDetails(slot_start=now + timedelta(days=20), apheresis_at=now + timedelta(days=7)),
-        ),
-        (EventType.SCHEDULE_APHERESIS, Source.HOSPITAL, EventDetails()),
-    ]
-    for kind, source, details in steps:
-        service.apply_event(
-            order_id, LifecycleEvent(type=kind, source=source, details=details), actor="test"
-        )
 
 
 def test_updates_are_stored_with_their_answers_and_replayed(
@@ -99,16 +80,17 @@ def test_a_new_apheresis_time_alone_reschedules(
     fhir: TestClient, ordered: dict[str, Any], service: OrderService, clock: FixedClock
 ) -> None:
     order_id = _order_id(ordered)
-    _scheduled(service, clock, order_id)
+    confirmed_on = clock.now
+    advance_to_stored(service, clock, order_id, through=EventType.SCHEDULE_APHERESIS)
     task = fhir.get(f"/fhir/Task/{order_id}").json()
-    moved = clock.now + timedelta(days=8)
+    moved = confirmed_on + timedelta(days=8)
     task["input"] = [_input("apheresis_at", moved.isoformat())]
     response = fhir.put(f"/fhir/Task/{order_id}", json=task)
     assert response.status_code == 200, response.text
     order = service.get(order_id)
     assert order.state is OrderState.APHERESIS_SCHEDULED
     assert order.milestones.apheresis_at == moved
-    assert order.milestones.original_apheresis_at == clock.now + timedelta(days=7)
+    assert order.milestones.original_apheresis_at == confirmed_on + timedelta(days=7)
 
 
 def test_a_detail_sent_without_its_event_is_refused_not_dropped(
