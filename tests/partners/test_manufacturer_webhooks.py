@@ -165,3 +165,25 @@ def test_unknown_partner_is_404_and_stored(service, api):  # type: ignore[no-unt
     assert response.status_code == 404
     assert response.json()["code"] == "unknown_partner"
     assert len(stored(service, "rejected:webhook:manufacturer")) == 1
+
+
+def test_a_webhook_retried_after_a_gateway_failure_is_applied(
+    service, api, clock, confirmed, portals, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """A 500 says "nothing was applied, retry later": the retry must not get the 500 back."""
+    from adapters.manufacturers import inbound as webhook_inbound
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in the gateway")
+
+    message = slot_confirmed(portals, clock, confirmed.coi)
+    with monkeypatch.context() as patch:
+        patch.setattr(webhook_inbound, "apply_message", broken)
+        failed = push(portals, api, clock, message, webhook_id="msg_after_500")
+    assert failed.status_code == 500
+    assert service.get(confirmed.id).state.value == "SLOT_REQUESTED"
+    retried = push(portals, api, clock, message, webhook_id="msg_after_500")
+    assert retried.status_code == 200, retried.text
+    assert service.get(confirmed.id).state.value == "SLOT_CONFIRMED"
+    rows = stored(service, "webhook:helix-bio:msg_after_500")
+    assert sorted(row.status for row in rows) == ["accepted", "error"]
