@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from PIL import Image
+
 from labeling.checkchar import check_character
 from labeling.compound import CompoundMessage
 from labeling.errors import (
@@ -320,5 +322,15 @@ def read_decoded(decoded: Sequence[Decoded]) -> ScanRead:
 
 
 def read_image(image: ImageInput) -> ScanRead:
-    """Decode a photo or render of a label (PIL image, file bytes or path) and read it."""
-    return read_decoded(decode_image(image))
+    """Decode a photo or render of a label (PIL image, file bytes or path) and read it. An
+    upload that is no image at all is a rejected read, with the reason, like any bad scan."""
+    try:
+        decoded = decode_image(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return _reject(
+            "",
+            f"That file is not a picture the station can read ({type(exc).__name__}); "
+            "take a photo of the label (PNG or JPEG) and try again.",
+            source="image",
+        )
+    return read_decoded(decoded)

@@ -8,6 +8,7 @@ person holding the bag can act on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -67,10 +68,56 @@ def scanned_unit(read: ScanRead) -> tuple[ScannedUnit, datetime | None]:
     return ScannedUnit(unit_id=unit_id, product_code=product, coi=coi), expiry
 
 
+_KINDS = {
+    DonationId: "unit numbers",
+    CoiIdentifier: "CoI identifiers",
+    PatientId: "patient identifiers",
+    ProductCode: "product codes",
+    ExpirationDateTime: "expiry dates",
+}
+
+
+def conflict_in(read: ScanRead) -> str | None:
+    """What a read carries twice with different values (two bags' labels read as one, or a
+    stray structure after a label), named for the person scanning; None when nothing does.
+    Such a read identifies nothing: taking the first of each would be a guess."""
+    seen: dict[type, object] = {}
+    for structure in read.structures:
+        value = structure.identifier if isinstance(structure, DonationId) else structure
+        if seen.setdefault(type(structure), value) != value:
+            return _KINDS.get(type(structure), f"{type(structure).__name__} values")
+    return None
+
+
 def scanned_wristband(read: ScanRead) -> ScannedWristband:
     coi = next((s.value for s in read.structures if isinstance(s, CoiIdentifier)), None)
     patient = next((s.value for s in read.structures if isinstance(s, PatientId)), None)
     return ScannedWristband(coi=coi, patient_id=patient)
+
+
+def _not_a_wristband(band: ScanRead) -> tuple[str, str] | None:
+    """Why a wristband scan cannot stand for the patient, or None. A bag label carries the
+    order's CoI and patient id too, so a bag scanned twice would otherwise pass as bag and
+    wristband, and one person would complete the bedside check alone."""
+    if any(isinstance(s, DonationId | ProductCode) for s in band.structures):
+        return (
+            "wristband_is_a_bag",
+            "The wristband scan is a bag label (it carries a unit number or product code). "
+            "Scan the patient's wristband.",
+        )
+    conflict = conflict_in(band)
+    if conflict is not None:
+        return (
+            "conflicting_scan",
+            f"The wristband scan holds two different {conflict}. Scan the wristband alone.",
+        )
+    if not any(isinstance(s, CoiIdentifier | PatientId) for s in band.structures):
+        return (
+            "not_a_wristband",
+            "The wristband scan carries neither a CoI nor a patient identifier. Scan the "
+            "patient's wristband.",
+        )
+    return None
 
 
 class ScanStation:
@@ -97,6 +144,16 @@ class ScanStation:
                 at,
                 "unreadable_scan",
                 read.reason or "The scan could not be read.",
+                read.notes,
+            )
+        conflict = conflict_in(read)
+        if conflict is not None:
+            return self._red_without_order(
+                request,
+                at,
+                "conflicting_scan",
+                f"That scan holds two different {conflict}: more than one label was read at "
+                "once. Scan one bag's label on its own.",
                 read.notes,
             )
         unit, label_expiry = scanned_unit(read)
@@ -157,6 +214,9 @@ class ScanStation:
                     red=("unreadable_wristband", band.reason or "The wristband could not be read."),
                     notes=band.notes,
                 )
+            refused = _not_a_wristband(band)
+            if refused is not None:
+                return self._record(order, request, at, red=refused, notes=band.notes)
             wristband = scanned_wristband(band)
         return self._verify_and_record(order, request, unit, wristband, at, read.notes)
 
@@ -189,18 +249,21 @@ class ScanStation:
         if wristband is not None and wristband.patient_id is not None:
             patient = self.orders.patient_of(order.id)
             expected_patient = label_patient_id(patient.mrn) if patient else None
-        verdict = verify(
-            order,
-            request.checkpoint,
-            unit,
-            rules,
-            at=at,
-            user=request.user,
-            wristband=wristband,
-            expected_patient_id=expected_patient,
-            method=None if wristband else "second_person",
-        )
-        return self._save(order, request, verdict, notes)
+
+        def decide(current: TherapyOrder) -> ScanVerdict:
+            return verify(
+                current,
+                request.checkpoint,
+                unit,
+                rules,
+                at=at,
+                user=request.user,
+                wristband=wristband,
+                expected_patient_id=expected_patient,
+                method=None if wristband else "second_person",
+            )
+
+        return self._save(order, request, decide, notes)
 
     def _record(
         self,
@@ -219,19 +282,22 @@ class ScanStation:
             reason_code=red[0],
             reason=red[1],
         )
-        return self._save(order, request, verdict, notes)
+        return self._save(order, request, lambda _current: verdict, notes)
 
     def _save(
         self,
         order: TherapyOrder,
         request: ScanRequest,
-        verdict: ScanVerdict,
+        decide: Callable[[TherapyOrder], ScanVerdict],
         notes: tuple[str, ...],
     ) -> ScanResult:
         for _attempt in range(5):
             with self.orders.uow() as uow:
                 current = uow.orders.get(order.id, for_update=True)
                 assert current is not None
+                # Judged on the order as it is now, under its lock: a hold or cancellation
+                # since the order was first read must turn the verdict red.
+                verdict = decide(current)
                 updated = record(current, verdict, where=request.location, role=request.role)
                 try:
                     uow.orders.save(updated, expected_version=current.version)

@@ -158,3 +158,61 @@ def test_a_scan_never_turns_green_for_a_tampered_coi(station: ScanStation, prepa
     result = scan(station, "thaw", forged)
     assert not result.green
     assert result.reason_code in ("coi_mismatch", "unreadable_scan")
+
+
+def test_a_bag_scanned_as_the_wristband_is_red(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("THAWED")
+    result = station.scan(
+        ScanRequest(
+            checkpoint=Checkpoint.BEDSIDE,
+            user="rn.a",
+            unit_scan=prepared.bag_text,
+            wristband_scan=prepared.bag_text,
+        )
+    )
+    assert not result.green and not result.bedside_complete
+    assert result.reason_code == "wristband_is_a_bag"
+    assert "wristband" in result.reason
+
+
+def test_two_labels_read_as_one_scan_are_red(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    alpha = prepare("STORED", patient=0)
+    bravo = prepare("STORED", patient=1)
+    both = scan(station, "thaw", alpha.bag_text + bravo.bag_text)
+    assert not both.green and both.reason_code == "conflicting_scan"
+    assert "two different" in both.reason
+    stray_coi = scan(station, "thaw", alpha.bag_text + "&/" + bravo.coi)
+    assert not stray_coi.green and stray_coi.reason_code == "conflicting_scan"
+    assert scan(station, "thaw", alpha.bag_text).green  # each alone is fine
+
+
+def test_the_verdict_is_judged_on_the_order_as_it_is_when_recorded(
+    service: OrderService, station: ScanStation, prepare, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A hold placed after the scan found the order, before the verdict is saved."""
+    prepared = prepare("STORED")
+    save = station._save
+
+    def hold_meanwhile(order, request, decide, notes):  # type: ignore[no-untyped-def]
+        service.apply_event(
+            order.id,
+            LifecycleEvent(
+                type=EventType.PLACE_HOLD,
+                details={"hold_reason": "other", "reason": "QA query on the batch record"},
+            ),
+            actor="qa",
+        )
+        return save(order, request, decide, notes)
+
+    monkeypatch.setattr(station, "_save", hold_meanwhile)
+    result = scan(station, "thaw", prepared.bag_text)
+    assert not result.green and result.reason_code == "on_hold"
+    assert service.get(prepared.order_id).scans[-1].green is False
+
+
+def test_an_upload_that_is_not_a_picture_is_red_with_a_reason(station: ScanStation) -> None:
+    result = station.scan(
+        ScanRequest(checkpoint=Checkpoint.RECEIPT, user="pharm.one", unit_image=b"%PDF-1.7 ...")
+    )
+    assert not result.green and result.reason_code == "unreadable_scan"
+    assert "not a picture" in result.reason
