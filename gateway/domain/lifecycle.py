@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.domain.errors import TransitionRefused
 from gateway.domain.model import (
@@ -49,9 +49,9 @@ class EventDetails(BaseModel):
 
     coi: str | None = None
     manufacturer_order_id: str | None = None
-    slot_start: datetime | None = None
-    apheresis_at: datetime | None = None
-    planned_infusion_at: datetime | None = None
+    slot_start: AwareDatetime | None = None
+    apheresis_at: AwareDatetime | None = None
+    planned_infusion_at: AwareDatetime | None = None
     unit: Unit | None = None
     unit_id: str | None = None
     shipment: Shipment | None = None
@@ -65,7 +65,7 @@ class LifecycleEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: EventType
-    at: datetime | None = Field(default=None, description="When it happened; defaults to now")
+    at: AwareDatetime | None = Field(default=None, description="When it happened; defaults to now")
     source: Source = Source.HOSPITAL
     actor: Actor = Field(default_factory=Actor)
     details: EventDetails = Field(default_factory=EventDetails)

@@ -9,11 +9,10 @@ courier ever sees.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.domain.states import ON_HOLD, TERMINAL_STATES, OrderState
 
@@ -75,26 +74,26 @@ class ExternalIds(CanonicalModel):
 
 
 class Milestones(CanonicalModel):
-    enrolled_at: datetime | None = None
-    slot_requested_at: datetime | None = None
-    slot_confirmed_at: datetime | None = None
-    slot_start: datetime | None = Field(default=None, description="Manufacturing slot start")
-    original_apheresis_at: datetime | None = None
-    apheresis_at: datetime | None = Field(default=None, description="Scheduled apheresis")
-    collected_at: datetime | None = None
-    shipped_to_mfg_at: datetime | None = None
-    received_at_mfg_at: datetime | None = None
-    manufacturing_started_at: datetime | None = None
-    released_at: datetime | None = None
-    oos_accepted_at: datetime | None = None
-    mfg_failed_at: datetime | None = None
-    shipped_to_site_at: datetime | None = None
-    received_at_site_at: datetime | None = None
-    stored_at: datetime | None = None
-    thawed_at: datetime | None = None
-    planned_infusion_at: datetime | None = None
-    infused_at: datetime | None = None
-    cancelled_at: datetime | None = None
+    enrolled_at: AwareDatetime | None = None
+    slot_requested_at: AwareDatetime | None = None
+    slot_confirmed_at: AwareDatetime | None = None
+    slot_start: AwareDatetime | None = Field(default=None, description="Manufacturing slot start")
+    original_apheresis_at: AwareDatetime | None = None
+    apheresis_at: AwareDatetime | None = Field(default=None, description="Scheduled apheresis")
+    collected_at: AwareDatetime | None = None
+    shipped_to_mfg_at: AwareDatetime | None = None
+    received_at_mfg_at: AwareDatetime | None = None
+    manufacturing_started_at: AwareDatetime | None = None
+    released_at: AwareDatetime | None = None
+    oos_accepted_at: AwareDatetime | None = None
+    mfg_failed_at: AwareDatetime | None = None
+    shipped_to_site_at: AwareDatetime | None = None
+    received_at_site_at: AwareDatetime | None = None
+    stored_at: AwareDatetime | None = None
+    thawed_at: AwareDatetime | None = None
+    planned_infusion_at: AwareDatetime | None = None
+    infused_at: AwareDatetime | None = None
+    cancelled_at: AwareDatetime | None = None
     implied: list[str] = Field(
         default_factory=list,
         description="Milestones stamped because a later one arrived first; the real event "
@@ -115,8 +114,8 @@ class Unit(CanonicalModel):
     product_code: str | None = None
     division: str | None = Field(default=None, description="Two-character product division")
     volume_ml: float | None = Field(default=None, ge=0)
-    collected_at: datetime | None = None
-    expires_at: datetime | None = None
+    collected_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
     storage: str | None = Field(default=None, description="Storage requirement, as labelled")
     collection_cycle: int = Field(default=1, ge=1)
 
@@ -127,20 +126,20 @@ class ShipmentLeg(StrEnum):
 
 
 class TemperatureReading(CanonicalModel):
-    at: datetime
+    at: AwareDatetime
     celsius: float
 
 
 class Excursion(CanonicalModel):
-    started_at: datetime
-    ended_at: datetime | None = None
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
     worst_celsius: float
     limit_celsius: float
 
 
 class ShipmentMilestone(CanonicalModel):
     code: str = Field(description="Canonical courier milestone, e.g. picked_up, delivered")
-    at: datetime
+    at: AwareDatetime
     location: str | None = None
 
 
@@ -212,7 +211,7 @@ class CustodyAction(StrEnum):
 
 class CustodyEvent(CanonicalModel):
     id: str = Field(default_factory=lambda: new_id("cus"))
-    at: datetime
+    at: AwareDatetime
     action: CustodyAction
     who: Actor
     where: str | None = None
@@ -236,9 +235,9 @@ class Hold(CanonicalModel):
     id: str = Field(default_factory=lambda: new_id("hold"))
     reason: HoldReason
     detail: str | None = None
-    placed_at: datetime
+    placed_at: AwareDatetime
     placed_by: str | None = None
-    released_at: datetime | None = None
+    released_at: AwareDatetime | None = None
     released_by: str | None = None
     resolution: str | None = None
 
@@ -251,7 +250,7 @@ class ScanVerdict(CanonicalModel):
     """The outcome of one chain-of-identity check at a scan checkpoint."""
 
     id: str = Field(default_factory=lambda: new_id("scan"))
-    at: datetime
+    at: AwareDatetime
     checkpoint: str = Field(description="receipt, storage, thaw, bedside")
     user: str
     unit_id: str | None = None
@@ -285,8 +284,8 @@ class TherapyOrder(CanonicalModel):
     custody_events: list[CustodyEvent] = Field(default_factory=list)
     scans: list[ScanVerdict] = Field(default_factory=list)
     holds: list[Hold] = Field(default_factory=list)
-    created_at: datetime
-    updated_at: datetime
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
     version: int = Field(default=1, ge=1, description="Optimistic concurrency version")
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from gateway.domain.model import (
     Actor,
@@ -48,7 +48,7 @@ class ScannedUnit(BaseModel):
     unit_id: str | None = None
     product_code: str | None = None
     coi: str | None = None
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None
 
 
 class ScannedWristband(BaseModel):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.model import Actor, Clinician, Site
@@ -22,7 +20,7 @@ class CreateOrder(BaseModel):
     clinician: Clinician | None = None
     placer_number: str | None = Field(default=None, description="Hospital order number")
     erp_purchase_order: str | None = None
-    planned_infusion_at: datetime | None = None
+    planned_infusion_at: AwareDatetime | None = None
     actor: Actor = Field(default_factory=Actor)
 
 

@@ -153,3 +153,20 @@ def test_openapi_and_health(api) -> None:  # type: ignore[no-untyped-def]
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_a_time_without_a_zone_is_refused_not_guessed(api) -> None:  # type: ignore[no-untyped-def]
+    """A release whose expiry has no offset would make every later scan compare a local
+    time with an instant; it is refused at the door, naming the field."""
+    order = create(api, "PL-API-TZ")
+    naive = {
+        "type": "enroll",
+        "at": "2026-11-02T09:00:00",
+    }
+    response = api.post(f"/orders/{order['id']}/events", json=naive)
+    assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+    error = response.json()["errors"][0]
+    assert error["pointer"] == "/at" and "timezone" in error["detail"]
+    body = create_body("PL-API-TZ2") | {"planned_infusion_at": "2026-12-15T09:00"}
+    assert api.post("/orders", json=body).status_code == 422
+    assert api.post(f"/orders/{order['id']}/events", json={"type": "enroll"}).status_code == 200
