@@ -193,7 +193,9 @@ class InboundHandler:
             message: Message | None = parse(raw)
             parse_error: Er7Error | None = None
         except Er7Error as exc:
-            message, parse_error = None, exc
+            # A later segment is broken: the header alone still says who sent what, so the
+            # AR can echo its control id and go where the sender's engine will match it.
+            message, parse_error = header_of(raw), exc
         if message is not None and message.message_code in ("ACK", "MCF"):
             msa = message.segment("MSA")
             log.info(
@@ -206,7 +208,9 @@ class InboundHandler:
             return None
         sender = message.sending_facility if message is not None else (peer or "unknown")
         inbound = InboundMessage(
-            key=self._key(raw, message),
+            # A message that could not be read whole is keyed by its bytes: the sender's
+            # corrected copy may well reuse the control id.
+            key=self._key(raw, message if parse_error is None else None),
             channel=CHANNEL,
             sender=f"hl7v2:{sender}"[:200],
             content_type=CONTENT_TYPE,
@@ -828,6 +832,16 @@ class InboundHandler:
             at=at,
         )
         return order.id
+
+
+def header_of(raw: bytes) -> Message | None:
+    """The message's MSH segment alone, parsed, or None when even that cannot be read."""
+    text = raw.lstrip(b"\r\n\x00 \t\x0b")
+    end = min((i for i in (text.find(b"\r"), text.find(b"\n")) if i != -1), default=len(text))
+    try:
+        return parse(text[:end])
+    except Er7Error:
+        return None
 
 
 def parse_timestamp(text: str, tz: tzinfo, path: str) -> datetime:

@@ -1,0 +1,38 @@
+"""A message whose header is fine but a later segment is not: the AR still goes back to
+its sender, echoing its control id, and a broken ACK is still never acknowledged."""
+
+from __future__ import annotations
+
+from adapters.hl7v2.er7 import parse
+from adapters.hl7v2.inbound import InboundHandler
+from tests.hl7v2.conftest import fixture_bytes
+
+ADT = fixture_bytes("st-mary-adt-a08.hl7")
+# A line break typed into the patient's name splits PID in two.
+BROKEN = ADT.replace(b"Zz-Testpatient^Alphonse", b"Zz-Test\npatient^Alphonse")
+
+
+def test_the_ar_for_a_broken_segment_echoes_the_header(handler: InboundHandler) -> None:
+    (reply,) = handler.handle(BROKEN)
+    ack = parse(reply)
+    assert ack.get("MSA-1") == "AR"
+    assert ack.get("MSA-2") == "SM-0019"
+    assert (ack.get("MSH-5"), ack.get("MSH-6")) == ("EPIC", "STMARY")
+    assert ack.get("MSH-9.2") == "A08" and ack.get("MSH-12") == "2.5.1"
+    err = ack.segment("ERR")
+    assert err is not None and err.value(3) == "100"
+    # The corrected message, same control id, is read afresh, not answered with the AR.
+    (fixed,) = handler.handle(ADT)
+    assert parse(fixed).get("MSA-1") == "AA"
+
+
+def test_enhanced_mode_gets_a_commit_reject(handler: InboundHandler) -> None:
+    enhanced = BROKEN.replace(b"|P|2.5.1", b"|P|2.5.1|||AL|AL")
+    (reply,) = handler.handle(enhanced)
+    ack = parse(reply)
+    assert (ack.get("MSA-1"), ack.get("MSA-2")) == ("CR", "SM-0019")
+
+
+def test_a_broken_ack_is_not_acknowledged(handler: InboundHandler) -> None:
+    ack = b"MSH|^~\\&|EPIC|STMARY|VEIN2VEIN|V2V|20261102090000||ACK^O01^ACK|SM-ACK-9|P|2.5.1\r"
+    assert handler.handle(ack + b"MSA|AA|V2VOB1\rerr|x\r") == []
