@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
+_RESTART = START_BLOCK + b"MSH"  # a start block that begins a new message
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
 _HEADER_KEEP = 4096  # enough of an oversize frame to read its MSH and answer it
 
@@ -89,7 +90,7 @@ class FrameDecoder:
             search_from = max(before - 1, 0)
             self._buffer.extend(chunk)
             end = self._buffer.find(END_BLOCK, search_from)
-            restart = self._buffer.find(START_BLOCK, search_from)
+            restart = self._restart(max(before - len(_RESTART), 0), end)
             if restart != -1 and (end == -1 or restart < end):
                 # A new start block before the end: the earlier frame was cut off.
                 log.warning("MLLP frame abandoned by the sender after %d bytes", restart)
@@ -119,13 +120,31 @@ class FrameDecoder:
                 out.append(Frame(payload))
         return out
 
+    def _restart(self, search_from: int, end: int) -> int:
+        """Where a new frame starts inside the current one, or -1. A start block counts only
+        when an MSH follows it: a vertical tab typed into free text (Word's Shift+Enter
+        pasted into a note) is the same byte, and must not cut the message in two. With too
+        few bytes after it to tell, the frame waits for the next read."""
+        limit = end if end != -1 else len(self._buffer)
+        position = self._buffer.find(START_BLOCK, search_from, limit)
+        while position != -1:
+            after = self._buffer[position + 1 : position + len(_RESTART)]
+            if after == _RESTART[1:]:
+                return position
+            if end == -1 and position + len(_RESTART) > len(self._buffer):
+                return -1  # undecided: the rest of the frame (or the MSH) is still to come
+            position = self._buffer.find(START_BLOCK, position + 1, limit)
+        return -1
+
     def _enter_skip(self) -> None:
         if not self._skipping:
             self._head = bytes(self._buffer[:_HEADER_KEEP])
             self._skipping = True
-        # Keep only the last byte: it may be the first half of the end marker.
-        self._skipped += len(self._buffer) - 1
-        del self._buffer[:-1]
+        # Keep only the last bytes: they may be the first half of the end marker, or a start
+        # block whose MSH is still to come.
+        kept = min(len(self._buffer), len(_RESTART) - 1)
+        self._skipped += len(self._buffer) - kept
+        del self._buffer[: len(self._buffer) - kept]
 
 
 class MllpError(Exception):

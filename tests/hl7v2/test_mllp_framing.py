@@ -55,9 +55,39 @@ def test_memory_is_bounded_while_an_endless_frame_arrives() -> None:
     decoder.feed(b"\x0b")
     for _ in range(200):
         decoder.feed(b"x" * 4096)
-    assert decoder.pending <= 4096 + 1
+    assert decoder.pending <= 4096 + 3
 
 
-def test_a_new_start_block_abandons_a_cut_off_frame() -> None:
-    out = FrameDecoder().feed(b"\x0bhalf a mess" + frame(b"whole"))
-    assert out == [Frame(b"whole")]
+def test_a_new_message_abandons_a_cut_off_frame() -> None:
+    out = FrameDecoder().feed(b"\x0bMSH|half a mess" + frame(b"MSH|whole"))
+    assert out == [Frame(b"MSH|whole")]
+
+
+# A vertical tab typed into free text, anywhere but before "MSH".
+tabbed = st.lists(
+    st.lists(st.sampled_from([b"\x0b", b"M", b"S", b"H", b"\r", b"x"]), max_size=60)
+    .map(b"".join)
+    .map(lambda b: b.replace(b"MSH", b"MS_"))
+    .map(lambda b: b"MSH|" + b),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=120)
+@given(tabbed, st.data())
+def test_a_vertical_tab_inside_a_message_is_kept_whatever_the_split(
+    messages: list[bytes], data: st.DataObject
+) -> None:
+    stream = b"".join(frame(m) for m in messages)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=30))
+    out = _feed_in_pieces(FrameDecoder(), stream, cuts)
+    assert [item.payload for item in out if isinstance(item, Frame)] == messages
+
+
+def test_a_vertical_tab_at_the_end_of_a_read_waits_for_the_next() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(b"\x0bMSH|^~\\&|note: first line\x0b") == []
+    assert decoder.feed(b"second line\x1c\r") == [
+        Frame(b"MSH|^~\\&|note: first line\x0bsecond line")
+    ]
