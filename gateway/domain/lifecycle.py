@@ -28,6 +28,7 @@ from gateway.domain.model import (
     CustodyEvent,
     Hold,
     HoldReason,
+    ScanVerdict,
     Shipment,
     ShipmentLeg,
     Source,
@@ -563,17 +564,24 @@ def _infuse(
 
 
 def bedside_verified(order: TherapyOrder) -> bool:
-    """Two independent green bedside checks since the last thaw, from two people or one
-    person plus the system's wristband scan."""
+    """Two independent green bedside checks of one bag since the last thaw, from two people
+    or one person plus the system's wristband scan. A red bedside scan starts the checks
+    over: after a wrong-patient alarm, greens from before it prove nothing."""
     since = order.milestones.thawed_at
-    checks = [
-        scan
-        for scan in order.scans
-        if scan.checkpoint == "bedside" and scan.green and (since is None or scan.at >= since)
-    ]
-    people = {scan.user for scan in checks}
-    wristband = any(scan.method == "wristband" for scan in checks)
-    return len(people) >= 2 or (len(people) >= 1 and wristband)
+    checks: list[ScanVerdict] = []
+    for scan in order.scans:
+        if scan.checkpoint != "bedside" or (since is not None and scan.at < since):
+            continue
+        checks = [*checks, scan] if scan.green else []
+    by_unit: dict[str | None, list[ScanVerdict]] = {}
+    for scan in checks:
+        by_unit.setdefault(scan.unit_id, []).append(scan)
+    for scans in by_unit.values():
+        people = {scan.user for scan in scans}
+        wristband = any(scan.method == "wristband" for scan in scans)
+        if len(people) >= 2 or (len(people) >= 1 and wristband):
+            return True
+    return False
 
 
 def _products_in_scope(order: TherapyOrder, event: LifecycleEvent) -> list[Unit]:

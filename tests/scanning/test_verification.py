@@ -216,3 +216,20 @@ def test_an_upload_that_is_not_a_picture_is_red_with_a_reason(station: ScanStati
     )
     assert not result.green and result.reason_code == "unreadable_scan"
     assert "not a picture" in result.reason
+
+
+def test_a_red_bedside_scan_starts_the_two_person_check_over(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+
+    def bedside(user: str, bag: str) -> object:
+        return scan(station, "bedside", bag, user=user, order_id=alpha.order_id)
+
+    first = bedside("rn.a", alpha.bag_text)
+    assert first.green and not first.bedside_complete
+    wrong = bedside("rn.b", bravo.bag_text)
+    assert not wrong.green and wrong.reason_code == "wrong_order"
+    after_alarm = bedside("rn.b", alpha.bag_text)
+    assert after_alarm.green and not after_alarm.bedside_complete
+    second = bedside("rn.c", alpha.bag_text)
+    assert second.green and second.bedside_complete
