@@ -193,7 +193,7 @@ def build_ack(
         raw(4),
         hl7_timestamp(at),
         "",
-        seps.component.join(("ACK", escape(trigger, seps), "ACK")),
+        seps.component.join(("ACK", escape(trigger, seps), "ACK")[: _type_parts(version)]),
         escape(control_id or new_control_id("ACK"), seps),
         raw(11) or "P",
         raw(12) or escape(version, seps),
@@ -208,6 +208,12 @@ def build_ack(
     )
     segments = [header, msa, *(_err_segment(error, version, seps) for error in errors)]
     return encode_message(segments)
+
+
+def _type_parts(version: str) -> int:
+    """MSH-9 components: the message structure (MSH-9.3) exists from v2.3.1 on."""
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+    return 3 if numbers >= (2, 3, 1) or not numbers else 2
 
 
 def _join(seps: Separators, *fields: str) -> str:

@@ -286,6 +286,8 @@ def read_separators(header: str) -> Separators:
     if len(header) < 8:
         raise Er7Error("MSH is too short to declare its separators", field=2)
     field_sep = header[3]
+    if field_sep.isalnum() or field_sep in " \r\n":
+        raise Er7Error(f"MSH-1 must be the field separator (usually |), got {field_sep!r}", field=1)
     end = header.find(field_sep, 4)
     return _declared(field_sep, header[4:] if end == -1 else header[4:end])
 
@@ -321,15 +323,18 @@ def parse(data: bytes | str) -> Message:
         raise Er7Error("the message is empty", code="100")
     seps = read_separators(lines[0])
     segments: list[Segment] = []
-    for sequence, line in enumerate(lines, start=1):
+    seen: dict[str, int] = {}
+    for line_number, line in enumerate(lines, start=1):
         name = line[:3]
+        # ERR-2.2 is the segment's occurrence among those of its name, not its line.
+        seen[name] = seen.get(name, 0) + 1
         if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != seps.field):
             raise Er7Error(
-                f"segment {sequence} does not start with a segment name "
+                f"segment {line_number} does not start with a segment name "
                 f"and field separator: {line[:12]!r}",
                 code="100",
                 segment=name if _SEGMENT_NAME.match(name) else "???",
-                sequence=sequence,
+                sequence=seen[name] if _SEGMENT_NAME.match(name) else line_number,
             )
         parts = line.split(seps.field)
         if name == "MSH":

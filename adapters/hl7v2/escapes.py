@@ -56,7 +56,8 @@ def unescape(text: str, seps: Separators = STANDARD) -> str:
         "T": seps.subcomponent,
         "R": seps.repetition,
         "E": esc,
-        "P": seps.truncation or "",
+        # Without a declared truncation character (before v2.7) \P\ means nothing: kept.
+        "P": seps.truncation or f"{esc}P{esc}",
     }
     out: list[str] = []
     index = 0

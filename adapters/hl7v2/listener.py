@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from adapters.hl7v2.ack import ErrorDetail, build_ack
+from adapters.hl7v2.ack import AckCode, ErrorDetail, ack_mode, build_ack
 from adapters.hl7v2.er7 import Er7Error, parse
 from adapters.hl7v2.mllp import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, Oversized, frame
 from adapters.hl7v2.writer import DEFAULT_MAX_BATCH, BatchHandler, BatchWriter
@@ -150,7 +150,9 @@ class MllpListener:
             f"message of {item.size} bytes exceeds this gateway's limit of "
             f"{self.config.max_message_bytes} bytes; it was not stored",
         )
-        return build_ack(message, "AR", errors=[detail])
+        # Enhanced mode refuses at the accept level: CR, not AR.
+        code: AckCode = "CR" if ack_mode(message) == "enhanced" else "AR"
+        return build_ack(message, code, errors=[detail])
 
 
 class _Connection(asyncio.Protocol):

@@ -3,6 +3,8 @@ its sender, echoing its control id, and a broken ACK is still never acknowledged
 
 from __future__ import annotations
 
+import pytest
+
 from adapters.hl7v2.er7 import parse
 from adapters.hl7v2.inbound import InboundHandler
 from tests.hl7v2.conftest import fixture_bytes
@@ -36,3 +38,26 @@ def test_enhanced_mode_gets_a_commit_reject(handler: InboundHandler) -> None:
 def test_a_broken_ack_is_not_acknowledged(handler: InboundHandler) -> None:
     ack = b"MSH|^~\\&|EPIC|STMARY|VEIN2VEIN|V2V|20261102090000||ACK^O01^ACK|SM-ACK-9|P|2.5.1\r"
     assert handler.handle(ack + b"MSA|AA|V2VOB1\rerr|x\r") == []
+
+
+@pytest.mark.parametrize(
+    ("version", "message_type"),
+    [("2.3", "ACK^A08"), ("2.3.1", "ACK^A08^ACK"), ("2.8", "ACK^A08^ACK")],
+)
+def test_the_ack_type_has_a_structure_only_where_the_version_has_one(
+    handler: InboundHandler, version: str, message_type: str
+) -> None:
+    (reply,) = handler.handle(ADT.replace(b"|P|2.5.1", f"|P|{version}".encode()))
+    assert reply.split(b"\r")[0].split(b"|")[8] == message_type.encode()
+
+
+def test_an_oversize_message_in_enhanced_mode_gets_a_commit_reject() -> None:
+    from adapters.hl7v2.listener import MllpListener
+    from adapters.hl7v2.mllp import Oversized
+
+    listener = MllpListener(lambda raw, peer: [])
+    enhanced = ADT.replace(b"|P|2.5.1", b"|P|2.5.1|||AL|NE")
+    assert (
+        parse(listener.oversize_nak(Oversized(enhanced[:300], 5_000_000), "p")).get("MSA-1") == "CR"
+    )
+    assert parse(listener.oversize_nak(Oversized(ADT[:300], 5_000_000), "p")).get("MSA-1") == "AR"

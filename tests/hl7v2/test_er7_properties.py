@@ -95,6 +95,7 @@ def test_unknown_escapes_are_kept() -> None:
         (b"PID|1||X", "100", None),
         (b"MSH|^~|A|B", "102", 2),
         (b"MSH|^^\\&|A|B", "102", 2),
+        (b"MSHA^~\\&|A|B", "102", 1),
         (b"MSH|^~\\&|A|B\rP!D|1", "100", None),
     ],
 )
@@ -103,6 +104,19 @@ def test_unreadable_messages_are_located(raw: bytes, code: str, field: int | Non
         parse(raw)
     assert caught.value.code == code
     assert caught.value.field == field
+
+
+def test_a_broken_segment_is_located_by_its_occurrence_not_its_line() -> None:
+    raw = b"MSH|^~\\&|A|B\rPID|1\rNTE|1|a\rNTE|2|b\rNTE!3\r"
+    with pytest.raises(Er7Error) as caught:
+        parse(raw)
+    assert (caught.value.segment, caught.value.sequence) == ("NTE", 3)
+
+
+def test_a_truncation_escape_without_a_truncation_character_is_kept() -> None:
+    assert unescape("cut\\P\\here") == "cut\\P\\here"
+    v27 = Separators("|", "^", "~", "\\", "&", truncation="#")
+    assert unescape("cut\\P\\here", v27) == "cut#here"
 
 
 @settings(max_examples=200)
