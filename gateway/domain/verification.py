@@ -222,6 +222,14 @@ def _check_wristband(
             "The wristband scan carried neither a CoI nor a "
             "patient identifier. Scan the wristband's DataMatrix.",
         )
+    if wristband.coi is None and expected_patient_id is None:
+        # Only a patient id, and no patient record to hold it against: nothing was checked.
+        raise Red(
+            "unverifiable_wristband",
+            "The wristband carries only a patient identifier and this order has no patient "
+            "record to check it against. Do not infuse on this scan: a second person must "
+            "confirm the patient's identity.",
+        )
 
 
 def record(

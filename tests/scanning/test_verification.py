@@ -233,3 +233,32 @@ def test_a_red_bedside_scan_starts_the_two_person_check_over(station: ScanStatio
     assert after_alarm.green and not after_alarm.bedside_complete
     second = bedside("rn.c", alpha.bag_text)
     assert second.green and second.bedside_complete
+
+
+def test_a_wristband_that_cannot_be_checked_is_red(service: OrderService, prepare) -> None:  # type: ignore[no-untyped-def]
+    from gateway.domain.verification import ScannedWristband, verify
+    from gateway.service.scanning import scanned_unit
+    from labeling.scan import read_scan
+
+    prepared = prepare("THAWED")
+    order = service.get(prepared.order_id)
+    unit, _expiry = scanned_unit(read_scan(prepared.bag_text))
+    rules = service.rules.get(order.therapy.code)
+    assert rules is not None
+
+    def bedside(wristband: ScannedWristband, expected: str | None) -> object:
+        return verify(
+            order,
+            Checkpoint.BEDSIDE,
+            unit,
+            rules,
+            at=service.clock(),
+            user="rn.a",
+            wristband=wristband,
+            expected_patient_id=expected,
+        )
+
+    unchecked = bedside(ScannedWristband(patient_id="P12345"), None)
+    assert not unchecked.green and unchecked.reason_code == "unverifiable_wristband"
+    assert bedside(ScannedWristband(patient_id="P12345"), "P12345").green
+    assert bedside(ScannedWristband(coi=order.coi), None).green
