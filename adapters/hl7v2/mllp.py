@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from adapters.hl7v2.er7 import Er7Error, parse
@@ -198,7 +199,8 @@ class MllpClient:
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder(max_message_bytes)
         self._ready: list[bytes] = []
-        self.late_acks: list[bytes] = []
+        # The latest stray ACKs, for the log and tests: a long-lived client must not keep all.
+        self.late_acks: deque[bytes] = deque(maxlen=100)
 
     def __enter__(self) -> MllpClient:
         return self
