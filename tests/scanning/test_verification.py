@@ -162,13 +162,8 @@ def test_a_scan_never_turns_green_for_a_tampered_coi(station: ScanStation, prepa
 
 def test_a_bag_scanned_as_the_wristband_is_red(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
     prepared = prepare("THAWED")
-    result = station.scan(
-        ScanRequest(
-            checkpoint=Checkpoint.BEDSIDE,
-            user="rn.a",
-            unit_scan=prepared.bag_text,
-            wristband_scan=prepared.bag_text,
-        )
+    result = scan(
+        station, "bedside", prepared.bag_text, user="rn.a", wristband_scan=prepared.bag_text
     )
     assert not result.green and not result.bedside_complete
     assert result.reason_code == "wristband_is_a_bag"
