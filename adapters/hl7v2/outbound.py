@@ -3,7 +3,9 @@
 Which message a change becomes is the site profile's decision (``outbound`` in
 ``mappings/hl7v2/<profile>.yaml``):
 
-* the response to a new order (``response_events``): ORR^O02, or ORP^O10 pharmacy style;
+* the response to a new order (``response_events``): ORR^O02, or ORP^O10 pharmacy style,
+  whose MSA-2 is the MSH-10 of the HL7 message that placed the order (its placer number
+  when the order came some other way);
 * a dispense (``dispense_events``): RDS^O13, or BPS^O29 blood-bank style, whose BPX-2
   carries the HL7 table 0510 dispense status (blood-bank style sends BPS for every event
   in ``dispense_status``);
@@ -66,6 +68,7 @@ def render(
     *,
     at: datetime,
     control_id: str | None = None,
+    answering: str | None = None,
 ) -> bytes:
     """Render one outbox notice as the ER7 message the site's profile asks for."""
     out = profile.outbound
@@ -96,7 +99,11 @@ def render(
         )
     ]
     if kind in ("ORR_O02", "ORP_O10"):
-        segments.append(encode_segment("MSA", ["AA", placer or payload.get("order_id", "")]))
+        # MSA-2 names the order message answered; an order placed some other way (FHIR,
+        # the API) was never an HL7 message, and its placer number is the best reference.
+        segments.append(
+            encode_segment("MSA", ["AA", answering or placer or payload.get("order_id", "")])
+        )
     if out.include_patient and patient is not None:
         segments.append(_pid(patient))
     order_control = {"ORR_O02": "OK", "ORP_O10": "OK", "RDS_O13": "RE", "BPS_O29": "SC"}.get(
@@ -178,6 +185,14 @@ def _product(order: TherapyOrder | None, payload: dict[str, Any]) -> FieldValue:
     return [order.therapy.product_code or order.therapy.code, order.therapy.name, "V2V"]
 
 
+def _placing_control_id(service: OrderService, order_id: str) -> str | None:
+    """MSH-10 of the HL7 message that placed the order (its inbox key ends with it)."""
+    key = service.placing_message_key(order_id, "hl7v2")
+    if key is None or key.startswith("hl7v2:unkeyed:"):
+        return None
+    return key.rsplit("|", 1)[-1] or None
+
+
 def _endpoint(site: SiteConfig) -> tuple[str, int]:
     endpoint = site.outbound.endpoint or ""
     host, _, port = endpoint.rpartition(":")
@@ -226,7 +241,13 @@ def transport(
                 order = None
             if profile.outbound.include_patient:
                 patient = service.patient_of(item.order_id)
-        message = render(item, profile, order, patient, at=service.clock())
+        answering = None
+        if item.order_id and message_kind(profile.outbound, str(item.payload.get("event", ""))) in (
+            "ORR_O02",
+            "ORP_O10",
+        ):
+            answering = _placing_control_id(service, item.order_id)
+        message = render(item, profile, order, patient, at=service.clock(), answering=answering)
         with lock:
             client = clients.get((host, port))
             if client is None:

@@ -155,6 +155,11 @@ class OrderService:
         with self.uow(readonly=True) as uow:
             return uow.orders.search(**criteria)
 
+    def placing_message_key(self, order_id: str, channel: str) -> str | None:
+        """The inbox key of the message that placed the order over ``channel``, if any."""
+        with self.uow(readonly=True) as uow:
+            return inbox.first_accepted_key(uow.conn, order_id, channel)
+
     def patient_of(self, order_id: str) -> PatientIdentity | None:
         with self.uow(readonly=True) as uow:
             return uow.orders.patient_of(order_id)

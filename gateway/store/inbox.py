@@ -153,3 +153,14 @@ _KEY_LENGTH: int = getattr(inbox.c.message_key.type, "length", None) or 300
 _SET_ASIDE = driver_sql.Statement(
     "UPDATE inbox SET message_key = ? WHERE id = ?", inbox, ("message_key", "id")
 )
+
+
+def first_accepted_key(conn: Connection, order_id: str, channel: str) -> str | None:
+    """The key of the first message on ``channel`` accepted for an order (its placing)."""
+    return conn.execute(
+        select(inbox.c.message_key)
+        .where(inbox.c.order_id == order_id, inbox.c.channel == channel)
+        .where(inbox.c.status == "accepted")
+        .order_by(inbox.c.id)
+        .limit(1)
+    ).scalar()

@@ -215,3 +215,21 @@ def test_a_stale_ack_on_the_connection_is_skipped() -> None:
         reply = client.send(message)
         assert parse(reply).get("MSA-2") == "REAL-1"
         assert [parse(late).get("MSA-2") for late in client.late_acks] == ["STALE-0001"]
+
+
+def test_the_response_to_a_new_order_echoes_its_control_id(
+    sites: SiteDirectory, service: OrderService, handler: Any
+) -> None:
+    """ORP^O10 (st-mary's style) answers the ORM that placed the order: MSA-2 is its MSH-10."""
+    from tests.hl7v2.conftest import fixture_bytes
+
+    (ack,) = handler.handle(fixture_bytes("st-mary-orm-o01-new-order.hl7"))
+    assert parse(ack).get("MSA-1") == "AA"
+    order = service.find("placer", "SM-1001", "st-mary")
+    assert order is not None
+    with EhrReceiver(script=always("AA")) as ehr:
+        deliver = transport(_sites(sites, "st-mary", ehr.endpoint), service, backoff=0.01)
+        deliver(_item(_notice(order, "enroll")))
+        (received,) = ehr.wait_for(1)
+    assert received.message_type.startswith("ORP^O10")
+    assert received.get("MSA-2") == "SM-0001"
