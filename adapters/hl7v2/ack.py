@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Literal
 
 from adapters.hl7v2.er7 import (
+    CHARSETS,
     Component,
     FieldValue,
     Message,
@@ -180,6 +181,10 @@ def build_ack(
     def raw(index: int) -> str:
         return msh.raw(index) if msh is not None else ""
 
+    # The answer is written in the character set the message declared, and says so.
+    charset = raw(18).split(seps.repetition)[0]
+    codec = CHARSETS.get(charset.strip().upper())
+
     # MSH and MSA are joined by hand (values copied from the inbound MSH stay as sent, ours
     # are escaped): an ACK is written for every message, and the general field encoder
     # costs several times more.
@@ -197,6 +202,7 @@ def build_ack(
         escape(control_id or new_control_id("ACK"), seps),
         raw(11) or "P",
         raw(12) or escape(version, seps),
+        *(("", "", "", "", "", charset) if codec else ()),
     )
     reason = "; ".join(f"{e.where}: {e.reason}" for e in errors)
     msa = _join(
@@ -207,7 +213,7 @@ def build_ack(
         escape(reason[:200], seps),
     )
     segments = [header, msa, *(_err_segment(error, version, seps) for error in errors)]
-    return encode_message(segments)
+    return encode_message(segments, codec or "utf-8")
 
 
 def _type_parts(version: str) -> int:
@@ -226,16 +232,16 @@ def enhanced(code: str) -> AckCode:
 
 
 def split_messages(body: bytes) -> list[bytes]:
-    """Split stored replies (one or more ER7 messages back to back) into messages."""
-    text = body.decode("utf-8")
-    starts = [m.start() for m in re.finditer(r"(?:^|\r)MSH", text)]
+    """Split stored replies (one or more ER7 messages back to back) into messages; on the
+    bytes, as each keeps the character set of the message it answers."""
+    starts = [m.start() for m in re.finditer(rb"(?:^|\r)MSH", body)]
     if not starts:
         return [body] if body else []
     pieces = []
     for index, start in enumerate(starts):
-        begin = start + (1 if text[start] == "\r" else 0)
-        end = starts[index + 1] + 1 if index + 1 < len(starts) else len(text)
-        pieces.append(text[begin:end].encode("utf-8"))
+        begin = start + (1 if body[start : start + 1] == b"\r" else 0)
+        end = starts[index + 1] + 1 if index + 1 < len(starts) else len(body)
+        pieces.append(body[begin:end])
     return pieces
 
 

@@ -27,6 +27,7 @@ _PATH = re.compile(
 )
 _SEGMENT_BREAK = re.compile(r"\r\n|\r|\n")
 BOM = "\ufeff"
+_BOM_BYTES = BOM.encode("utf-8")
 
 
 class Er7Error(ValueError):
@@ -264,16 +265,42 @@ class Message:
         return self.msh.raw(4)
 
 
+#: MSH-18 character sets (HL7 table 0211) this reader and the ACK writer know.
+CHARSETS = {
+    "ASCII": "ascii",
+    "UNICODE UTF-8": "utf-8",
+    **{f"8859/{n}": f"iso-8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15)},
+}
+
+
+def declared_codec(data: bytes) -> str | None:
+    """The codec MSH-18 names (its first repetition), or None when it names none we know."""
+    line = data.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    if not line.startswith(b"MSH") or len(line) < 8:
+        return None
+    fields = line.split(line[3:4])
+    if len(fields) < 18:
+        return None
+    value = fields[17].split(line[5:6])[0].decode("ascii", "ignore").strip().upper()
+    return CHARSETS.get(value)
+
+
 def decode(data: bytes | str) -> str:
-    """Bytes to text: UTF-8 (the default everywhere we connect), Latin-1 as the fallback
-    that can decode anything an older engine sends."""
+    """Bytes to text: in the character set MSH-18 declares, else UTF-8 (the default
+    everywhere we connect) with Latin-1 as the fallback that can decode anything an older
+    engine sends."""
     if isinstance(data, str):
         text = data
     else:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("latin-1")
+        raw = data[len(_BOM_BYTES) :] if data.startswith(_BOM_BYTES) else data
+        codec = declared_codec(raw.lstrip(b"\r\n\x00 \t\x0b"))
+        if codec is not None:
+            text = raw.decode(codec, "replace")
+        else:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
     return text[1:] if text.startswith(BOM) else text
 
 
@@ -388,6 +415,7 @@ def encode_segment(name: str, fields: Sequence[FieldValue], seps: Separators = S
     return seps.field.join([name, *rendered])
 
 
-def encode_message(segments: Sequence[str]) -> bytes:
-    """Join rendered segments with the standard carriage return."""
-    return ("\r".join(segments) + "\r").encode("utf-8")
+def encode_message(segments: Sequence[str], codec: str = "utf-8") -> bytes:
+    """Join rendered segments with the standard carriage return, in ``codec``; a character
+    it cannot hold becomes ``?`` rather than failing the message."""
+    return ("\r".join(segments) + "\r").encode(codec, "replace")
