@@ -105,3 +105,38 @@ def test_expired_bag_at_thaw_is_red(
     page.get_by_test_id("verdict").wait_for(state="visible")
     assert "expired" in page.get_by_test_id("verdict-reason").inner_text()
     page.screenshot(path=str(screenshots / "station-expired-red.png"))
+
+
+def test_after_a_completed_or_red_bedside_check_the_next_bag_needs_a_wristband(
+    page,
+    gateway_url: str,
+    prepare,  # type: ignore[no-untyped-def]
+) -> None:
+    """Before, a red kept the wristband and a completed check kept the order, so the next
+    bag, at another bed, was checked against this patient's."""
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+
+    def verdict() -> str:
+        page.get_by_test_id("verdict").wait_for(state="visible")
+        text = page.get_by_test_id("verdict-word").inner_text()
+        reason = page.get_by_test_id("verdict-reason").inner_text()
+        page.get_by_test_id("verdict-ok").click()
+        return f"{text}: {reason}"
+
+    sign_in(page, gateway_url, "rn.adeyemi")
+    page.get_by_test_id("checkpoint").select_option("bedside")
+    page.get_by_test_id("scan").focus()
+    wedge(page, alpha.wristband_text)
+    wedge(page, bravo.bag_text)  # the wrong patient's bag
+    assert verdict().startswith("RED")
+    assert "start again" in page.get_by_test_id("progress").inner_text().lower()
+    wedge(page, alpha.bag_text)  # the red started the check over: wristband first
+    assert "wristband first" in verdict()
+
+    wedge(page, alpha.wristband_text)
+    wedge(page, alpha.bag_text)
+    assert verdict().startswith("GREEN")  # the wristband and one person complete the check
+    assert "complete" in page.get_by_test_id("progress").inner_text().lower()
+    wedge(page, bravo.bag_text)  # the next bed: nothing carries over
+    assert "wristband first" in verdict()

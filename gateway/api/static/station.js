@@ -116,12 +116,19 @@ function show(result) {
   item.textContent = `${new Date().toLocaleTimeString()} ${green ? "GREEN" : "RED"} ` +
     `${result.checkpoint || ""} ${result.unit_id || ""} ${result.reason_code || ""}`;
   $("history").prepend(item);
-  if (checkpoint() === "bedside" && green) {
-    state.bedsideOrder = result.order_id;
+  if (checkpoint() === "bedside") {
+    // The second person scans against the first check's order; a completed check or a red
+    // verdict (the server starts the check over) sends the next scan back to the wristband,
+    // so nothing from this patient's bed carries over to the next one.
+    const firstCheck = green && !result.bedside_complete;
+    state.bedsideOrder = firstCheck ? result.order_id : null;
     state.wristband = null;
-    $("progress").textContent = result.bedside_complete
-      ? "Bedside verification complete: two independent checks recorded. You may infuse."
-      : "First check recorded. A second person must now sign in and scan the bag.";
+    $("band-status").textContent = "—";
+    $("progress").textContent = firstCheck
+      ? "First check recorded. A second person must now sign in and scan the bag."
+      : green
+        ? "Bedside verification complete: two independent checks recorded. You may infuse."
+        : "Start again: scan the patient's wristband, then the bag.";
   }
 }
 
