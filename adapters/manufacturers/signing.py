@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -19,6 +20,9 @@ from pathlib import Path
 
 SECRET_PREFIX = "whsec_"
 TOLERANCE_SECONDS = 300
+MIN_KEY_BYTES = 16  # a key of 128 bits; Standard Webhooks' own are 24 to 64 bytes
+
+log = logging.getLogger(__name__)
 
 
 class SignatureError(Exception):
@@ -52,7 +56,24 @@ def load_secrets(env: Sequence[str], files: Sequence[str] = ()) -> list[bytes]:
         path = Path(os.path.expandvars(name)).expanduser()
         if path.is_file():
             texts.extend(path.read_text(encoding="utf-8").split())
-    return [secret_bytes(text) for text in texts]
+    keys: list[bytes] = []
+    for text in texts:
+        try:
+            key = secret_bytes(text)
+        except ValueError as exc:
+            log.error("a configured webhook secret is ignored: %s", exc)
+            continue
+        if len(key) < MIN_KEY_BYTES:
+            # An empty or placeholder secret ("whsec_") would let anyone sign: such a key
+            # counts as no key, so the partner's webhooks are refused until it is set.
+            log.error(
+                "a configured webhook secret is ignored: %d bytes, at least %d are needed",
+                len(key),
+                MIN_KEY_BYTES,
+            )
+            continue
+        keys.append(key)
+    return keys
 
 
 def signature(key: bytes, webhook_id: str, timestamp: int | str, body: bytes) -> str:

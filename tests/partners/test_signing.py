@@ -136,3 +136,25 @@ def test_rotation_over_http_reads_secrets_fresh(
         "V2V_WEBHOOK_SECRET_HELIX_BIO", "whsec_" + base64.b64encode(b"x" * 32).decode()
     )
     assert portal.push(api, message, timestamp=int(clock.now.timestamp())).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "configured", ["whsec_", "whsec_" + base64.b64encode(b"short").decode(), "whsec_not base64!"]
+)
+def test_an_empty_short_or_malformed_secret_counts_as_none(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A placeholder secret must not let anyone sign with the same placeholder."""
+    from adapters.manufacturers.signing import load_secrets, secret_bytes
+
+    monkeypatch.setenv("V2V_TEST_SECRET", configured)
+    keys = load_secrets(["V2V_TEST_SECRET"])
+    assert keys == []
+    forged_key = b"" if configured == "whsec_" else b"short"
+    with pytest.raises(SignatureError) as refused:
+        verify(headers([forged_key]), b"{}", keys, NOW)
+    assert refused.value.code == "no_secret_configured"
+    monkeypatch.setenv("V2V_TEST_SECRET", "whsec_" + base64.b64encode(NEW).decode())
+    assert load_secrets(["V2V_TEST_SECRET"]) == [
+        secret_bytes("whsec_" + base64.b64encode(NEW).decode())
+    ]
