@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.manufacturers.signing import SignatureError
 from gateway.api.problems import PROBLEM_JSON, TYPE_BASE
 from gateway.domain.errors import DomainError, TransitionRefused
-from gateway.service.errors import ServiceError
+from gateway.service.errors import Conflict, ServiceError
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork
 
@@ -106,6 +106,20 @@ def error_reply(instance: str, context: Context | None = None) -> Callable[[Exce
         if isinstance(exc, TransitionRefused):
             return problem_reply(
                 409, exc.code, exc.message, instance, order_id=order_id, **exc.details
+            )
+        if isinstance(exc, Conflict) and exc.details.get("existing_order_id") not in (
+            None,
+            order_id,
+        ):
+            # The identifier is on an order this partner may not see: saying which one (or
+            # even echoing the value) would let a partner probe other partners' orders.
+            return problem_reply(
+                409,
+                "identifier_taken",
+                f"The {exc.details.get('identifier') or 'identifier'} sent is already recorded "
+                "for a different order. Check the value and resend.",
+                instance,
+                order_id=order_id,
             )
         if isinstance(exc, (ServiceError, DomainError)):
             status = exc.status if isinstance(exc, ServiceError) else 422

@@ -187,3 +187,24 @@ def test_a_webhook_retried_after_a_gateway_failure_is_applied(
     assert service.get(confirmed.id).state.value == "SLOT_CONFIRMED"
     rows = stored(service, "webhook:helix-bio:msg_after_500")
     assert sorted(row.status for row in rows) == ["accepted", "error"]
+
+
+def test_a_unit_id_taken_by_another_order_does_not_reveal_that_order(
+    service, api, clock, new_order, walk, portals
+):  # type: ignore[no-untyped-def]
+    release = next(s for p, s in CASES if p == "helix-bio" and s["step"] == "QC release")
+    first = walk(new_order(therapy="exa-cel"), "MANUFACTURING")
+    second = walk(new_order(therapy="exa-cel", patient=1), "MANUFACTURING")
+    ok = portals["helix-bio"].push(
+        api, fill(release["message"], first.coi, "HE-1"), timestamp=int(clock.now.timestamp())
+    )
+    assert ok.status_code == 200, ok.text
+    probe = portals["helix-bio"].push(
+        api, fill(release["message"], second.coi, "HE-2"), timestamp=int(clock.now.timestamp())
+    )
+    assert probe.status_code == 409
+    problem = probe.json()
+    assert problem["code"] == "identifier_taken"
+    assert first.id not in probe.text and "A999126000123" not in probe.text
+    assert "existing_order_id" not in problem
+    assert service.get(second.id).state.value == "MANUFACTURING"
