@@ -167,7 +167,12 @@ def verify_hex(
     prefix: str = "sha256=",
     tolerance: int = TOLERANCE_SECONDS,
 ) -> str:
-    """A courier's own scheme: hex HMAC-SHA256 over ``{timestamp}.{body}`` in one header."""
+    """A courier's own scheme: hex HMAC-SHA256 over ``{timestamp}.{body}`` in one header.
+
+    The delivery id header is not signed, so the message's identity returned is the id
+    with a digest of the signed body: a captured message resent under another delivery's
+    id is then a message of its own, never taken for (and answered as) the one that id
+    names. A genuine retry, same id and same body, still has the same identity."""
     delivery = headers.get(id_header)
     if not delivery or not delivery.strip():
         raise SignatureError("missing_webhook_id", f"The {id_header} header is missing.")
@@ -188,7 +193,7 @@ def verify_hex(
         raise SignatureError(
             "invalid_signature", f"{signature_header} does not match the message and a known key."
         )
-    return delivery
+    return f"{delivery.strip()[:160]}|sha256:{hashlib.sha256(body).hexdigest()[:32]}"
 
 
 def hex_signature(key: bytes, timestamp: int | str, body: bytes) -> str:

@@ -158,3 +158,25 @@ def test_an_empty_short_or_malformed_secret_counts_as_none(
     assert load_secrets(["V2V_TEST_SECRET"]) == [
         secret_bytes("whsec_" + base64.b64encode(NEW).decode())
     ]
+
+
+def test_an_unsigned_delivery_id_cannot_name_another_message() -> None:
+    """The hex scheme signs the timestamp and body, not the id: a captured message resent
+    under the next delivery's id must not take that delivery's place in the inbox."""
+    from adapters.manufacturers.signing import hex_signature, verify_hex
+
+    def identity(delivery: str, body: bytes) -> str:
+        headers = {
+            "x-id": delivery,
+            "x-ts": str(T),
+            "x-sig": "sha256=" + hex_signature(NEW, T, body),
+        }
+        return verify_hex(
+            headers, body, [NEW], NOW, signature_header="x-sig", timestamp_header="x-ts",
+            id_header="x-id",
+        )  # fmt: skip
+
+    picked_up, delivered = b'{"event": "PICKED_UP"}', b'{"event": "DELIVERED"}'
+    assert identity("dlv-1001", picked_up) != identity("dlv-1001", delivered)
+    assert identity("dlv-1001", delivered) == identity("dlv-1001", delivered)  # a retry
+    assert identity("dlv-1001", delivered).startswith("dlv-1001|")
