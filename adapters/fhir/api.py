@@ -26,7 +26,7 @@ from adapters.fhir.capability import capability_statement
 from adapters.fhir.committer import GroupCommitter
 from adapters.fhir.mapping import FhirConfig, load_config, load_profiles
 from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
-from adapters.fhir.reads import OrderRow, order_ids_of_patient, order_row, patient
+from adapters.fhir.reads import OrderRow, order_ids_of_patient, order_row, order_version, patient
 from adapters.fhir.resources import etag, split_id
 from adapters.fhir.resources import patient as patient_resource
 from gateway.api.auth import (
@@ -423,7 +423,12 @@ async def _update_task(
         return Reply("accepted", inbound.dumps(updated), FHIR_JSON, order_id=task_id)
 
     def run() -> Response:
-        key = inbound.task_update_key(client, task_id, request.method, if_match, body)
+        # Without If-Match the version the update was applied to stands in for it: the
+        # same body sent again after the order moved on is a new update, not a retry.
+        with service.uow(readonly=True) as uow:
+            version = order_version(uow.conn, task_id)
+        basis = if_match or f"v{version or 0}"
+        key = inbound.task_update_key(client, task_id, request.method, basis, body)
         message = InboundMessage(key, inbound.CHANNEL, client, content_type or FHIR_JSON, body)
         reply = service.process_inbound(message, handle, inbound.failure_reply)
         resource = json.loads(reply.body)

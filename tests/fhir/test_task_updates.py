@@ -105,3 +105,17 @@ def test_a_detail_sent_without_its_event_is_refused_not_dropped(
     assert issue["expression"] == ["Task.input"]
     assert "slot_start" in issue["diagnostics"]
     assert service.get(order_id).version == 1
+
+
+def test_the_same_body_again_after_the_order_moved_on_is_applied(
+    fhir: TestClient, ordered: dict[str, Any], service: OrderService
+) -> None:
+    """Without If-Match, hold → release → hold again: the third is a new update."""
+    order_id = _order_id(ordered)
+    hold = {"status": "on-hold", "statusReason": {"text": "insurance check"}}
+    assert fhir.patch(f"/fhir/Task/{order_id}", json=hold).json()["status"] == "on-hold"
+    released = fhir.patch(f"/fhir/Task/{order_id}", json={"status": "requested"})
+    assert released.json()["status"] == "requested", released.text
+    again = fhir.patch(f"/fhir/Task/{order_id}", json=hold)
+    assert again.status_code == 200 and again.json()["status"] == "on-hold", again.text
+    assert service.get(order_id).on_hold
