@@ -613,12 +613,17 @@ _RELEASE = driver_sql.Statement("RELEASE SAVEPOINT v2v_place", orders, ())
 def _find(uow: UnitOfWork, plan: OrderPlan) -> TherapyOrder | None:
     assert plan.criteria is not None
     system, value = plan.criteria
-    if system == t.COI_SYSTEM:
-        return uow.orders.find_by_identifier("coi", value)
+    if system in (t.COI_SYSTEM, t.ORDER_SYSTEM):
+        found = (
+            uow.orders.find_by_identifier("coi", value)
+            if system == t.COI_SYSTEM
+            else uow.orders.get(value)
+        )
+        # Only the ordering site's own orders can satisfy its condition: another site's
+        # order is one it may not see, let alone be answered with.
+        return found if found is not None and found.site.id == plan.command.site.id else None
     if system in (None, plan.profile.identifiers.placer_system):
         return uow.orders.find_by_identifier("placer", value, plan.command.site.id)
-    if system == t.ORDER_SYSTEM:
-        return uow.orders.get(value)
     raise FhirError(
         "not-supported",
         f"ifNoneExist system '{system}' is neither the placer order number system "

@@ -201,3 +201,21 @@ def test_medication_request_based_on_the_service_request_is_one_order(
     response = fhir.post("/fhir", content=json.dumps(bundle))
     assert response.status_code == 200, response.text
     assert _order_count(service) == 1
+
+
+def test_a_condition_never_matches_another_sites_order(
+    fhir: TestClient, service: OrderService, new_order: Any
+) -> None:
+    """If-None-Exist by order id or CoI must not answer with an order the caller may not see."""
+    from adapters.fhir import terminology as t
+
+    elsewhere = new_order(site="st-mary")
+    fixture = load_fixture("04-single-servicerequest")
+    for number, condition in enumerate(
+        (f"{t.ORDER_SYSTEM}|{elsewhere.id}", f"{t.COI_SYSTEM}|{elsewhere.coi}")
+    ):
+        body = fixture_body(fixture).replace(b"LS-ORD-0201", f"LS-ORD-090{number}".encode())
+        headers = {**fixture["headers"], "If-None-Exist": f"identifier={condition}"}
+        answer = fhir.post("/fhir/ServiceRequest", content=body, headers=headers)
+        assert answer.status_code == 201, answer.text  # nothing the caller can see matched
+        assert elsewhere.id not in answer.text
