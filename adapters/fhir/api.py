@@ -366,7 +366,7 @@ def _expected_version(request: Request) -> int | None:
     if value is None or value.strip() == "*":
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdecimal()):
         raise FhirError(
             "conflict", f"If-Match must be an ETag this server issued, got {value!r}.", status=412
         )
@@ -517,7 +517,7 @@ def _paged(
     request: Request, query: search.Query, resources: list[dict[str, Any]], limit: int
 ) -> Response:
     offset_text = query.one("_offset") or "0"
-    if not offset_text.isdigit():
+    if not (offset_text.isascii() and offset_text.isdecimal()):
         raise FhirError("value", "_offset must be a non-negative integer.", "_offset")
     offset = int(offset_text)
     page = resources[offset : offset + limit]

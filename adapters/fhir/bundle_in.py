@@ -88,6 +88,8 @@ def load_json(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FhirError("structure", f"The body is not valid JSON: {exc}", "Bundle") from None
+    except RecursionError:
+        raise FhirError("structure", "The body nests JSON too deeply to read.", "Bundle") from None
     if not isinstance(data, dict):
         raise FhirError("structure", "The body must be a JSON object (a FHIR resource).")
     return data

@@ -86,8 +86,11 @@ class Element:
                 self.at(name),
             )
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            # Everything downstream works in UTC: a moment that has no UTC (year 9999 at
+            # -05:00) is refused here rather than failing every later read of the order.
+            return moment.astimezone(UTC)
+        except (ValueError, OverflowError):
             raise FhirError(
                 "value", f"{self.at(name)} is not a valid dateTime.", self.at(name)
             ) from None

@@ -69,7 +69,7 @@ def count(query: Query) -> int:
     value = query.one("_count")
     if value is None:
         return DEFAULT_COUNT
-    if not value.isdigit():
+    if not (value.isascii() and value.isdecimal()):
         raise FhirError("value", f"_count must be a non-negative integer, got {value!r}.", "_count")
     return min(int(value), MAX_COUNT)
 
@@ -115,19 +115,20 @@ def _date_range(text: str) -> tuple[datetime, datetime]:
             start = datetime(year, month, int(match["day"]), tzinfo=UTC)
             return start, start + timedelta(days=1)
         start = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        time = match["time"]
+        step = (
+            timedelta(microseconds=1)
+            if "." in time
+            else timedelta(seconds=1)
+            if time.count(":") == 2
+            else timedelta(minutes=1)
+        )
+        # In UTC, as stored; a bound with no UTC (0001-01-01 at +01:00) is not a date here.
+        return start.astimezone(UTC), (start + step).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise FhirError(
             "value", f"_lastUpdated value {text!r} is not a date.", "_lastUpdated"
         ) from None
-    time = match["time"]
-    step = (
-        timedelta(microseconds=1)
-        if "." in time
-        else timedelta(seconds=1)
-        if time.count(":") == 2
-        else timedelta(minutes=1)
-    )
-    return start, start + step
 
 
 def identifier_options(

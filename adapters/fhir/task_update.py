@@ -74,9 +74,15 @@ def _locate(task: dict[str, Any], pointer: str, index: int) -> tuple[Any, str]:
     return node, parts[-1]
 
 
+def _index(key: str) -> int | None:
+    """A JSON Pointer array index (ASCII digits only: int() refuses "²", isdigit() does not)."""
+    return int(key) if key.isascii() and key.isdecimal() else None
+
+
 def _get(node: Any, key: str) -> Any:
     if isinstance(node, list):
-        return node[int(key)] if key.isdigit() and int(key) < len(node) else None
+        index = _index(key)
+        return node[index] if index is not None and index < len(node) else None
     return node.get(key) if isinstance(node, dict) else None
 
 
@@ -84,11 +90,11 @@ def _set(node: Any, key: str, value: Any, *, add: bool) -> None:
     if isinstance(node, list):
         if key == "-":
             node.append(value)
-        elif key.isdigit() and int(key) <= len(node):
+        elif (index := _index(key)) is not None and index < len(node) + add:
             if add:
-                node.insert(int(key), value)
+                node.insert(index, value)
             else:
-                node[int(key)] = value
+                node[index] = value
         else:
             raise FhirError("value", f"Patch index {key} is out of range.", key)
     elif isinstance(node, dict):
@@ -96,8 +102,9 @@ def _set(node: Any, key: str, value: Any, *, add: bool) -> None:
 
 
 def _remove(node: Any, key: str, pointer: str) -> None:
-    if isinstance(node, list) and key.isdigit() and int(key) < len(node):
-        node.pop(int(key))
+    index = _index(key) if isinstance(node, list) else None
+    if isinstance(node, list) and index is not None and index < len(node):
+        node.pop(index)
     elif isinstance(node, dict) and key in node:
         del node[key]
     else:
