@@ -132,6 +132,12 @@ class Relay:
     def _deliver_group(self, group: list[OutboxItem]) -> tuple[int, int, int, int]:
         delivered = retried = dead = skipped = 0
         for index, item in enumerate(group):
+            if not self._still_ours(item):
+                # The batch's lease ran out while earlier items were slow: another relay may
+                # hold this item and the rest of its group now, and must be the only sender.
+                log.warning("outbox item %s: lease lost before sending; not sent", item.id)
+                skipped += len(group) - index
+                break
             error, permanent = self._attempt(item)
             if error is None:
                 with self.engine.begin() as conn:
@@ -152,6 +158,16 @@ class Relay:
                 skipped += 1
             break
         return delivered, retried, dead, skipped
+
+    def _still_ours(self, item: OutboxItem) -> bool:
+        with self.engine.begin() as conn:
+            return outbox.renew_lease(
+                conn,
+                item.id,
+                self.owner,
+                now=self.clock(),
+                lease=timedelta(seconds=self.policy.lease_seconds),
+            )
 
     def _attempt(self, item: OutboxItem) -> tuple[str | None, bool]:
         """Hand one item to its transport: (None, _) when delivered, else (error, permanent)."""

@@ -109,6 +109,24 @@ def claim(
     return [_item(row) for row in rows]
 
 
+def renew_lease(
+    conn: Connection, item_id: int, owner: str, *, now: datetime, lease: timedelta
+) -> bool:
+    """Extend ``owner``'s lease on a pending item it still holds; False when the lease ran
+    out (another relay may have claimed the item since) or the item is no longer pending."""
+    result = conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.id == item_id,
+            outbox.c.lease_owner == owner,
+            outbox.c.lease_until > now,
+            outbox.c.status == PENDING,
+        )
+        .values(lease_until=now + lease)
+    )
+    return result.rowcount == 1
+
+
 def mark_delivered(conn: Connection, item_id: int, owner: str, at: datetime) -> bool:
     result = conn.execute(
         update(outbox)

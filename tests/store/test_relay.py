@@ -183,3 +183,31 @@ def test_independent_orders_are_delivered_in_parallel(
     assert relay.run_round().delivered == 8  # the first message of each of 8 pairs
     assert relay.run_once().delivered == 8  # then the second of each, in order
     assert peak[0] > 1
+
+
+def test_an_item_whose_lease_ran_out_is_sent_only_by_its_new_holder(
+    service: OrderService, new_order, clock
+) -> None:  # type: ignore[no-untyped-def]
+    """Relay A claims a batch; before A reaches its items (a slow partner ahead of them)
+    the lease runs out and relay B claims and sends them. A must not send them again."""
+    from datetime import timedelta
+
+    enrol(service, new_order)
+    policy = RelayPolicy(lease_seconds=60, parallel=1)
+    first, second = (Relay(service.engine, clock=clock, policy=policy, owner=n) for n in "AB")
+    sent: list[tuple[str, int]] = []
+    for relay in (first, second):
+        for prefix in ("hospital", "manufacturer"):
+            relay.register(prefix, lambda item, who=relay.owner: sent.append((who, item.id)))
+    with service.engine.begin() as conn:
+        claimed = outbox.claim(conn, owner="A", now=clock(), lease=timedelta(seconds=60), limit=50)
+    assert claimed
+    clock.advance(seconds=61)
+    second.run_once()
+    taken = {item_id for who, item_id in sent if who == "B"}
+    assert taken >= {item.id for item in claimed if item.destination.startswith("manufacturer")}
+    for item in claimed:
+        first._deliver_group([item])
+    ids = [item_id for _, item_id in sent]
+    assert len(ids) == len(set(ids)), sent  # nothing went out twice
+    assert all(who == "B" for who, _ in sent)
