@@ -112,14 +112,14 @@ def claim(
 def renew_lease(
     conn: Connection, item_id: int, owner: str, *, now: datetime, lease: timedelta
 ) -> bool:
-    """Extend ``owner``'s lease on a pending item it still holds; False when the lease ran
-    out (another relay may have claimed the item since) or the item is no longer pending."""
+    """Extend ``owner``'s lease on a pending item it still holds; False when another relay
+    has claimed it since (a claim takes the lease over) or it is no longer pending. A lease
+    that ran out with nobody claiming the item is still ``owner``'s to renew."""
     result = conn.execute(
         update(outbox)
         .where(
             outbox.c.id == item_id,
             outbox.c.lease_owner == owner,
-            outbox.c.lease_until > now,
             outbox.c.status == PENDING,
         )
         .values(lease_until=now + lease)
