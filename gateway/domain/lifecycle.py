@@ -572,7 +572,10 @@ def bedside_verified(order: TherapyOrder) -> bool:
     for scan in order.scans:
         if scan.checkpoint != "bedside" or (since is not None and scan.at < since):
             continue
-        checks = [*checks, scan] if scan.green else []
+        if scan.green:
+            checks.append(scan)
+        else:
+            checks.clear()
     by_unit: dict[str | None, list[ScanVerdict]] = {}
     for scan in checks:
         by_unit.setdefault(scan.unit_id, []).append(scan)

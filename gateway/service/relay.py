@@ -133,9 +133,9 @@ class Relay:
         delivered = retried = dead = skipped = 0
         for index, item in enumerate(group):
             if not self._still_ours(item):
-                # The batch's lease ran out while earlier items were slow: another relay may
-                # hold this item and the rest of its group now, and must be the only sender.
-                log.warning("outbox item %s: lease lost before sending; not sent", item.id)
+                # Another relay claimed this item (our lease ran out while earlier items were
+                # slow): it holds the rest of the group too, and must be the only sender.
+                log.warning("outbox item %s: claimed by another relay; not sent", item.id)
                 skipped += len(group) - index
                 break
             error, permanent = self._attempt(item)

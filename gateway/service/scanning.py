@@ -111,12 +111,7 @@ def _not_a_wristband(band: ScanRead) -> tuple[str, str] | None:
             "conflicting_scan",
             f"The wristband scan holds two different {conflict}. Scan the wristband alone.",
         )
-    if not any(isinstance(s, CoiIdentifier | PatientId) for s in band.structures):
-        return (
-            "not_a_wristband",
-            "The wristband scan carries neither a CoI nor a patient identifier. Scan the "
-            "patient's wristband.",
-        )
+    # One carrying neither a CoI nor a patient id is refused by verify() (unreadable_wristband).
     return None
 
 
