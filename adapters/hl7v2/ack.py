@@ -21,10 +21,10 @@ from functools import lru_cache
 from typing import Literal
 
 from adapters.hl7v2.er7 import (
-    CHARSETS,
     Component,
     FieldValue,
     Message,
+    codec_for,
     encode_field,
     encode_message,
     encode_segment,
@@ -183,7 +183,7 @@ def build_ack(
 
     # The answer is written in the character set the message declared, and says so.
     charset = raw(18).split(seps.repetition)[0]
-    codec = CHARSETS.get(charset.strip().upper())
+    codec = codec_for(charset)
 
     # MSH and MSA are joined by hand (values copied from the inbound MSH stay as sent, ours
     # are escaped): an ACK is written for every message, and the general field encoder

@@ -28,6 +28,9 @@ _PATH = re.compile(
 _SEGMENT_BREAK = re.compile(r"\r\n|\r|\n")
 BOM = "\ufeff"
 _BOM_BYTES = BOM.encode("utf-8")
+# What senders put before the MSH: blank lines, NULs, a stray MLLP start block.
+_LEADING = "\r\n\x00 \t\x0b"
+_LEADING_BYTES = _LEADING.encode("ascii")
 
 
 class Er7Error(ValueError):
@@ -273,16 +276,35 @@ CHARSETS = {
 }
 
 
+def codec_for(charset: str) -> str | None:
+    """The codec for an MSH-18 value (its first repetition already taken), if we know it."""
+    return CHARSETS.get(charset.strip().upper())
+
+
+def _first_line(data: bytes) -> bytes:
+    """The first segment of raw bytes, whatever ends it: the MSH, before it is decoded."""
+    text = data.lstrip(_LEADING_BYTES)
+    return text.split(b"\r", 1)[0].split(b"\n", 1)[0]
+
+
 def declared_codec(data: bytes) -> str | None:
     """The codec MSH-18 names (its first repetition), or None when it names none we know."""
-    line = data.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    line = _first_line(data)
     if not line.startswith(b"MSH") or len(line) < 8:
         return None
     fields = line.split(line[3:4])
     if len(fields) < 18:
         return None
-    value = fields[17].split(line[5:6])[0].decode("ascii", "ignore").strip().upper()
-    return CHARSETS.get(value)
+    return codec_for(fields[17].split(line[5:6])[0].decode("ascii", "ignore"))
+
+
+def parse_header(data: bytes) -> Message | None:
+    """The message's MSH segment alone, parsed, or None when even that cannot be read: what
+    answers a message whose later segments are broken."""
+    try:
+        return parse(_first_line(data))
+    except Er7Error:
+        return None
 
 
 def decode(data: bytes | str) -> str:
@@ -293,7 +315,7 @@ def decode(data: bytes | str) -> str:
         text = data
     else:
         raw = data[len(_BOM_BYTES) :] if data.startswith(_BOM_BYTES) else data
-        codec = declared_codec(raw.lstrip(b"\r\n\x00 \t\x0b"))
+        codec = declared_codec(raw)
         if codec is not None:
             text = raw.decode(codec, "replace")
         else:
@@ -344,24 +366,24 @@ def _declared(field_sep: str, encoding: str) -> Separators:
 
 def parse(data: bytes | str) -> Message:
     """Parse one message. Structure problems raise :class:`Er7Error` with an HL7 location."""
-    text = decode(data).lstrip("\r\n\x00 \t\x0b")
+    text = decode(data).lstrip(_LEADING)
     lines = [line for line in _SEGMENT_BREAK.split(text) if line.strip()]
     if not lines:
         raise Er7Error("the message is empty", code="100")
     seps = read_separators(lines[0])
     segments: list[Segment] = []
-    seen: dict[str, int] = {}
     for line_number, line in enumerate(lines, start=1):
         name = line[:3]
-        # ERR-2.2 is the segment's occurrence among those of its name, not its line.
-        seen[name] = seen.get(name, 0) + 1
         if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != seps.field):
+            named = _SEGMENT_NAME.match(name) is not None
+            # ERR-2.2 is the segment's occurrence among those of its name, not its line.
+            occurrence = sum(segment.name == name for segment in segments) + 1
             raise Er7Error(
                 f"segment {line_number} does not start with a segment name "
                 f"and field separator: {line[:12]!r}",
                 code="100",
-                segment=name if _SEGMENT_NAME.match(name) else "???",
-                sequence=seen[name] if _SEGMENT_NAME.match(name) else line_number,
+                segment=name if named else "???",
+                sequence=occurrence if named else line_number,
             )
         parts = line.split(seps.field)
         if name == "MSH":

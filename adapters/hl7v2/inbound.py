@@ -30,7 +30,7 @@ from adapters.hl7v2.ack import (
     split_messages,
     wanted,
 )
-from adapters.hl7v2.er7 import Er7Error, Message, parse, parse_path
+from adapters.hl7v2.er7 import Er7Error, Message, parse, parse_header, parse_path
 from adapters.hl7v2.mapping import Profile, ProfileBook
 from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.domain.lifecycle import EventDetails, LifecycleEvent
@@ -195,7 +195,7 @@ class InboundHandler:
         except Er7Error as exc:
             # A later segment is broken: the header alone still says who sent what, so the
             # AR can echo its control id and go where the sender's engine will match it.
-            message, parse_error = header_of(raw), exc
+            message, parse_error = parse_header(raw), exc
         if message is not None and message.message_code in ("ACK", "MCF"):
             msa = message.segment("MSA")
             log.info(
@@ -832,16 +832,6 @@ class InboundHandler:
             at=at,
         )
         return order.id
-
-
-def header_of(raw: bytes) -> Message | None:
-    """The message's MSH segment alone, parsed, or None when even that cannot be read."""
-    text = raw.lstrip(b"\r\n\x00 \t\x0b")
-    end = min((i for i in (text.find(b"\r"), text.find(b"\n")) if i != -1), default=len(text))
-    try:
-        return parse(text[:end])
-    except Er7Error:
-        return None
 
 
 def parse_timestamp(text: str, tz: tzinfo, path: str) -> datetime:

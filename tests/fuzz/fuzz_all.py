@@ -34,8 +34,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from adapters.hl7v2.er7 import Er7Error, parse
-from adapters.hl7v2.inbound import InboundHandler, header_of
+from adapters.hl7v2.er7 import Er7Error, parse, parse_header
+from adapters.hl7v2.inbound import InboundHandler
 from adapters.hl7v2.listener import ListenerConfig, MllpListener
 from adapters.hl7v2.mapping import load_profiles
 from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
@@ -325,7 +325,7 @@ class Fuzzer:
         sample = raw[:400].decode("latin-1")
         if not replies:
             # An ACK is never answered, even one with a broken later segment: its header says.
-            header = header_of(raw)
+            header = parse_header(raw)
             code = header.message_code if header is not None else ""
             if code not in ("ACK", "MCF"):
                 report.add(target, "no acknowledgement for a message", sample)
