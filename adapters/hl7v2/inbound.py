@@ -58,6 +58,7 @@ from gateway.store.wal_flush import WalFlusher
 log = logging.getLogger(__name__)
 
 CHANNEL = "hl7v2"
+_UNKEYED = f"{CHANNEL}:unkeyed:"  # a message whose MSH-10 could not be read
 CONTENT_TYPE = "x-application/hl7-v2+er7"
 SUPPORTED = {
     "ORM": {"O01"},
@@ -235,7 +236,7 @@ class InboundHandler:
 
     def _key(self, raw: bytes, message: Message | None) -> str:
         if message is None or not message.control_id:
-            return f"hl7v2:unkeyed:{hashlib.sha256(raw).hexdigest()}"
+            return f"{_UNKEYED}{hashlib.sha256(raw).hexdigest()}"
         return (
             f"hl7v2:{message.sending_application}|{message.sending_facility}|{message.control_id}"
         )[:400]
@@ -832,6 +833,14 @@ class InboundHandler:
             at=at,
         )
         return order.id
+
+
+def control_id_of(key: str) -> str | None:
+    """The MSH-10 a stored message's inbox key ends with (see ``InboundHandler._key``);
+    None for a message keyed by its bytes."""
+    if not key.startswith(f"{CHANNEL}:") or key.startswith(_UNKEYED):
+        return None
+    return key.rsplit("|", 1)[-1] or None
 
 
 def parse_timestamp(text: str, tz: tzinfo, path: str) -> datetime:

@@ -26,6 +26,7 @@ from typing import Any
 
 from adapters.hl7v2.ack import hl7_timestamp
 from adapters.hl7v2.er7 import FieldValue, encode_message, encode_segment, parse
+from adapters.hl7v2.inbound import CHANNEL, control_id_of
 from adapters.hl7v2.mapping import OutboundProfile, Profile, ProfileBook, load_profiles
 from adapters.hl7v2.mllp import MllpClient, MllpError
 from gateway.domain.model import TherapyOrder
@@ -39,6 +40,8 @@ from gateway.store.outbox import OutboxItem
 log = logging.getLogger(__name__)
 
 APPLICATION_TIME = "%Y%m%d%H%M%S"
+#: The responses to a new order: they carry an MSA naming the order message answered.
+RESPONSE_KINDS = frozenset({"ORR_O02", "ORP_O10"})
 
 
 def control_id_for(item: OutboxItem) -> str:
@@ -98,7 +101,7 @@ def render(
             ],
         )
     ]
-    if kind in ("ORR_O02", "ORP_O10"):
+    if kind in RESPONSE_KINDS:
         # MSA-2 names the order message answered; an order placed some other way (FHIR,
         # the API) was never an HL7 message, and its placer number is the best reference.
         segments.append(
@@ -186,11 +189,9 @@ def _product(order: TherapyOrder | None, payload: dict[str, Any]) -> FieldValue:
 
 
 def _placing_control_id(service: OrderService, order_id: str) -> str | None:
-    """MSH-10 of the HL7 message that placed the order (its inbox key ends with it)."""
-    key = service.placing_message_key(order_id, "hl7v2")
-    if key is None or key.startswith("hl7v2:unkeyed:"):
-        return None
-    return key.rsplit("|", 1)[-1] or None
+    """MSH-10 of the HL7 message that placed the order, if one did."""
+    key = service.placing_message_key(order_id, CHANNEL)
+    return control_id_of(key) if key is not None else None
 
 
 def _endpoint(site: SiteConfig) -> tuple[str, int]:
@@ -242,10 +243,8 @@ def transport(
             if profile.outbound.include_patient:
                 patient = service.patient_of(item.order_id)
         answering = None
-        if item.order_id and message_kind(profile.outbound, str(item.payload.get("event", ""))) in (
-            "ORR_O02",
-            "ORP_O10",
-        ):
+        kind = message_kind(profile.outbound, str(item.payload.get("event", "")))
+        if item.order_id and kind in RESPONSE_KINDS:
             answering = _placing_control_id(service, item.order_id)
         message = render(item, profile, order, patient, at=service.clock(), answering=answering)
         with lock:
