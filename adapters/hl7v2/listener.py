@@ -228,13 +228,12 @@ class _Connection(asyncio.Protocol):
     def _submit(self, payload: bytes) -> asyncio.Future[list[bytes]]:
         writer = self.listener.writer
         if writer is not None:
-            future = writer.submit(payload, self.peer)
-        else:
-            # One handler call at a time per connection, in arrival order.
-            future = self.loop.create_future()
-            self.waiting.append((payload, future))
-            if not self.busy:
-                self._next()
+            return writer.submit(payload, self.peer, self._flush)
+        # One handler call at a time per connection, in arrival order.
+        future: asyncio.Future[list[bytes]] = self.loop.create_future()
+        self.waiting.append((payload, future))
+        if not self.busy:
+            self._next()
         future.add_done_callback(self._answered)
         return future
 

@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[Sequence[tuple[bytes, str]]], list[list[bytes]]]
 
-_Item = tuple[bytes, str, "asyncio.Future[list[bytes]]"]
+#: Called once some of a submitter's futures are resolved: writes the ACKs that are due.
+Ready = Callable[[], None]
+
+_Item = tuple[bytes, str, "asyncio.Future[list[bytes]]", Ready | None]
 
 DEFAULT_MAX_BATCH = 200
 
@@ -69,13 +72,18 @@ class BatchWriter:
         """Refuse new messages; what is queued is still committed and answered."""
         self._running = False
 
-    def submit(self, payload: bytes, peer: str) -> asyncio.Future[list[bytes]]:
-        """Queue one message; the future resolves to its reply frames once committed."""
+    def submit(
+        self, payload: bytes, peer: str, ready: Ready | None = None
+    ) -> asyncio.Future[list[bytes]]:
+        """Queue one message; the future resolves to its reply frames once committed, and
+        ``ready`` is then called directly. A done callback on the future would wait a loop
+        iteration, and with the next batch already scheduled, that is a whole group commit
+        (measured: it kept batches at two messages and cost a third of the throughput)."""
         if not self._running:
             raise RuntimeError("the writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[bytes]] = loop.create_future()
-        self._queue.append((payload, peer, future))
+        self._queue.append((payload, peer, future, ready))
         if not self._scheduled:
             # After the callbacks already due, i.e. after every socket that was ready has
             # been read: that is what lets concurrent senders share a commit.
@@ -99,7 +107,7 @@ class BatchWriter:
 
     def _process(self, batch: list[_Item]) -> None:
         try:
-            replies = self.handle_batch([(payload, peer) for payload, peer, _ in batch])
+            replies = self.handle_batch([(payload, peer) for payload, peer, _, _ in batch])
             if len(replies) != len(batch):
                 raise RuntimeError(f"{len(replies)} answers for {len(batch)} messages")
         except Exception as exc:
@@ -111,10 +119,21 @@ class BatchWriter:
         finally:
             self.batches += 1
             self.messages += len(batch)
-        answer_when_synced(self.flusher, [future for _, _, future in batch], replies)
+        answer_when_synced(
+            self.flusher,
+            [future for _, _, future, _ in batch],
+            replies,
+            lambda: _notify(batch),
+        )
+
+
+def _notify(batch: list[_Item]) -> None:
+    for ready in dict.fromkeys(ready for _, _, _, ready in batch if ready is not None):
+        ready()
 
 
 def _fail(batch: list[_Item], error: BaseException) -> None:
-    for _, _, future in batch:
+    for _, _, future, _ in batch:
         if not future.done():
             future.set_exception(error)
+    _notify(batch)

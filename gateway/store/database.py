@@ -13,6 +13,11 @@ from gateway.store.wal_flush import WalFlusher
 
 DEFAULT_SQLITE_FILE = "vein2vein.db"
 
+#: SQLite's default: a commit that leaves this many pages in the log checkpoints it.
+SQLITE_AUTOCHECKPOINT = 1000
+#: The backstop for writers whose flusher process checkpoints (about 40 MB of log).
+FLUSH_LATER_AUTOCHECKPOINT = 10_000
+
 
 def database_url() -> str:
     """``V2V_DATABASE_URL``, or a SQLite file in the working directory."""
@@ -80,10 +85,17 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         options = connection.get_execution_options()
         # A writer whose caller syncs the log itself (wal_flush) commits without the sync;
         # the setting belongs to the DBAPI connection, so it is put back for the next user.
-        wanted = "NORMAL" if options.get("v2v_flush_later", False) else synchronous
+        flush_later = options.get("v2v_flush_later", False)
+        wanted = "NORMAL" if flush_later else synchronous
         if connection.info.get("v2v_synchronous", synchronous) != wanted:
             driver_sql.run_fixed(connection, f"PRAGMA synchronous={wanted}")
             connection.info["v2v_synchronous"] = wanted
+        # Such a writer's flusher process checkpoints too (see wal_sync); its own automatic
+        # checkpoint stays only as a backstop should that fall far behind.
+        pages = FLUSH_LATER_AUTOCHECKPOINT if flush_later else SQLITE_AUTOCHECKPOINT
+        if connection.info.get("v2v_autocheckpoint", SQLITE_AUTOCHECKPOINT) != pages:
+            driver_sql.run_fixed(connection, f"PRAGMA wal_autocheckpoint={pages}")
+            connection.info["v2v_autocheckpoint"] = pages
         # Readers take no write lock, so reads never queue behind writers (WAL). On the
         # driver's cursor: SQLAlchemy's execution set-up cost more than the BEGIN itself.
         readonly = options.get("v2v_readonly", False)

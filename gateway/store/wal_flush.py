@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,6 +46,9 @@ from gateway.store.piped_child import PipedChild
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Called with None once the log is synced, or with the failure.
+Waiter = Callable[["FlushFailed | None"], None]
 
 
 class FlushFailed(OSError):
@@ -60,30 +63,40 @@ class WalFlusher:
         self.wal = Path(f"{database}-wal")
         self.syncs = 0
         self._child = PipedChild("log sync", self.command, self._answered, self._lost)
-        self._asked: list[asyncio.Future[None]] = []  # covered by the sync in flight
-        self._next: list[asyncio.Future[None]] = []  # committed after it was asked for
+        self._asked: list[Waiter] = []  # covered by the sync in flight
+        self._next: list[Waiter] = []  # committed after it was asked for
         self._failure: str | None = None
 
     def flushed(self) -> asyncio.Future[None]:
         """A future that resolves once every commit made before this call is on disk, or
         fails with :class:`FlushFailed`. Call it on one event loop only."""
         future: asyncio.Future[None] = self._child.bind().create_future()
+
+        def settle(error: FlushFailed | None) -> None:
+            if not future.done():
+                future.set_result(None) if error is None else future.set_exception(error)
+
+        self.when_flushed(settle)
+        return future
+
+    def when_flushed(self, waiter: Waiter) -> None:
+        """Call ``waiter`` with None once every commit made before this call is on disk,
+        or with the :class:`FlushFailed`. It is called from the loop callback that learns
+        of the sync, not through a future: each future callback waits a loop iteration,
+        and an iteration may be a whole group commit, which ACKs must not wait behind."""
+        self._child.bind()
         if self._failure is not None:
-            future.set_exception(FlushFailed(self._failure))
-            return future
-        self._next.append(future)
+            waiter(FlushFailed(self._failure))
+            return
+        self._next.append(waiter)
         if not self._asked:
             self._ask()
-        return future
 
     def close(self) -> None:
         """Stop the child; call once nothing waits any more (or from the loop's thread)."""
         self._child.stop(grace=5)
-        failed = FlushFailed("the flusher was closed before the log was synced")
-        for future in self._asked + self._next:
-            if not future.done():
-                future.set_exception(failed)
-        self._asked, self._next = [], []
+        waiting, self._asked, self._next = self._asked + self._next, [], []
+        _call(waiting, FlushFailed("the flusher was closed before the log was synced"))
 
     def command(self) -> list[str]:
         """The child's command line (tests replace it to make a sync fail)."""
@@ -102,11 +115,9 @@ class WalFlusher:
             return
         self.syncs += 1
         done, self._asked = self._asked, []
-        for future in done:
-            if not future.done():
-                future.set_result(None)
         if self._next:
-            self._ask()
+            self._ask()  # before the waiters run: the next sync starts at once
+        _call(done, None)
 
     def _lost(self) -> None:
         # The child died with a sync asked for: ask the next one for it.
@@ -123,20 +134,28 @@ class WalFlusher:
                 reason,
             )
             self._failure = reason
-        failed = FlushFailed(reason)
         waiting, self._asked, self._next = self._asked + self._next, [], []
-        for future in waiting:
-            if not future.done():
-                future.set_exception(failed)
+        _call(waiting, FlushFailed(reason))
+
+
+def _call(waiters: list[Waiter], error: FlushFailed | None) -> None:
+    for waiter in waiters:
+        try:
+            waiter(error)
+        except Exception:
+            log.exception("a log sync waiter failed")
 
 
 def answer_when_synced(
-    flusher: WalFlusher | None, futures: Sequence[asyncio.Future[T]], answers: Sequence[T]
+    flusher: WalFlusher | None,
+    futures: Sequence[asyncio.Future[T]],
+    answers: Sequence[T],
+    then: Callable[[], None] | None = None,
 ) -> None:
     """Resolve each future with its answer once everything committed so far is on disk
-    (at once without a flusher). If the sync fails they fail with :class:`FlushFailed`:
-    not known to be stored, so not acknowledged; the senders resend, and a message that
-    was stored after all gets its stored answer then."""
+    (at once without a flusher), then call ``then``. If the sync fails they fail with
+    :class:`FlushFailed`: not known to be stored, so not acknowledged; the senders resend,
+    and a message that was stored after all gets its stored answer then."""
 
     def settle(error: BaseException | None) -> None:
         for future, answer in zip(futures, answers, strict=True):
@@ -146,8 +165,10 @@ def answer_when_synced(
                 future.set_result(answer)
             else:
                 future.set_exception(error)
+        if then is not None:
+            then()
 
     if flusher is None:
         settle(None)
     else:
-        flusher.flushed().add_done_callback(lambda flushed: settle(flushed.exception()))
+        flusher.when_flushed(settle)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,14 @@ from sqlalchemy import text
 
 from adapters.hl7v2.writer import BatchWriter
 from gateway.store import wal_sync
-from gateway.store.database import make_engine, wal_flusher
+from gateway.store.database import (
+    FLUSH_LATER_AUTOCHECKPOINT,
+    SQLITE_AUTOCHECKPOINT,
+    make_engine,
+    wal_flusher,
+)
 from gateway.store.migrate import upgrade
-from gateway.store.wal_flush import FlushFailed, WalFlusher
+from gateway.store.wal_flush import FlushFailed, Waiter, WalFlusher
 from gateway.store.wal_sync import LogSyncer
 
 _LEVELS = {1: "NORMAL", 2: "FULL"}
@@ -104,6 +111,46 @@ def test_a_failed_sync_is_reported_and_never_retried(
     os.close(ask)
 
 
+def test_each_sync_is_followed_by_a_checkpoint_nudge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record_syncs(monkeypatch)
+    (tmp_path / "v2v.db-wal").write_bytes(b"frames")
+    nudges: list[str] = []
+
+    class Recorder:
+        def nudge(self) -> None:
+            nudges.append("nudge")
+
+    requests_read, requests_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    os.write(requests_write, b"s")
+    os.close(requests_write)
+    syncer = LogSyncer(tmp_path / "v2v.db-wal")
+    assert wal_sync.serve(syncer, requests_read, answers_write, Recorder()) == 0  # type: ignore[arg-type]
+    assert os.read(answers_read, 16) == b"d" and nudges == ["nudge"]
+
+
+def test_the_sync_process_copies_the_log_into_the_database(tmp_path: Path) -> None:
+    # The writer's own automatic checkpoint is off, as for a flush-later writer.
+    path = tmp_path / "v2v.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE notes (n INTEGER, text TEXT)")
+    for n in range(200):
+        writer.execute("INSERT INTO notes VALUES (?, ?)", (n, "x" * 1000))
+    before = path.stat().st_size
+    checkpointer = wal_sync.Checkpointer(path, interval=0.01)
+    checkpointer.nudge()
+    deadline = time.monotonic() + 10
+    while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.checkpoints >= 1
+    assert path.stat().st_size > before + 200 * 1000  # the rows are in the database file
+    writer.close()
+
+
 # --- the gateway's side ----------------------------------------------------------------
 
 
@@ -180,12 +227,10 @@ class _HeldFlusher(WalFlusher):
 
     def __init__(self) -> None:
         super().__init__(Path("unused.db"))
-        self.waiting: list[asyncio.Future[None]] = []
+        self.waiting: list[Waiter] = []
 
-    def flushed(self) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append(future)
-        return future
+    def when_flushed(self, waiter: Waiter) -> None:
+        self.waiting.append(waiter)
 
 
 def test_the_batch_writer_answers_only_after_the_sync() -> None:
@@ -198,15 +243,40 @@ def test_the_batch_writer_answers_only_after_the_sync() -> None:
         await asyncio.sleep(0.05)
         assert writer.batches == 1  # committed ...
         assert not any(a.done() for a in answers)  # ... but not yet on disk
-        flusher.waiting[0].set_result(None)
+        flusher.waiting[0](None)
         assert await asyncio.gather(*answers) == [[b"ACK one"], [b"ACK two"]]
         failing = writer.submit(b"three", "c")
         await asyncio.sleep(0.05)
-        flusher.waiting[1].set_exception(FlushFailed("Input/output error"))
+        flusher.waiting[1](FlushFailed("Input/output error"))
         with pytest.raises(FlushFailed):
             await failing
 
     asyncio.run(main())
+
+
+def test_the_sender_is_told_in_the_same_callback_that_learns_of_the_sync() -> None:
+    # Through a future's done callback the ACK would wait a loop iteration, i.e. behind
+    # the next group commit, which is already scheduled when the sync answer arrives.
+    flusher = _HeldFlusher()
+    told: list[str] = []
+
+    async def main() -> None:
+        writer = BatchWriter(lambda items: [[b"ACK " + p] for p, _ in items], flusher=flusher)
+        writer.start()
+        first_sender = lambda: told.append("a")  # noqa: E731
+        writer.submit(b"one", "a", first_sender)
+        writer.submit(b"two", "a", first_sender)
+        writer.submit(b"three", "b", lambda: told.append("b"))
+        await asyncio.sleep(0.05)
+        assert told == []
+        flusher.waiting[0](None)
+        assert sorted(told) == ["a", "b"]  # at once, and once per sender
+
+    asyncio.run(main())
+
+
+def _autocheckpoint(conn: object) -> int:
+    return int(conn.execute(text("PRAGMA wal_autocheckpoint")).scalar_one())  # type: ignore[attr-defined]
 
 
 def _synchronous(conn: object) -> str:
@@ -222,9 +292,12 @@ def test_a_writer_that_flushes_later_commits_normal_and_the_next_user_gets_full_
     try:
         with UnitOfWork(engine, flush_later=True) as uow:
             assert _synchronous(uow.conn) == "NORMAL"
+            # Its flusher's process checkpoints; its own checkpoint is only a backstop.
+            assert _autocheckpoint(uow.conn) == FLUSH_LATER_AUTOCHECKPOINT
             uow.commit()
         with UnitOfWork(engine) as uow:
             assert _synchronous(uow.conn) == "FULL"
+            assert _autocheckpoint(uow.conn) == SQLITE_AUTOCHECKPOINT
         with UnitOfWork(engine, readonly=True) as uow:
             assert _synchronous(uow.conn) == "FULL"
     finally:
