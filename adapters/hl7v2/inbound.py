@@ -337,8 +337,7 @@ class InboundHandler:
 
     # --- the transaction ---
     def _apply(self, message: Message, uow: UnitOfWork, context: Context) -> Reply:
-        self._check_header(message)
-        profile = self.profiles.for_sender(message.get("MSH-3.1"), message.get("MSH-4.1"))
+        profile = self._check_header(message)
         context.profile = profile
         context.site = self.sites.get(profile.site) if profile.site else None
         order_id = self._dispatch[message.message_code](message, uow, context)
@@ -346,7 +345,8 @@ class InboundHandler:
         body = self._acks(message, "AA", [])
         return Reply("accepted", body, CONTENT_TYPE, context.order_id)
 
-    def _check_header(self, message: Message) -> None:
+    def _check_header(self, message: Message) -> Profile:
+        """The sender's profile, once the header is one we accept."""
         if not message.get("MSH-9.1"):
             raise problem("101", "MSH-9 (message type) is empty", "MSH-9", ack="AR")
         if not message.control_id:
@@ -384,6 +384,7 @@ class InboundHandler:
                 "MSH-11",
                 ack="AR",
             )
+        return profile
 
     # --- shared readers ---
     def _site(self, message: Message, context: Context) -> SiteConfig:

@@ -11,8 +11,7 @@ processors, so what is stored is byte for byte what Core would store.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, Connection, Table
@@ -32,21 +31,37 @@ class Statement:
     # Lock the rows read: FOR UPDATE, except on SQLite, which has no row locks (its writers
     # are serialised by BEGIN IMMEDIATE) and no FOR UPDATE clause.
     for_update: bool = False
+    # Per dialect: hashing the statement for a shared cache cost more than the lookup.
+    _bound: dict[Dialect, BoundStatement] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def bound(self, dialect: Dialect) -> BoundStatement:
-        return _bind(self, dialect)
+        found = self._bound.get(dialect)
+        if found is None:
+            found = self._bound[dialect] = _bind(self, dialect)
+        return found
 
 
 @dataclass(frozen=True)
 class BoundStatement:
     sql: str
     processors: tuple[Callable[[Any], Any] | None, ...]
+    # (position, processor) of the columns that have one: most have none, and visiting
+    # only these is what binding costs per row.
+    converted: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
     def parameters(self, values: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if process is None or value is None else process(value)
-            for process, value in zip(self.processors, values, strict=True)
-        )
+        if len(values) != len(self.processors):
+            raise ValueError(f"{len(values)} values for {len(self.processors)} parameters")
+        if not self.converted:
+            return tuple(values)
+        out = list(values)
+        for index, process in self.converted:
+            value = out[index]
+            if value is not None:
+                out[index] = process(value)
+        return tuple(out)
 
 
 def insert(table: Table, columns: Sequence[str], *, returning: str | None = None) -> Statement:
@@ -57,7 +72,6 @@ def insert(table: Table, columns: Sequence[str], *, returning: str | None = None
     return Statement(sql + (f" RETURNING {returning}" if returning else ""), table, tuple(columns))
 
 
-@lru_cache(maxsize=256)
 def _bind(statement: Statement, dialect: Dialect) -> BoundStatement:
     sql = statement.sql
     if statement.for_update and dialect.name != "sqlite":
@@ -65,7 +79,8 @@ def _bind(statement: Statement, dialect: Dialect) -> BoundStatement:
     if dialect.paramstyle != "qmark":
         sql = sql.replace("%", "%%").replace("?", "%s")
     processors = tuple(_processor(statement.table.c[name], dialect) for name in statement.columns)
-    return BoundStatement(sql, processors)
+    converted = tuple((index, p) for index, p in enumerate(processors) if p is not None)
+    return BoundStatement(sql, processors, converted)
 
 
 def _processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
