@@ -317,6 +317,16 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's where it is installed (it is a dependency, except on Windows): the
+    listener's own share of each message's CPU is its event loop's work."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 async def run_listener(service: object, stop: asyncio.Event, settings: object) -> None:
     """``v2v serve`` background task: the MLLP listener on ``settings.mllp_port``, on an
     event loop of its own (group commits run on it and must not hold up the HTTP API)."""
@@ -333,7 +343,7 @@ async def run_listener(service: object, stop: asyncio.Event, settings: object) -
         getattr(settings, "host", "127.0.0.1"), int(getattr(settings, "mllp_port", 2575))
     )
     listener = MllpListener(config=config, batch_handler=handler.handle_batch, flusher=flusher)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="v2v-mllp", daemon=True)
     thread.start()
     try:
