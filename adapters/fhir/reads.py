@@ -93,6 +93,10 @@ def order_ids_of_patient(conn: Connection, patient_id: str) -> list[str]:
     )
 
 
+#: The kind of an identifier alternative that is the order's own id (not an identifier row).
+ORDER_ID = "order-id"
+
+
 @dataclass(frozen=True)
 class OrderCriteria:
     """A conjunction of conditions; each list is a disjunction (FHIR's comma)."""
@@ -160,7 +164,10 @@ def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
             or_(false(), *(_status_condition(*option) for option in criteria.status_held))
         )
     for alternatives in criteria.identifiers or []:
-        options = [identified_by(value, kind, namespace) for kind, namespace, value in alternatives]
+        options = [
+            orders.c.id == value if kind == ORDER_ID else identified_by(value, kind, namespace)
+            for kind, namespace, value in alternatives
+        ]
         conditions.append(or_(false(), *options))
     for key, value in (criteria.tenant or {}).items():
         if key == "site_id":

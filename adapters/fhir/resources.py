@@ -15,6 +15,7 @@ import hashlib
 import json
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import quote
 
 from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
@@ -318,7 +319,9 @@ def provenance(order: TherapyOrder, event: CustodyEvent) -> dict[str, Any]:
     if reasons:
         resource["reason"] = [{"text": ": ".join(reasons)}]
     if event.signature_meaning:
-        resource["policy"] = [f"urn:v2v:signature-meaning:{event.signature_meaning}"]
+        # A uri has no spaces; the meaning is free text ("bedside identity check").
+        meaning = quote(event.signature_meaning, safe="")
+        resource["policy"] = [f"urn:v2v:signature-meaning:{meaning}"]
     return resource
 
 

@@ -18,7 +18,7 @@ from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
 from adapters.fhir.mapping import FhirProfiles
 from adapters.fhir.outcome import FhirError, Issue, operation_outcome
-from adapters.fhir.reads import OrderCriteria
+from adapters.fhir.reads import ORDER_ID, OrderCriteria
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 200
@@ -53,8 +53,18 @@ class Query:
         return found[0] if found else None
 
     def finish(self, known: frozenset[str]) -> None:
+        consumed = {name for name, _ in self.used}
         for key, _ in self.params:
-            base = key.split(":", 1)[0]
+            base, modifier, _ = key.partition(":")
+            if (base in known or base in CONTROL) and modifier and key not in consumed:
+                # Ignoring it would answer a different question (status:not=completed
+                # would list the completed orders): refused, as FHIR's own example does.
+                raise FhirError(
+                    "not-supported",
+                    f"The {base} parameter has the modifier '{modifier}', which this server "
+                    f"does not support for {self.resource_type}.",
+                    key,
+                )
             if base not in known and base not in CONTROL and key not in self.ignored:
                 self.ignored.append(key)
         if self.ignored and self.strict:
@@ -199,11 +209,11 @@ def order_criteria(
     identifiers = []
     for value in query.values("identifier"):
         options, order_ids = identifier_options(value, profiles)
-        if order_ids:
+        if order_ids and not options:
             ids = [order_id for order_id in order_ids if ids is None or order_id in ids]
-            if not options:
-                continue
-        identifiers.append(options)
+            continue
+        # A comma is OR, also across systems: the order ids join the other alternatives.
+        identifiers.append(options + [(ORDER_ID, None, order_id) for order_id in order_ids])
     patients = [
         _references(value, "Patient", patient_param) for value in query.values(patient_param)
     ]

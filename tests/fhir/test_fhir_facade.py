@@ -179,6 +179,32 @@ def test_unknown_parameters_are_reported_or_refused_when_strict(fhir: TestClient
     assert strict.status_code == 400
 
 
+def test_a_modifier_the_server_does_not_support_is_refused_not_ignored(
+    fhir: TestClient,
+) -> None:
+    # Ignored, status:not=completed would list the completed orders it asks to leave out.
+    for query in ("status:not=completed", "identifier:exact=LS-1", "_id:missing=true"):
+        refused = fhir.get(f"/fhir/Task?{query}")
+        assert refused.status_code == 400, query
+        issue = refused.json()["issue"][0]
+        assert issue["code"] == "not-supported"
+        assert issue["expression"] == [query.split("=")[0]]
+    # An unknown parameter with a modifier is still only reported (lenient handling).
+    assert fhir.get("/fhir/Task?colour:exact=blue").status_code == 200
+
+
+def test_a_comma_is_or_also_across_the_order_id_system_and_another(fhir: TestClient) -> None:
+    first = _place(fhir, "LS-OR-1", "MRN-SYN-0001")
+    second = _place(fhir, "LS-OR-2", "MRN-SYN-0002")
+    either = (
+        f"identifier=https://vein2vein.dev/fhir/sid/order|{first},"
+        "http://lakeside.example.org/fhir/sid/order-number|LS-OR-2"
+    )
+    found = fhir.get(f"/fhir/Task?{either}")
+    assert found.status_code == 200, found.text
+    assert sorted(_ids(found.json())) == sorted([first, second])
+
+
 def test_paging_follows_next_links(fhir: TestClient, clock: FixedClock) -> None:
     placed = []
     for index in range(5):
@@ -279,3 +305,23 @@ def test_capability_statement_claims_only_what_works(fhir: TestClient, journey: 
             assert response.status_code == 200, (resource["type"], param, response.text)
             assert not [e for e in response.json()["entry"] if e["search"]["mode"] == "outcome"]
             assert response.json()["entry"], (resource["type"], param["name"])
+
+
+def test_a_signature_meaning_becomes_a_valid_policy_uri(
+    fhir: TestClient, journey: str, service: OrderService
+) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.domain.model import Actor, CustodyAction, CustodyEvent
+
+    order = service.get(journey)
+    event = CustodyEvent(
+        at=datetime(2026, 11, 5, 9, 0, tzinfo=UTC),
+        action=CustodyAction.VERIFICATION,
+        who=Actor(person="Zz-Nurse", role="nurse"),
+        signature_meaning="bedside identity check",
+    )
+    rendered = resources.provenance(order, event)
+    validate(rendered)
+    # An R4 uri has no whitespace; the meaning is kept, percent-encoded.
+    assert rendered["policy"] == ["urn:v2v:signature-meaning:bedside%20identity%20check"]
