@@ -49,6 +49,9 @@ class ScannedUnit(BaseModel):
     product_code: str | None = None
     coi: str | None = None
     expires_at: AwareDatetime | None = None
+    # The label printed a date only (``=>``): it expires at 23:59 that day, and it agrees
+    # with the release record when the record's expiry falls on that day.
+    expiry_date_only: bool = False
 
 
 class ScannedWristband(BaseModel):
@@ -172,7 +175,7 @@ def _check(
     if (
         scanned.expires_at is not None
         and unit.expires_at is not None
-        and abs(scanned.expires_at - unit.expires_at) > timedelta(minutes=1)
+        and _label_expiry_differs(scanned.expires_at, scanned.expiry_date_only, unit.expires_at)
     ):
         raise Red(
             "label_mismatch",
@@ -193,6 +196,12 @@ def _check(
                 f"Thawed at {thawed.isoformat()}: more than "
                 f"{rules.thaw_to_infusion_minutes:g} minutes ago. Do not infuse.",
             )
+
+
+def _label_expiry_differs(label: datetime, date_only: bool, recorded: datetime) -> bool:
+    if date_only:
+        return recorded.astimezone(label.tzinfo).date() != label.date()
+    return abs(label - recorded) > timedelta(minutes=1)
 
 
 def _check_wristband(

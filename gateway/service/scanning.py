@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from gateway.domain.lifecycle import bedside_verified
 from gateway.domain.model import ScanVerdict, TherapyOrder
@@ -28,7 +29,14 @@ from gateway.store import audit
 from gateway.store.repository import ConcurrencyConflict
 from labeling.coi import CoiIdentifier
 from labeling.scan import ScanRead, read_image, read_scan
-from labeling.structures import DonationId, ExpirationDateTime, PatientId, ProductCode
+from labeling.structures import (
+    DonationId,
+    ExpirationDate,
+    ExpirationDateTime,
+    FlexibleDateTime,
+    PatientId,
+    ProductCode,
+)
 
 
 @dataclass(frozen=True)
@@ -60,12 +68,54 @@ class ScanResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def scanned_unit(read: ScanRead) -> tuple[ScannedUnit, datetime | None]:
+@dataclass(frozen=True)
+class LabelExpiry:
+    """An expiry a label carries: ``&>`` (date and time), ``=>`` (a date only: the product
+    expires at 23:59 that day) or ``=(`` with TT 01. Wall-clock time in the site's zone,
+    except a flexible date flagged UTC."""
+
+    value: datetime
+    date_only: bool = False
+    utc: bool = False
+
+    def at(self, zone: ZoneInfo) -> datetime:
+        return self.value.replace(tzinfo=UTC) if self.utc else in_site_zone(self.value, zone)
+
+
+def label_expiries(read: ScanRead) -> list[LabelExpiry]:
+    found = []
+    for structure in read.structures:
+        if isinstance(structure, ExpirationDateTime):
+            found.append(LabelExpiry(structure.value))
+        elif isinstance(structure, ExpirationDate):
+            found.append(LabelExpiry(datetime.combine(structure.value, _END_OF_DAY), True))
+        elif isinstance(structure, FlexibleDateTime) and structure.kind == structure.EXPIRY:
+            found.append(LabelExpiry(structure.value, utc=structure.zone == structure.UTC))
+    return found
+
+
+_END_OF_DAY = time(23, 59)
+
+
+def one_expiry(expiries: list[LabelExpiry], zone: ZoneInfo) -> tuple[datetime, bool] | None:
+    """The label's expiry (the most precise of them) and whether it is a date only; None
+    when two of them disagree: a label cannot expire twice."""
+    moments = [(expiry.at(zone), expiry.date_only) for expiry in expiries]
+    for first, first_day in moments:
+        for second, second_day in moments:
+            if first_day or second_day:
+                if first.astimezone(zone).date() != second.astimezone(zone).date():
+                    return None
+            elif abs(first - second) > timedelta(minutes=1):
+                return None
+    return min(moments, key=lambda moment: moment[1])
+
+
+def scanned_unit(read: ScanRead) -> tuple[ScannedUnit, list[LabelExpiry]]:
     unit_id = next((s.identifier for s in read.structures if isinstance(s, DonationId)), None)
     product = next((s.product for s in read.structures if isinstance(s, ProductCode)), None)
     coi = next((s.value for s in read.structures if isinstance(s, CoiIdentifier)), None)
-    expiry = next((s.value for s in read.structures if isinstance(s, ExpirationDateTime)), None)
-    return ScannedUnit(unit_id=unit_id, product_code=product, coi=coi), expiry
+    return ScannedUnit(unit_id=unit_id, product_code=product, coi=coi), label_expiries(read)
 
 
 _KINDS = {
@@ -74,6 +124,8 @@ _KINDS = {
     PatientId: "patient identifiers",
     ProductCode: "product codes",
     ExpirationDateTime: "expiry dates",
+    ExpirationDate: "expiry dates",
+    FlexibleDateTime: "dates of one kind",
 }
 
 
@@ -81,10 +133,16 @@ def conflict_in(read: ScanRead) -> str | None:
     """What a read carries twice with different values (two bags' labels read as one, or a
     stray structure after a label), named for the person scanning; None when nothing does.
     Such a read identifies nothing: taking the first of each would be a guess."""
-    seen: dict[type, object] = {}
+    seen: dict[object, object] = {}
     for structure in read.structures:
         value = structure.identifier if isinstance(structure, DonationId) else structure
-        if seen.setdefault(type(structure), value) != value:
+        # A flexible date says what it dates: an expiry and a collection date are two.
+        kind = (
+            (FlexibleDateTime, structure.kind)
+            if isinstance(structure, FlexibleDateTime)
+            else type(structure)
+        )
+        if seen.setdefault(kind, value) != value:
             return _KINDS.get(type(structure), f"{type(structure).__name__} values")
     return None
 
@@ -195,10 +253,21 @@ class ScanStation:
                 "Do not use it; quarantine the bag and call the cell-therapy lab.",
                 read.notes,
             )
-        if label_expiry is not None:
-            unit = unit.model_copy(
-                update={"expires_at": in_site_zone(label_expiry, site_zone(order, self.sites))}
-            )
+        if label_expiry:
+            expiry = one_expiry(label_expiry, site_zone(order, self.sites))
+            if expiry is None:
+                return self._record(
+                    order,
+                    request,
+                    at,
+                    red=(
+                        "conflicting_scan",
+                        "The label carries two different expiry dates. Do not use the bag; "
+                        "quarantine it and call the cell-therapy lab.",
+                    ),
+                    notes=read.notes,
+                )
+            unit = unit.model_copy(update={"expires_at": expiry[0], "expiry_date_only": expiry[1]})
         wristband = None
         if band is not None:
             if not band.accepted:
