@@ -50,3 +50,8 @@ class TherapyRules(_Rules):
     max_collections: int = Field(default=2, ge=1)
     require_bedside_verification: bool = True
     require_oos_acceptance: bool = True
+    autologous: bool = Field(
+        default=True,
+        description="The product is the patient's own cells: a bag whose product code is "
+        "not marked collection type 1 (for autologous use only) is refused at every scan",
+    )

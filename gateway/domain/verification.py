@@ -48,6 +48,8 @@ class ScannedUnit(BaseModel):
     unit_id: str | None = None
     product_code: str | None = None
     coi: str | None = None
+    # The product code's ``t`` digit: ``1`` is "for autologous use only".
+    collection_type: str | None = None
     expires_at: AwareDatetime | None = None
     # The label printed a date only (``=>``): it expires at 23:59 that day, and it agrees
     # with the release record when the record's expiry falls on that day.
@@ -149,6 +151,13 @@ def _check(
             "wrong_product",
             f"The label's product code {scanned.product_code} is not "
             f"the ordered {expected_product} ({order.therapy.name}).",
+        )
+    if rules.autologous and scanned.collection_type not in (None, "1"):
+        raise Red(
+            "wrong_product",
+            f"The label's product code is marked collection type {scanned.collection_type}, "
+            f"not 1 (for autologous use only), but {order.therapy.name} is made from the "
+            "patient's own cells. Quarantine the bag and call the cell-therapy lab.",
         )
     if order.state is OrderState.CANCELLED:
         raise Red("order_cancelled", "This order was cancelled. Do not use the product.")

@@ -113,9 +113,15 @@ def one_expiry(expiries: list[LabelExpiry], zone: ZoneInfo) -> tuple[datetime, b
 
 def scanned_unit(read: ScanRead) -> tuple[ScannedUnit, list[LabelExpiry]]:
     unit_id = next((s.identifier for s in read.structures if isinstance(s, DonationId)), None)
-    product = next((s.product for s in read.structures if isinstance(s, ProductCode)), None)
+    code = next((s for s in read.structures if isinstance(s, ProductCode)), None)
     coi = next((s.value for s in read.structures if isinstance(s, CoiIdentifier)), None)
-    return ScannedUnit(unit_id=unit_id, product_code=product, coi=coi), label_expiries(read)
+    unit = ScannedUnit(
+        unit_id=unit_id,
+        product_code=code.product if code else None,
+        collection_type=code.collection_type if code else None,
+        coi=coi,
+    )
+    return unit, label_expiries(read)
 
 
 _KINDS = {

@@ -1,6 +1,7 @@
-"""Every expiry structure a label may carry is read and checked against the release
-record: ``&>`` (date and time), ``=>`` (a date: 23:59 that day) and ``=(`` with TT 01
-(local or UTC). A label whose expiries disagree is red."""
+"""What a bag label says beyond its identifiers, checked against the order: every expiry
+structure it may carry (``&>`` date and time, ``=>`` a date meaning 23:59 that day, ``=(``
+with TT 01 in local time or UTC) against the release record, where expiries that disagree
+are red; and the product code's collection type, which must say autologous use."""
 
 from __future__ import annotations
 
@@ -107,3 +108,16 @@ def test_two_expiries_that_disagree_are_red(
     result = _storage_scan(station, text)
     assert not result.green and result.reason_code == "conflicting_scan"
     assert "two different expiry dates" in result.reason
+
+
+_PRODUCT_CODE = re.compile(r"=<(S\w{4})(\w)(\w{2})")
+
+
+def test_a_bag_not_marked_for_autologous_use_is_red(station: ScanStation, prepare) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("RECEIVED_AT_SITE")
+    found = _PRODUCT_CODE.search(prepared.bag_text)
+    assert found and found[2] == "1", "the bag label is marked for autologous use"
+    directed = _PRODUCT_CODE.sub(r"=<\g<1>2\g<3>", prepared.bag_text, count=1)
+    result = _storage_scan(station, directed)
+    assert not result.green and result.reason_code == "wrong_product"
+    assert "collection type 2" in result.reason and "autologous" in result.reason
