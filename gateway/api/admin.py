@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -10,6 +11,8 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from adapters.hl7v2.er7 import declared_codec
+from adapters.hl7v2.inbound import CONTENT_TYPE as HL7_CONTENT_TYPE
 from gateway.api.auth import Forbidden, Principal, current_principal
 from gateway.service.errors import NotFound
 from gateway.service.operations import dead_letter_outbox, retry_outbox
@@ -136,9 +139,34 @@ def get_inbox(message_id: RowId, request: Request, who: Operator) -> dict[str, A
         "error": row.error,
         "order_id": row.order_id,
         "content_type": row.content_type,
-        "body": row.body.decode("utf-8", "replace"),
-        "response": row.response.decode("utf-8", "replace") if row.response else None,
+        "body": stored_text(row.body, row.content_type),
+        "response": (
+            stored_text(row.response, row.response_content_type or "") if row.response else None
+        ),
+        # The bytes exactly as received: the text above is for reading, this is the record.
+        "body_base64": base64.b64encode(row.body).decode("ascii"),
     }
+
+
+def stored_text(data: bytes, content_type: str) -> str:
+    """Stored bytes as text in the character set they were sent in: the content type's
+    ``charset``, or for HL7 v2 the set MSH-18 declares; otherwise UTF-8. Bytes that the set
+    cannot decode show as U+FFFD; ``body_base64`` keeps them exact."""
+    codec = _charset_of(content_type)
+    if codec is None and content_type.startswith(HL7_CONTENT_TYPE):
+        codec = declared_codec(data)
+    try:
+        return data.decode(codec or "utf-8", "replace")
+    except LookupError:  # a charset parameter naming no codec Python knows
+        return data.decode("utf-8", "replace")
+
+
+def _charset_of(content_type: str) -> str | None:
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.strip().partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
+    return None
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

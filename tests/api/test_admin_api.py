@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.states import EventType
 from gateway.service.orders import InboundMessage, Reply
@@ -60,3 +62,22 @@ def test_stored_inbound_messages_are_visible(api, service) -> None:  # type: ign
     assert listed and listed[0]["message_key"] == "hl7v2:EHR|SITE|42"
     one = api.get(f"/admin/inbox/{listed[0]['id']}").json()
     assert one["body"].startswith("MSH|") and one["response"] == "MSA|AE|42"
+
+
+def test_a_stored_message_reads_in_the_character_set_it_declared(api, service) -> None:  # type: ignore[no-untyped-def]
+    latin1 = (
+        "MSH|^~\\&|EHR|SITE|||20261101||ADT^A08|77|P|2.5||||||8859/1\rPID|||M1||Zz-Müller".encode(
+            "latin-1"
+        )
+    )
+    service.process_inbound(
+        InboundMessage(
+            "hl7v2:EHR|SITE|77", "hl7v2", "EHR|SITE", "x-application/hl7-v2+er7", latin1
+        ),
+        lambda uow: Reply("accepted", b"MSA|AA|77", "x-application/hl7-v2+er7"),
+        lambda exc: Reply("rejected", b"", "text/plain"),
+    )
+    listed = api.get("/admin/inbox").json()["items"]
+    one = api.get(f"/admin/inbox/{listed[0]['id']}").json()
+    assert one["body"].endswith("Zz-Müller")  # not Zz-M\ufffdller
+    assert base64.b64decode(one["body_base64"]) == latin1  # and the bytes, exactly
