@@ -3,7 +3,8 @@
 The relay delivers ``manufacturer:<id>`` items here. Enrolment, slot request, cancellation
 and reschedule become the portal's calls; any other notice is acknowledged without a call
 (the portal learns those facts from its own side). Every call carries the outbox item's
-idempotency key, so a retry after a lost answer does not enrol the patient twice.
+idempotency key, so a retry after a lost answer does not enrol the patient twice, and every
+retry sends the request first sent, kept with the item (``outbox.pin_request``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gateway.domain.errors import TransitionRefused
 from gateway.domain.tracking import link_reference
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Transport
+from gateway.store import outbox
 from gateway.store.outbox import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,20 @@ def send(
     return response
 
 
+def render_request(
+    operation: Operation, payload: Mapping[str, Any], *, timezone: str, partner: str, what: str
+) -> dict[str, Any]:
+    """The call's path and body, shaped by the mapping; a payload the mapping cannot shape
+    is a permanent failure (retrying cannot fix it)."""
+    try:
+        return {
+            "path": render_path(operation.path, payload),
+            "body": render_body(operation, payload, timezone),
+        }
+    except RenderError as exc:
+        raise DeliveryError(f"{partner} {what}: {exc}", permanent=True) from exc
+
+
 def render_and_send(
     client: httpx.Client,
     endpoint: Endpoint,
@@ -132,19 +148,14 @@ def render_and_send(
     what: str,
     base_url: str | None = None,
 ) -> httpx.Response:
-    """Shape one outbound call from the mapping and send it; a payload the mapping cannot
-    shape is a permanent failure (retrying cannot fix it)."""
-    try:
-        body = render_body(operation, payload, timezone)
-        path = render_path(operation.path, payload)
-    except RenderError as exc:
-        raise DeliveryError(f"{partner} {what}: {exc}", permanent=True) from exc
+    """Shape one outbound call from the mapping and send it."""
+    request = render_request(operation, payload, timezone=timezone, partner=partner, what=what)
     return send(
         client,
         endpoint,
         operation,
-        path=path,
-        body=body,
+        path=request["path"],
+        body=request["body"],
         idempotency_key=idempotency_key,
         partner=partner,
         base_url=base_url,
@@ -177,20 +188,30 @@ def transport(
         operation = mapping.outbound.operations.get(step)  # type: ignore[call-overload]
         if operation is None:
             return  # not a call this portal takes: acknowledged, nothing to send
-        payload = dict(item.payload)
-        if service is not None and item.order_id:
-            current = service.get(item.order_id)
-            payload["external_ids"] = current.external_ids.model_dump(mode="json")
-            payload["coi"] = payload.get("coi") or current.coi
-        response = render_and_send(
+        request = item.payload.get(outbox.SENT_REQUEST)
+        if not isinstance(request, dict):
+            payload = dict(item.payload)
+            if service is not None and item.order_id:
+                current = service.get(item.order_id)
+                payload["external_ids"] = current.external_ids.model_dump(mode="json")
+                payload["coi"] = payload.get("coi") or current.coi
+            request = render_request(
+                operation, payload, timezone=mapping.outbound.timezone, partner=partner, what=step
+            )
+            if service is not None:
+                # Committed before the first send: a retry, even after a crash, sends these
+                # same bytes, though the order's references may have been filled in since.
+                with service.uow() as uow:
+                    outbox.pin_request(uow.conn, item.id, request)
+                    uow.commit()
+        response = send(
             http,
             mapping.outbound.endpoint,
             operation,
-            payload,
-            timezone=mapping.outbound.timezone,
+            path=request["path"],
+            body=request["body"],
             idempotency_key=item.idempotency_key,
             partner=partner,
-            what=step,
             base_url=(base_urls or {}).get(partner),
         )
         reference_path = operation.response.get("order_ref")

@@ -127,6 +127,26 @@ def renew_lease(
     return result.rowcount == 1
 
 
+#: Where a transport keeps the request it first sent for an item (see :func:`pin_request`).
+SENT_REQUEST = "sent_request"
+
+
+def pin_request(conn: Connection, item_id: int, request: dict[str, Any]) -> None:
+    """Keep the request a transport is about to send for the first time in the item's
+    payload, so every retry sends the same request under the same idempotency key: a
+    partner that already holds that key may refuse, or worse apply, a different body."""
+    stored = conn.execute(select(outbox.c.payload).where(outbox.c.id == item_id)).scalar()
+    if stored is None:
+        raise LookupError(f"no outbox item {item_id}")
+    payload = json.loads(stored)
+    payload[SENT_REQUEST] = request
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == item_id)
+        .values(payload=json.dumps(payload, default=str))
+    )
+
+
 def mark_delivered(conn: Connection, item_id: int, owner: str, at: datetime) -> bool:
     result = conn.execute(
         update(outbox)

@@ -123,3 +123,25 @@ def test_other_notices_are_acknowledged_without_a_call(service, deliver, portals
 
     deliver(replace(item, kind="order.status"))
     assert portals["helix-bio"].requests == []
+
+
+def test_a_retry_sends_the_request_first_sent_though_the_order_changed(
+    service, deliver, portals, walk, new_order
+):  # type: ignore[no-untyped-def]
+    # Northwind's slot request carries its own order ref, which only its enrolment answer
+    # gives. Sent before that answer, the request must stay the same on every retry under
+    # its idempotency key; the portal refuses a different body under a key it holds.
+    order = walk(new_order(therapy="sam-cel"), "SLOT_REQUESTED")
+    enrol, slot = items(service, order.id)
+    portal = portals["northwind-cell"]
+    portal.fail_next(503)
+    with pytest.raises(DeliveryError) as busy:
+        deliver(slot)
+    assert not busy.value.permanent
+    deliver(enrol)
+    assert service.get(order.id).external_ids.manufacturer_order_id == "NO-1001"
+    [again] = [i for i in items(service, order.id) if i.id == slot.id]
+    deliver(again)
+    first, retried = [c for c in portal.calls("POST") if c.path.endswith("/slot")]
+    assert retried.body == first.body and "nwOrderRef" not in first.json()
+    assert retried.headers["idempotency-key"] == first.headers["idempotency-key"]
