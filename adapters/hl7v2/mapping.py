@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapters.hl7v2.er7 import parse_path
+from adapters.hl7v2.er7 import CHARSETS, codec_for, parse_path
 from gateway import mapping_check
 from gateway.domain.model import HoldReason
 from gateway.domain.states import EventType, OrderState
@@ -124,6 +124,20 @@ class OutboundProfile(_Strict):
     )
     ack_timeout_seconds: float = Field(default=10.0, gt=0)
     attempts: int = Field(default=3, ge=1, le=10)
+    charset: str = Field(
+        default="",
+        description="MSH-18 (HL7 table 0211) the site's engine reads, e.g. 8859/1: our "
+        "messages are written in it and say so; empty: UTF-8 with MSH-18 left empty",
+    )
+
+    @field_validator("charset")
+    @classmethod
+    def _charset(cls, value: str) -> str:
+        if value and codec_for(value) is None:
+            raise ValueError(
+                f"'{value}' is not a character set we write (one of {sorted(CHARSETS)})"
+            )
+        return value
 
     @field_validator("order_status")
     @classmethod

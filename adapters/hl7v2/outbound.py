@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.hl7v2.ack import hl7_timestamp
-from adapters.hl7v2.er7 import FieldValue, encode_message, encode_segment, parse
+from adapters.hl7v2.er7 import FieldValue, codec_for, encode_message, encode_segment, parse
 from adapters.hl7v2.inbound import CHANNEL, control_id_of
 from adapters.hl7v2.mapping import OutboundProfile, Profile, ProfileBook, load_profiles
 from adapters.hl7v2.mllp import MllpClient, MllpError
@@ -98,6 +98,7 @@ def render(
                 control_id or control_id_for(item),
                 "P",
                 out.version,
+                *([None] * 5 + [out.charset] if out.charset else []),
             ],
         )
     ]
@@ -162,7 +163,8 @@ def render(
             ],
         )
     )
-    return encode_message(segments)
+    # A character the site's set cannot hold is sent as "?" (its engine could not store it).
+    return encode_message(segments, codec_for(out.charset) or "utf-8")
 
 
 def _pid(patient: PatientIdentity) -> str:

@@ -233,3 +233,34 @@ def test_the_response_to_a_new_order_echoes_its_control_id(
         (received,) = ehr.wait_for(1)
     assert received.message_type.startswith("ORP^O10")
     assert received.get("MSA-2") == "SM-0001"
+
+
+def test_a_site_that_reads_latin_1_gets_its_messages_in_latin_1(
+    profiles: ProfileBook, service: OrderService, new_order: Any
+) -> None:
+    riverside = profiles.profiles["riverside"]
+    assert riverside.outbound.charset == "8859/1"
+    order = new_order()
+    patient = service.patient_of(order.id)
+    assert patient is not None
+    named = patient.model_copy(update={"family_name": "Zz-Müller"})
+    raw = render(_item(_notice(order, "enroll")), riverside, order, named, at=service.clock())
+    assert b"Zz-M\xfcller" in raw  # one byte, as ISO 8859-1 writes it
+    message = parse(raw)
+    assert message.get("MSH-18") == "8859/1"
+    assert message.get("PID-5.1") == "Zz-Müller"
+    # A site without the setting still gets UTF-8 and an empty MSH-18.
+    plain = render(
+        _item(_notice(order, "enroll")), profiles.profiles["st-mary"], order, named,
+        at=service.clock(),
+    )  # fmt: skip
+    assert "Zz-Müller".encode() in plain and parse(plain).get("MSH-18") == ""
+
+
+def test_a_character_set_the_gateway_cannot_write_is_refused_at_load() -> None:
+    from pydantic import ValidationError
+
+    from adapters.hl7v2.mapping import OutboundProfile
+
+    with pytest.raises(ValidationError, match="not a character set we write"):
+        OutboundProfile(charset="8859/99")
