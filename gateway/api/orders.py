@@ -15,7 +15,7 @@ from gateway.api.auth import (
     may_report,
 )
 from gateway.api.dependencies import order_service
-from gateway.api.idempotency import request_fingerprint, run_idempotent
+from gateway.api.idempotency import RawRequest, request_fingerprint, run_idempotent
 from gateway.domain.errors import TransitionRefused
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.model import TherapyOrder
@@ -112,6 +112,7 @@ async def create_order(
         scope=actor.id,
         fingerprint=request_fingerprint("POST", "/orders", body),
         command=run,
+        raw=RawRequest(body, request.headers.get("content-type", "application/json")),
     )
 
 
@@ -210,6 +211,7 @@ async def apply_event(
         fingerprint=request_fingerprint("POST", request.url.path, body),
         command=run,
         on_refusal=audit_refusal,
+        raw=RawRequest(body, request.headers.get("content-type", "application/json"), order_id),
     )
 
 

@@ -170,3 +170,21 @@ def test_a_time_without_a_zone_is_refused_not_guessed(api) -> None:  # type: ign
     body = create_body("PL-API-TZ2") | {"planned_infusion_at": "2026-12-15T09:00"}
     assert api.post("/orders", json=body).status_code == 422
     assert api.post(f"/orders/{order['id']}/events", json={"type": "enroll"}).status_code == 200
+
+
+def test_every_command_is_kept_raw_in_the_inbox_with_its_answer(api) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Idempotency-Key": "create-raw-1"}
+    created = api.post("/orders", json=create_body("PL-RAW-1"), headers=headers)
+    replay = api.post("/orders", json=create_body("PL-RAW-1"), headers=headers)
+    assert created.status_code == replay.status_code == 201
+    order_id = created.json()["id"]
+    refused = api.post(f"/orders/{order_id}/events", json={"type": "thaw"})
+    assert refused.status_code == 409
+    kept = [i for i in api.get("/admin/inbox", params={"order_id": order_id}).json()["items"]]
+    rest = sorted((i for i in kept if i["channel"] == "rest"), key=lambda i: i["id"])
+    assert [i["status"] for i in rest] == ["accepted", "rejected"]  # the replay adds none
+    first = api.get(f"/admin/inbox/{rest[0]['id']}").json()
+    assert '"PL-RAW-1"' in first["body"] and first["content_type"] == "application/json"
+    assert first["response"] and order_id in first["response"]
+    second = api.get(f"/admin/inbox/{rest[1]['id']}").json()
+    assert '"thaw"' in second["body"] and "illegal_transition" in second["response"]
