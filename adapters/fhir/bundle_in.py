@@ -180,6 +180,12 @@ def _reference_keys(entry: Entry) -> list[str]:
 
 
 # --- references ---------------------------------------------------------------------------
+def _service_base(full_url: str | None) -> str | None:
+    """``http://x/fhir`` of a fullUrl ``http://x/fhir/Type/id``; None for ``urn:`` ids."""
+    if not full_url or "://" not in full_url:
+        return None
+    parts = full_url.split("/_history/", 1)[0].rstrip("/").rsplit("/", 2)
+    return parts[0] if len(parts) == 3 else None
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,11 @@ class Resolver:
             )
         key = reference.split("/_history/", 1)[0]
         found: int | None = self.bundle.by_reference.get(key)
+        base = _service_base(container.full_url)
+        if found is None and base and "://" not in key and not key.startswith("urn:"):
+            # A relative reference in an entry with an absolute fullUrl means that server's
+            # resource (FHIR's bundle resolution rules): the entry whose fullUrl it is.
+            found = self.bundle.by_reference.get(f"{base}/{key}")
         if found is None and "/" in key and not key.startswith("urn:"):
             relative = "/".join(key.rstrip("/").split("/")[-2:])
             found = self.bundle.by_reference.get(relative)

@@ -219,3 +219,23 @@ def test_a_condition_never_matches_another_sites_order(
         answer = fhir.post("/fhir/ServiceRequest", content=body, headers=headers)
         assert answer.status_code == 201, answer.text  # nothing the caller can see matched
         assert elsewhere.id not in answer.text
+
+
+def test_relative_references_resolve_against_an_absolute_full_url(fhir: TestClient) -> None:
+    # Engines that give entries server URLs write references relative to that server, and
+    # entries being POSTed have no id: FHIR resolves "Patient/p1" to the fullUrl
+    # http://…/fhir/Patient/p1 of the same bundle.
+    bundle = json.loads(fixture_body(load_fixture("01-order-transaction")))
+    base = "http://lakeside.example.org/fhir"
+    names: dict[str, str] = {}
+    for index, entry in enumerate(bundle["entry"]):
+        kind = entry["resource"]["resourceType"]
+        names[entry["fullUrl"]] = f"{kind}/e{index}"
+        entry["fullUrl"] = f"{base}/{kind}/e{index}"
+    text = json.dumps(bundle)
+    for urn, relative in names.items():
+        text = text.replace(f'"reference": "{urn}"', f'"reference": "{relative}"')
+    assert "urn:uuid" not in text
+    response = fhir.post("/fhir", content=text)
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][4]["response"]["status"].startswith("201")
