@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from adapters.hl7v2.escapes import STANDARD, Separators, escape, unescape
 
@@ -187,7 +187,13 @@ class _once(Generic[T]):
         self.compute = compute
         self.name = compute.__name__
 
-    def __get__(self, instance: object, owner: type | None = None) -> T:
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _once[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> T | _once[T]:
+        if instance is None:
+            return self  # read on the class, as cached_property answers
         value = self.compute(instance)
         instance.__dict__[self.name] = value
         return value

@@ -129,7 +129,11 @@ class BatchWriter:
 
 def _notify(batch: list[_Item]) -> None:
     for ready in dict.fromkeys(ready for _, _, _, ready in batch if ready is not None):
-        ready()
+        try:
+            ready()
+        except Exception:
+            # One connection's failure must not keep the others' ACKs unwritten.
+            log.exception("writing the answers to one MLLP connection failed")
 
 
 def _fail(batch: list[_Item], error: BaseException) -> None:

@@ -20,6 +20,9 @@ from sqlalchemy.exc import DBAPIError
 
 T = TypeVar("T")
 
+#: A process has one engine, tests a few at a time.
+_DIALECTS_KEPT = 8
+
 
 @dataclass(frozen=True)
 class Statement:
@@ -39,6 +42,8 @@ class Statement:
     def bound(self, dialect: Dialect) -> BoundStatement:
         found = self._bound.get(dialect)
         if found is None:
+            if len(self._bound) >= _DIALECTS_KEPT:
+                self._bound.clear()  # engines come and go in tests: keep the cache small
             found = self._bound[dialect] = _bind(self, dialect)
         return found
 

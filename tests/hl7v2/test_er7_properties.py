@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.hl7v2.er7 import Er7Error, encode_message, encode_segment, parse, parse_path
+from adapters.hl7v2.er7 import (
+    Er7Error,
+    Message,
+    encode_message,
+    encode_segment,
+    parse,
+    parse_path,
+)
 from adapters.hl7v2.escapes import STANDARD, Separators, escape, unescape
 
 text = st.text(
@@ -138,3 +145,10 @@ def test_paths() -> None:
 def test_writer_output_is_standard_er7() -> None:
     body = encode_message([encode_segment("MSH", ["A", "B"]), encode_segment("PID", ["1", None])])
     assert body == b"MSH|^~\\&|A|B\rPID|1\r"
+
+
+def test_header_shortcuts_read_once_and_answer_on_the_class_as_properties_do() -> None:
+    message = parse(b"MSH|^~\\&|EHR|SITE|||20261101||ADT^A08|77|P|2.5\rPID|||M1")
+    assert (message.message_code, message.trigger, message.control_id) == ("ADT", "A08", "77")
+    assert message.__dict__["control_id"] == "77"  # kept: not read again
+    assert hasattr(Message, "control_id") and not isinstance(Message.control_id, str)

@@ -67,12 +67,16 @@ def test_the_log_is_synced_and_a_new_log_file_also_syncs_its_directory(
     assert calls[3:] == ["data", "directory"]
 
 
-def _serve_in_thread(syncer: LogSyncer) -> tuple[int, int, list[int], threading.Thread]:
+def _serve_in_thread(
+    syncer: LogSyncer, checkpointer: object = None
+) -> tuple[int, int, list[int], threading.Thread]:
     requests_read, requests_write = os.pipe()
     answers_read, answers_write = os.pipe()
     result: list[int] = []
     thread = threading.Thread(
-        target=lambda: result.append(wal_sync.serve(syncer, requests_read, answers_write))
+        target=lambda: result.append(
+            wal_sync.serve(syncer, requests_read, answers_write, checkpointer)  # type: ignore[arg-type]
+        )
     )
     thread.start()
     return requests_write, answers_read, result, thread
@@ -111,24 +115,37 @@ def test_a_failed_sync_is_reported_and_never_retried(
     os.close(ask)
 
 
-def test_each_sync_is_followed_by_a_checkpoint_nudge(
+class _Checkpoints:
+    def __init__(self, failure: str | None = None) -> None:
+        self.calls = 0
+        self.failure = failure
+
+    def after_sync(self) -> None:
+        self.calls += 1
+
+
+def test_a_checkpoint_follows_a_sync_and_a_failed_one_fails_the_next_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _record_syncs(monkeypatch)
+    calls = _record_syncs(monkeypatch)
     (tmp_path / "v2v.db-wal").write_bytes(b"frames")
-    nudges: list[str] = []
-
-    class Recorder:
-        def nudge(self) -> None:
-            nudges.append("nudge")
-
-    requests_read, requests_write = os.pipe()
-    answers_read, answers_write = os.pipe()
-    os.write(requests_write, b"s")
-    os.close(requests_write)
-    syncer = LogSyncer(tmp_path / "v2v.db-wal")
-    assert wal_sync.serve(syncer, requests_read, answers_write, Recorder()) == 0  # type: ignore[arg-type]
-    assert os.read(answers_read, 16) == b"d" and nudges == ["nudge"]
+    checkpoints = _Checkpoints()
+    ask, answers, result, thread = _serve_in_thread(LogSyncer(tmp_path / "v2v.db-wal"), checkpoints)
+    os.write(ask, b"s")
+    assert os.read(answers, 16) == b"d"
+    deadline = time.monotonic() + 5
+    while checkpoints.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpoints.calls == 1
+    # The checkpoint's own sync of the log saw an I/O error (and consumed it): no later
+    # sync may report the log synced.
+    checkpoints.failure = "checkpoint of v2v.db failed: disk I/O error"
+    os.write(ask, b"s")
+    answer = os.read(answers, 256)
+    thread.join(5)
+    assert answer.startswith(b"e") and b"disk I/O error" in answer
+    assert result == [1] and calls.count("data") == 1
+    os.close(ask)
 
 
 def test_the_sync_process_copies_the_log_into_the_database(tmp_path: Path) -> None:
@@ -141,14 +158,32 @@ def test_the_sync_process_copies_the_log_into_the_database(tmp_path: Path) -> No
     for n in range(200):
         writer.execute("INSERT INTO notes VALUES (?, ?)", (n, "x" * 1000))
     before = path.stat().st_size
-    checkpointer = wal_sync.Checkpointer(path, interval=0.01)
-    checkpointer.nudge()
-    deadline = time.monotonic() + 10
-    while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert checkpointer.checkpoints >= 1
+    checkpointer = wal_sync.Checkpointer(path, interval=60)
+    checkpointer.after_sync()
+    checkpointer.after_sync()  # within the interval: no second checkpoint
+    assert checkpointer.checkpoints == 1 and checkpointer.failure is None
     assert path.stat().st_size > before + 200 * 1000  # the rows are in the database file
     writer.close()
+
+
+def test_only_a_disk_error_in_a_checkpoint_stops_the_syncs(tmp_path: Path) -> None:
+    class Failing:
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+        def execute(self, sql: str) -> None:
+            error = sqlite3.OperationalError("simulated")
+            error.sqlite_errorcode = self.code  # type: ignore[attr-defined]
+            raise error
+
+    busy = wal_sync.Checkpointer(tmp_path / "v2v.db")
+    busy._conn = Failing(5)  # type: ignore[assignment]  # SQLITE_BUSY
+    busy.after_sync()
+    assert busy.failure is None
+    disk = wal_sync.Checkpointer(tmp_path / "v2v.db")
+    disk._conn = Failing(1034)  # type: ignore[assignment]  # SQLITE_IOERR_FSYNC
+    disk.after_sync()
+    assert disk.failure and "simulated" in disk.failure
 
 
 # --- the gateway's side ----------------------------------------------------------------
@@ -271,6 +306,25 @@ def test_the_sender_is_told_in_the_same_callback_that_learns_of_the_sync() -> No
         assert told == []
         flusher.waiting[0](None)
         assert sorted(told) == ["a", "b"]  # at once, and once per sender
+
+    asyncio.run(main())
+
+
+def test_one_connection_failing_to_write_does_not_keep_the_others_waiting() -> None:
+    flusher = _HeldFlusher()
+    told: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("transport gone")
+
+    async def main() -> None:
+        writer = BatchWriter(lambda items: [[b"ACK " + p] for p, _ in items], flusher=flusher)
+        writer.start()
+        writer.submit(b"one", "a", broken)
+        writer.submit(b"two", "b", lambda: told.append("b"))
+        await asyncio.sleep(0.05)
+        flusher.waiting[0](None)
+        assert told == ["b"]
 
     asyncio.run(main())
 
