@@ -300,7 +300,8 @@ def _search_orders(
     )
     limit = search.count(query)
     cursor = query.one("_cursor")
-    includes_wanted = query.values("_include")
+    # Task:focus leads to a ServiceRequest, which includes nothing more: :iterate is the same.
+    includes_wanted = query.values("_include", same_as=("_include:iterate",))
     for include in includes_wanted:
         if resource_type != "Task" or include != "Task:focus":
             query.ignored.append(f"_include={include}")

@@ -41,9 +41,14 @@ class Query:
     used: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
-    def values(self, name: str) -> list[str]:
-        found = [value for key, value in self.params if key == name]
-        self.used.extend((name, value) for value in found)
+    def values(self, name: str, *, same_as: tuple[str, ...] = ()) -> list[str]:
+        """The values of ``name``, and of the modified forms ``same_as`` that mean the same
+        here (``patient:Patient``: the only type a patient reference can have)."""
+        found = []
+        for key, value in self.params:
+            if key == name or key in same_as:
+                found.append(value)
+                self.used.append((key, value))
         return found
 
     def one(self, name: str) -> str | None:
@@ -55,7 +60,7 @@ class Query:
     def finish(self, known: frozenset[str]) -> None:
         consumed = {name for name, _ in self.used}
         for key, _ in self.params:
-            base, modifier, _ = key.partition(":")
+            base, _, modifier = key.partition(":")
             if (base in known or base in CONTROL) and modifier and key not in consumed:
                 # Ignoring it would answer a different question (status:not=completed
                 # would list the completed orders): refused, as FHIR's own example does.
@@ -215,10 +220,14 @@ def order_criteria(
         # A comma is OR, also across systems: the order ids join the other alternatives.
         identifiers.append(options + [(ORDER_ID, None, order_id) for order_id in order_ids])
     patients = [
-        _references(value, "Patient", patient_param) for value in query.values(patient_param)
+        _references(value, "Patient", patient_param)
+        for value in query.values(patient_param, same_as=(f"{patient_param}:Patient",))
     ]
     if query.resource_type == "Task" and not patients:
-        patients = [_references(value, "Patient", "for") for value in query.values("for")]
+        patients = [
+            _references(value, "Patient", "for")
+            for value in query.values("for", same_as=("for:Patient",))
+        ]
     updated = [bound for value in query.values("_lastUpdated") for bound in last_updated(value)]
     return OrderCriteria(
         ids=ids,

@@ -157,7 +157,7 @@ def stored_text(data: bytes, content_type: str) -> str:
         codec = declared_codec(data)
     try:
         return data.decode(codec or "utf-8", "replace")
-    except LookupError:  # a charset parameter naming no codec Python knows
+    except (LookupError, ValueError):  # no such codec, or one that is not a text encoding
         return data.decode("utf-8", "replace")
 
 

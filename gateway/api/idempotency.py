@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 
+from gateway.api.kept_commands import RawRequest, keep_command
 from gateway.api.problems import problem
 from gateway.domain.errors import TransitionRefused
 from gateway.service.clock import utc_now
 from gateway.service.orders import OrderService
 from gateway.service.unit_of_work import UnitOfWork
-from gateway.store import idempotency, inbox
+from gateway.store import idempotency
 
 MAX_KEY_LENGTH = 255
 
@@ -39,60 +38,6 @@ def _replay(stored: idempotency.StoredResponse) -> Response:
     headers = {**stored.headers, "Idempotent-Replayed": "true"}
     media = headers.pop("content-type", "application/json")
     return Response(stored.body, status_code=stored.status_code, headers=headers, media_type=media)
-
-
-@dataclass(frozen=True)
-class RawRequest:
-    """A command as it came over the wire, kept in the inbox with its answer in the
-    command's own transaction, as every partner channel keeps its messages."""
-
-    body: bytes
-    content_type: str
-    order_id: str | None = None  # known before the command runs (events); else from Location
-
-
-def _keep(
-    uow: UnitOfWork, raw: RawRequest | None, scope: str, key: str | None, response: Response
-) -> None:
-    if raw is None:
-        return
-    order_id = raw.order_id
-    location = response.headers.get("location", "")
-    if order_id is None and location.startswith("/orders/"):
-        order_id = location.removeprefix("/orders/")
-    refused = response.status_code >= 400
-    inbox_id = inbox.record(
-        uow.conn,
-        # One row per command: the Idempotency-Key's replays are answered before this.
-        message_key=_message_key(scope, key),
-        channel="rest",
-        sender=scope,
-        received_at=utc_now(),
-        content_type=raw.content_type,
-        body=raw.body,
-        status="rejected" if refused else "accepted",
-        order_id=order_id,
-    )
-    inbox.set_response(
-        uow.conn,
-        inbox_id,
-        status="rejected" if refused else "accepted",
-        response=bytes(response.body),
-        content_type=response.headers.get("content-type", "application/json"),
-        error=bytes(response.body).decode(errors="replace")[:500] if refused else None,
-    )
-
-
-def _message_key(scope: str, key: str | None) -> str:
-    if key is None:
-        return f"rest:{scope}|{uuid.uuid4().hex}"
-    text = f"rest:{scope}|{key}"
-    # A key of up to 255 characters may not fit the column beside a long scope.
-    return (
-        text
-        if len(text) <= 300
-        else f"rest:{scope[:200]}|{hashlib.sha256(text.encode()).hexdigest()}"
-    )
 
 
 def run_idempotent(
@@ -135,12 +80,12 @@ def run_idempotent(
                 with service.uow() as again:
                     if key is not None:
                         _store(again, scope, key, fingerprint, response)
-                    _keep(again, raw, scope, key, response)
+                    keep_command(again.conn, raw, scope, key, response)
                     again.commit()
                 return response
             if key is not None:
                 _store(uow, scope, key, fingerprint, response)
-            _keep(uow, raw, scope, key, response)
+            keep_command(uow.conn, raw, scope, key, response)
             uow.commit()
         return response
     except IntegrityError:

@@ -15,7 +15,8 @@ from gateway.api.auth import (
     may_report,
 )
 from gateway.api.dependencies import order_service
-from gateway.api.idempotency import RawRequest, request_fingerprint, run_idempotent
+from gateway.api.idempotency import request_fingerprint, run_idempotent
+from gateway.api.kept_commands import RawRequest
 from gateway.domain.errors import TransitionRefused
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.model import TherapyOrder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -9,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.api.kept_commands import keep_refused
 from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.service.errors import ServiceError
 
@@ -108,10 +110,24 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+
+def _kept(handler: Handler) -> Handler:
+    """The handler, and the refused command kept in the inbox (see kept_commands)."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        response = await handler(request, exc)
+        await keep_refused(request, response)
+        return response
+
+    return handle
+
+
 def install(app: Any) -> None:
-    app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(TransitionRefused, refused)
-    app.add_exception_handler(DomainError, domain_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    app.add_exception_handler(ServiceError, _kept(service_error))
+    app.add_exception_handler(TransitionRefused, _kept(refused))
+    app.add_exception_handler(DomainError, _kept(domain_error))
+    app.add_exception_handler(RequestValidationError, _kept(validation_error))
+    app.add_exception_handler(StarletteHTTPException, _kept(http_error))
+    app.add_exception_handler(Exception, _kept(unexpected_error))

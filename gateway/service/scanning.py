@@ -129,10 +129,14 @@ _KINDS = {
     CoiIdentifier: "CoI identifiers",
     PatientId: "patient identifiers",
     ProductCode: "product codes",
-    ExpirationDateTime: "expiry dates",
-    ExpirationDate: "expiry dates",
     FlexibleDateTime: "dates of one kind",
 }
+
+
+def _is_expiry(structure: object) -> bool:
+    return isinstance(structure, ExpirationDate | ExpirationDateTime) or (
+        isinstance(structure, FlexibleDateTime) and structure.kind == structure.EXPIRY
+    )
 
 
 def conflict_in(read: ScanRead) -> str | None:
@@ -141,6 +145,8 @@ def conflict_in(read: ScanRead) -> str | None:
     Such a read identifies nothing: taking the first of each would be a guess."""
     seen: dict[object, object] = {}
     for structure in read.structures:
+        if _is_expiry(structure):
+            continue  # the same moment may be written twice (local and UTC): one_expiry
         value = structure.identifier if isinstance(structure, DonationId) else structure
         # A flexible date says what it dates: an expiry and a collection date are two.
         kind = (

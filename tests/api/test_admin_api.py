@@ -81,3 +81,18 @@ def test_a_stored_message_reads_in_the_character_set_it_declared(api, service) -
     one = api.get(f"/admin/inbox/{listed[0]['id']}").json()
     assert one["body"].endswith("Zz-Müller")  # not Zz-M\ufffdller
     assert base64.b64decode(one["body_base64"]) == latin1  # and the bytes, exactly
+
+
+def test_a_charset_that_names_no_text_encoding_still_shows_the_message(api, service) -> None:  # type: ignore[no-untyped-def]
+    for index, charset in enumerate(("idna", "punycode", "undefined", "no-such-set")):
+        service.process_inbound(
+            InboundMessage(
+                f"rest:odd-{index}", "rest", "x", f"application/json; charset={charset}", b"{}"
+            ),
+            lambda uow: Reply("accepted", b"{}", "application/json"),
+            lambda exc: Reply("rejected", b"", "text/plain"),
+        )
+    for item in api.get("/admin/inbox").json()["items"]:
+        shown = api.get(f"/admin/inbox/{item['id']}")
+        assert shown.status_code == 200, item
+        assert base64.b64decode(shown.json()["body_base64"]) == b"{}"

@@ -188,3 +188,21 @@ def test_every_command_is_kept_raw_in_the_inbox_with_its_answer(api) -> None:  #
     assert first["response"] and order_id in first["response"]
     second = api.get(f"/admin/inbox/{rest[1]['id']}").json()
     assert '"thaw"' in second["body"] and "illegal_transition" in second["response"]
+
+
+def test_commands_refused_by_an_error_handler_are_kept_too(api) -> None:  # type: ignore[no-untyped-def]
+    order = create(api, "PL-RAW-2")
+    stale = api.post(
+        f"/orders/{order['id']}/events", json={"type": "enroll"}, headers={"If-Match": '"9"'}
+    )
+    invalid = api.post(f"/orders/{order['id']}/events", json={"type": "no-such-event"})
+    assert (stale.status_code, invalid.status_code) == (412, 422)
+    kept = api.get("/admin/inbox", params={"order_id": order["id"]}).json()["items"]
+    refused = sorted(
+        (i for i in kept if i["channel"] == "rest" and i["status"] == "rejected"),
+        key=lambda i: i["id"],
+    )
+    assert len(refused) == 2
+    shown = [api.get(f"/admin/inbox/{i['id']}").json() for i in refused]
+    assert '"enroll"' in shown[0]["body"] and "412" in shown[0]["response"]
+    assert '"no-such-event"' in shown[1]["body"] and "validation_error" in shown[1]["response"]

@@ -189,8 +189,15 @@ def test_a_modifier_the_server_does_not_support_is_refused_not_ignored(
         issue = refused.json()["issue"][0]
         assert issue["code"] == "not-supported"
         assert issue["expression"] == [query.split("=")[0]]
+        modifier = query.split("=")[0].split(":")[1]
+        assert f"the modifier '{modifier}'" in issue["diagnostics"], issue
     # An unknown parameter with a modifier is still only reported (lenient handling).
     assert fhir.get("/fhir/Task?colour:exact=blue").status_code == 200
+    # Modifiers that mean what the plain parameter means here are honoured.
+    for query in ("patient:Patient=Patient/none", "for:Patient=Patient/none"):
+        found = fhir.get(f"/fhir/Task?{query}")
+        assert found.status_code == 200 and _ids(found.json()) == [], query
+    assert fhir.get("/fhir/Task?_include:iterate=Task:focus").status_code == 200
 
 
 def test_a_comma_is_or_also_across_the_order_id_system_and_another(fhir: TestClient) -> None:

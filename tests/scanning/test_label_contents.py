@@ -95,6 +95,21 @@ def test_a_collection_date_beside_the_expiry_is_not_a_conflict(
     assert result.green, result.reason
 
 
+def test_one_expiry_written_in_local_time_and_in_utc_is_one_expiry(
+    service: OrderService, station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("RECEIVED_AT_SITE")
+    local = _local(service, station, prepared)
+    in_utc = prepared.expires_at.astimezone(UTC).replace(tzinfo=None)
+    text = _label_with(
+        prepared,
+        FlexibleDateTime(local, zone=FlexibleDateTime.LOCAL, kind=FlexibleDateTime.EXPIRY),
+        FlexibleDateTime(in_utc, zone=FlexibleDateTime.UTC, kind=FlexibleDateTime.EXPIRY),
+    )
+    result = _storage_scan(station, text)
+    assert result.green, result.reason
+
+
 def test_two_expiries_that_disagree_are_red(
     service: OrderService, station: ScanStation, prepare
 ) -> None:  # type: ignore[no-untyped-def]
