@@ -202,18 +202,27 @@ def transport(
                 # Committed before the first send: a retry, even after a crash, sends these
                 # same bytes, though the order's references may have been filled in since.
                 with service.uow() as uow:
-                    outbox.pin_request(uow.conn, item.id, request)
+                    request = outbox.pin_request(uow.conn, item.id, request)
                     uow.commit()
-        response = send(
-            http,
-            mapping.outbound.endpoint,
-            operation,
-            path=request["path"],
-            body=request["body"],
-            idempotency_key=item.idempotency_key,
-            partner=partner,
-            base_url=(base_urls or {}).get(partner),
-        )
+        try:
+            response = send(
+                http,
+                mapping.outbound.endpoint,
+                operation,
+                path=request["path"],
+                body=request["body"],
+                idempotency_key=item.idempotency_key,
+                partner=partner,
+                base_url=(base_urls or {}).get(partner),
+            )
+        except DeliveryError as exc:
+            if exc.permanent and service is not None:
+                # Refused outright (a 4xx): the portal acted on nothing, so an operator's
+                # retry, once the cause is fixed, may shape the request afresh.
+                with service.uow() as uow:
+                    outbox.unpin_request(uow.conn, item.id)
+                    uow.commit()
+            raise
         reference_path = operation.response.get("order_ref")
         if reference_path and service is not None and item.order_id:
             _keep_reference(service, item.order_id, response, reference_path, partner)

@@ -131,15 +131,37 @@ def renew_lease(
 SENT_REQUEST = "sent_request"
 
 
-def pin_request(conn: Connection, item_id: int, request: dict[str, Any]) -> None:
+def pin_request(conn: Connection, item_id: int, request: dict[str, Any]) -> dict[str, Any]:
     """Keep the request a transport is about to send for the first time in the item's
     payload, so every retry sends the same request under the same idempotency key: a
-    partner that already holds that key may refuse, or worse apply, a different body."""
+    partner that already holds that key may refuse, or worse apply, a different body.
+    Returns the request kept: an earlier one, if another attempt pinned one first."""
+    payload = _payload(conn, item_id)
+    kept = payload.get(SENT_REQUEST)
+    if isinstance(kept, dict):
+        return kept
+    payload[SENT_REQUEST] = request
+    _set_payload(conn, item_id, payload)
+    return request
+
+
+def unpin_request(conn: Connection, item_id: int) -> None:
+    """Forget the kept request: the partner refused it outright, so it acted on nothing
+    and the next attempt (an operator's retry) may shape it afresh."""
+    payload = _payload(conn, item_id)
+    if payload.pop(SENT_REQUEST, None) is not None:
+        _set_payload(conn, item_id, payload)
+
+
+def _payload(conn: Connection, item_id: int) -> dict[str, Any]:
     stored = conn.execute(select(outbox.c.payload).where(outbox.c.id == item_id)).scalar()
     if stored is None:
         raise LookupError(f"no outbox item {item_id}")
-    payload = json.loads(stored)
-    payload[SENT_REQUEST] = request
+    payload: dict[str, Any] = json.loads(stored)
+    return payload
+
+
+def _set_payload(conn: Connection, item_id: int, payload: dict[str, Any]) -> None:
     conn.execute(
         update(outbox)
         .where(outbox.c.id == item_id)

@@ -145,3 +145,31 @@ def test_a_retry_sends_the_request_first_sent_though_the_order_changed(
     first, retried = [c for c in portal.calls("POST") if c.path.endswith("/slot")]
     assert retried.body == first.body and "nwOrderRef" not in first.json()
     assert retried.headers["idempotency-key"] == first.headers["idempotency-key"]
+
+
+def test_a_request_refused_outright_is_shaped_afresh_on_the_next_attempt(
+    service, deliver, portals, walk, new_order
+):  # type: ignore[no-untyped-def]
+    order = walk(new_order(therapy="sam-cel"), "SLOT_REQUESTED")
+    enrol, slot = items(service, order.id)
+    portal = portals["northwind-cell"]
+    portal.fail_next(422)
+    with pytest.raises(DeliveryError) as refused:
+        deliver(slot)
+    assert refused.value.permanent
+    [after] = [i for i in items(service, order.id) if i.id == slot.id]
+    assert outbox.SENT_REQUEST not in after.payload  # the portal acted on nothing
+    deliver(enrol)
+    deliver(after)  # e.g. an operator's retry once the enrolment went through
+    last = [c for c in portal.calls("POST") if c.path.endswith("/slot")][-1]
+    assert last.json()["nwOrderRef"] == "NO-1001"
+
+
+def test_a_second_pin_keeps_the_first_request(service, walk, new_order) -> None:  # type: ignore[no-untyped-def]
+    order = walk(new_order(), "ENROLLED")
+    [item] = items(service, order.id)
+    with service.uow() as uow:
+        first = outbox.pin_request(uow.conn, item.id, {"path": "/a", "body": {"n": 1}})
+        second = outbox.pin_request(uow.conn, item.id, {"path": "/a", "body": {"n": 2}})
+        uow.commit()
+    assert first == second == {"path": "/a", "body": {"n": 1}}
