@@ -234,6 +234,8 @@ def enhanced(code: str) -> AckCode:
 def split_messages(body: bytes) -> list[bytes]:
     """Split stored replies (one or more ER7 messages back to back) into messages; on the
     bytes, as each keeps the character set of the message it answers."""
+    if body.startswith(b"MSH") and b"\rMSH" not in body:
+        return [body]  # one message: every original-mode ACK
     starts = [m.start() for m in re.finditer(rb"(?:^|\r)MSH", body)]
     if not starts:
         return [body] if body else []

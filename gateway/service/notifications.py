@@ -103,7 +103,14 @@ def courier_for(order: TherapyOrder, folder: Path | None = None) -> tuple[str, L
 
 
 def has_erp(site_id: str, folder: Path | None = None) -> bool:
-    return ((folder or mappings_dir()) / "erp" / f"{site_id}.yaml").is_file()
+    return site_id in _erp_sites(folder or mappings_dir())
+
+
+@functools.lru_cache(maxsize=8)
+def _erp_sites(folder: Path) -> frozenset[str]:
+    # Read once, like the courier lanes: a file-system call per order change cost more
+    # than the rest of choosing its notices.
+    return frozenset(path.stem for path in (folder / "erp").glob("*.yaml"))
 
 
 def _iso(value: datetime | None) -> str | None:

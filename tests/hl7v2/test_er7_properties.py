@@ -152,3 +152,12 @@ def test_header_shortcuts_read_once_and_answer_on_the_class_as_properties_do() -
     assert (message.message_code, message.trigger, message.control_id) == ("ADT", "A08", "77")
     assert message.__dict__["control_id"] == "77"  # kept: not read again
     assert hasattr(Message, "control_id") and not isinstance(Message.control_id, str)
+
+
+@given(st.lists(st.sampled_from(["AA", "AE", "CA", "CR"]), min_size=1, max_size=3))
+def test_stored_replies_split_back_into_the_messages_joined(codes: list[str]) -> None:
+    from adapters.hl7v2.ack import build_ack, split_messages
+
+    inbound = parse(b"MSH|^~\\&|EHR|SITE|||20261101||ADT^A08|77|P|2.5\rPID|||M1")
+    acks = [build_ack(inbound, code) for code in codes]  # type: ignore[arg-type]
+    assert split_messages(b"".join(acks)) == acks
