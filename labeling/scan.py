@@ -268,6 +268,9 @@ def read_scan(
             or _explain(error, text)
         )
         return _reject(raw, reason, error=error, **common)
+    shape = _shape_problem(parsed, aim)
+    if shape is not None:
+        return _reject(raw, shape, **common)
     compound = next((s for s in parsed if isinstance(s, CompoundMessage)), None)
     flat: list[DataStructure] = []
     for structure in parsed:
@@ -281,6 +284,41 @@ def read_scan(
         source=source,
         notes=tuple(notes),
     )
+
+
+#: Top-level structures one symbol can hold, by the AIM identifier the scanner reported:
+#: a DataMatrix one (a compound message counts as one), a Code 128 one, and two Code 128s
+#: that the scanner concatenated, two.
+_STRUCTURES_PER_AIM: Final = {"]d1": 1, "]C0": 1, "]C4": 2}
+
+
+def _shape_problem(parsed: Sequence[DataStructure], aim: str | None) -> str | None:
+    """Why the read cannot be one label's symbol (or two concatenated Code 128s), or None.
+    Each structure may be well formed while the whole is not: a damaged or tampered label,
+    or something read along with it, must not pass for a label."""
+    compounds = [s for s in parsed if isinstance(s, CompoundMessage)]
+    if compounds and len(compounds) < len(parsed):
+        announced = len(compounds[0].structures)
+        return (
+            f"The label's DataMatrix announces {announced} data structures, but the read "
+            "carries more after them: the symbol is damaged or something else was read with "
+            "it. Scan the label's DataMatrix on its own; if it reads like this again, "
+            "quarantine the bag and have the label checked and reprinted."
+        )
+    expected = _STRUCTURES_PER_AIM.get(aim or "")
+    if aim in ("]C0", "]C4") and compounds:
+        return (
+            "The scanner reports a Code 128 read, but it carries a compound message, which "
+            "only a DataMatrix holds. Check the scanner's settings and scan the label again."
+        )
+    if expected is not None and len(parsed) != expected:
+        symbol = _AIM_KNOWN[aim or ""]
+        return (
+            f"A {symbol} read holds {expected} data structure{'s' if expected > 1 else ''}, "
+            f"but this one carries {len(parsed)}: the symbol is damaged or something else was "
+            "read with it. Scan the label's symbol on its own."
+        )
+    return None
 
 
 def read_decoded(decoded: Sequence[Decoded]) -> ScanRead:

@@ -50,6 +50,29 @@ def test_harmless_variations_are_accepted(typed: str) -> None:
     assert read.find(CoiIdentifier)[0].data_structure == COI
 
 
+@pytest.mark.parametrize(
+    "typed, why",
+    [
+        # More after the compound message than its header announces.
+        (f"]d1=+02000{DIN}{PRODUCT}=>026100", "announces 2"),
+        (f"{COMPOUND}{COI}", "announces 5"),
+        # Two compound messages cannot be one DataMatrix.
+        (f"]d1=+01000{DIN}=+01000{PRODUCT}", "carries 2"),
+        # A DataMatrix holds one structure or one compound message.
+        (f"]d1{DIN}{PRODUCT}", "carries 2"),
+        # One Code 128 symbol holds one structure; two concatenated, two.
+        (f"]C0{DIN}{PRODUCT}", "carries 2"),
+        (f"]C4{DIN}{PRODUCT}{EXPIRY}{COI}", "carries 4"),
+        (f"]C4{DIN}", "carries 1"),
+        (f"]C4{COMPOUND}", "only a DataMatrix"),
+    ],
+)
+def test_a_read_that_cannot_be_one_symbol_is_refused(typed: str, why: str) -> None:
+    read = read_scan(typed)
+    assert not read.accepted
+    assert why in (read.reason or ""), read.reason
+
+
 def test_aim_identifiers_are_reported() -> None:
     assert read_scan(f"]C0{DIN}\r").aim_id == "]C0"
     concatenated = read_scan(f"]C4{DIN}{PRODUCT}\r\n")

@@ -176,8 +176,10 @@ def test_two_labels_read_as_one_scan_are_red(station: ScanStation, prepare) -> N
     both = scan(station, "thaw", alpha.bag_text + bravo.bag_text)
     assert not both.green and both.reason_code == "conflicting_scan"
     assert "two different" in both.reason
+    # A structure after the compound message is more than the label announced.
     stray_coi = scan(station, "thaw", alpha.bag_text + "&/" + bravo.coi)
-    assert not stray_coi.green and stray_coi.reason_code == "conflicting_scan"
+    assert not stray_coi.green and stray_coi.reason_code == "unreadable_scan"
+    assert "announces" in stray_coi.reason
     assert scan(station, "thaw", alpha.bag_text).green  # each alone is fine
 
 
