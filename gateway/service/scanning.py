@@ -233,16 +233,29 @@ class ScanStation:
             )
         owner = self.orders.find("unit", unit.unit_id)
         expected = named or self._order_of_wristband(band)
+        if expected is not None and request.site is not None and expected.site.id != request.site:
+            # The wristband names another site's patient: nothing is recorded on that
+            # site's order, and nothing of it is told.
+            return self._red_without_order(
+                replace(request, order_id=None),
+                at,
+                "wrong_site",
+                "The wristband is not for a patient of this site. Check the patient and the "
+                "wristband; do not use the bag.",
+                read.notes,
+            )
         if expected is not None and owner is not None and owner.id != expected.id:
+            # Another site's order is not named to this one (its CoI is that site's record).
+            other = f" (CoI {owner.coi})" if owner.site.id == expected.site.id else ""
             return self._record(
                 expected,
                 request,
                 at,
                 red=(
                     "wrong_order",
-                    f"Unit {unit.unit_id} belongs to a different order (CoI "
-                    f"{owner.coi}), not to this patient's (CoI {expected.coi}). Wrong patient's "
-                    "product: STOP and quarantine the bag.",
+                    f"Unit {unit.unit_id} belongs to a different order{other}, not to this "
+                    f"patient's (CoI {expected.coi}). Wrong patient's product: STOP and "
+                    "quarantine the bag.",
                 ),
                 notes=read.notes,
             )

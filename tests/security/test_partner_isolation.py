@@ -131,3 +131,79 @@ def test_staff_of_one_site_cannot_scan_another_sites_bags(secured: Secured) -> N
     assert response.status_code in (200, 404)
     if response.status_code == 200:
         assert body["green"] is False and body.get("coi") is None
+
+
+def test_a_wristband_of_another_sites_patient_writes_nothing_there(secured: Secured) -> None:
+    from datetime import timedelta
+
+    from gateway.service.labels import LabelFactory
+    from gateway.sites import load_sites
+    from labeling.layout import LabelKind
+    from tests.scan_fixtures import walk
+
+    service = secured.service
+    lakeside, st_mary = secured.orders["lakeside"], secured.orders["st-mary"]
+    expires = (service.clock() + timedelta(days=100)).replace(second=0, microsecond=0)
+    walk(service, lakeside, "STORED", "A999126000102", expires)
+    _release(service, st_mary, "A999126000202", expires)
+    factory = LabelFactory.default(load_sites())
+    own = service.get(lakeside)
+    own_unit = own.unit("A999126000102")
+    assert own_unit is not None
+    bag = factory.product_label(own, own_unit, LabelKind.BAG, service.patient_of(lakeside))
+    foreign = service.get(st_mary)
+    band = factory.wristband(foreign, service.patient_of(lakeside))
+    secured.client.post(
+        "/auth/login", data={"username": "rn.lee", "password": "lakeside nurse passphrase"}
+    )
+    scanned = secured.client.post(
+        "/scans",
+        json={
+            "checkpoint": "bedside",
+            "unit_scan": str(bag.compound_message()),
+            "wristband_scan": str(band.compound_message()),
+        },
+    ).json()
+    assert scanned["green"] is False and scanned["reason_code"] == "wrong_site"
+    assert scanned.get("coi") is None and foreign.coi not in scanned["reason"]
+    assert service.get(st_mary).version == foreign.version  # nothing written at St Mary's
+    # Her own order named, another site's bag: red, and that order's CoI is not told.
+    other_unit = foreign.unit("A999126000202")
+    assert other_unit is not None
+    other_bag = factory.product_label(foreign, other_unit, LabelKind.BAG, None)
+    named = secured.client.post(
+        "/scans",
+        json={
+            "checkpoint": "storage",
+            "unit_scan": str(other_bag.compound_message()),
+            "order_id": lakeside,
+        },
+    ).json()
+    assert named["green"] is False and named["reason_code"] == "wrong_order"
+    assert foreign.coi not in named["reason"]
+
+
+def _release(service, order_id: str, unit_id: str, expires) -> None:  # type: ignore[no-untyped-def]
+    """From wherever the fixture left it, on to a released final product."""
+    from gateway.domain.lifecycle import EventDetails, LifecycleEvent
+    from gateway.domain.model import Actor, Source, Unit, UnitKind
+    from gateway.domain.states import EventType
+
+    steps = [
+        (EventType.RECEIVE_AT_MFG, EventDetails()),
+        (EventType.START_MANUFACTURING, EventDetails()),
+        (
+            EventType.RELEASE,
+            EventDetails(
+                unit=Unit(unit_id=unit_id, kind=UnitKind.FINAL_PRODUCT, expires_at=expires)
+            ),
+        ),
+    ]
+    for kind, details in steps:
+        service.apply_event(
+            order_id,
+            LifecycleEvent(
+                type=kind, details=details, source=Source.MANUFACTURER, actor=Actor(person="t")
+            ),
+            actor="setup",
+        )
