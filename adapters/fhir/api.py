@@ -47,7 +47,6 @@ from gateway.sites import SiteDirectory
 from gateway.store import audit, keyset
 
 PREFIX = "/fhir"
-router = APIRouter(prefix=PREFIX, tags=["fhir"])
 
 
 def fhir_client(request: Request) -> str:
@@ -61,6 +60,28 @@ def _principal(request: Request) -> Principal:
     except ServiceError as exc:
         code = "login" if exc.status == 401 else "forbidden"
         raise FhirError(code, exc.message, status=exc.status) from exc
+
+
+def _scoped(request: Request) -> None:
+    """The REST API's scopes hold here too (``system/Order.cruds``): every FHIR resource
+    but the CapabilityStatement is a view of orders, so a read needs ``Order.r``, a search
+    ``Order.s``, a create (a Bundle, a ServiceRequest) ``Order.c`` and a Task update
+    ``Order.u``."""
+    path = request.url.path.removeprefix(PREFIX).strip("/")
+    if path == "metadata":
+        return
+    action = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(request.method)
+    if action is None:
+        action = "r" if "/" in path else "s"
+    if not _principal(request).allows("Order", action):
+        raise FhirError(
+            "forbidden",
+            f"Your credential has no scope for this: it needs system/Order.{action}.",
+            status=403,
+        )
+
+
+router = APIRouter(prefix=PREFIX, tags=["fhir"], dependencies=[Depends(_scoped)])
 
 
 def _unrestricted(request: Request, principal: Principal) -> bool:

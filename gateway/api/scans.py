@@ -75,6 +75,11 @@ def scanning_user(
         return claimed, None
     if principal.kind not in ("user", "hospital", "admin"):
         raise Forbidden("Only the treating site's staff scan products.")
+    if not principal.allows("Order", "u"):
+        # A verdict is written to the order's custody log: a read-only credential may not.
+        raise Forbidden(
+            "Your credential has no scope for Order.u.", required_scope="system/Order.u"
+        )
     return principal.id, principal.tenant if principal.kind != "admin" else None
 
 

@@ -57,3 +57,30 @@ def test_only_hospitals_place_orders_over_fhir(secured: Secured) -> None:
     )
     assert response.status_code == 403
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_fhir_holds_the_credentials_scopes_as_the_rest_api_does(secured: Secured) -> None:
+    import json
+
+    from tests.security.conftest import SECRETS
+
+    token = secured.token("st-mary-readonly", SECRETS["V2V_SECRET_READONLY"])  # Order.rs
+    read_only = {"Authorization": f"Bearer {token}"}
+    order_id = secured.orders["st-mary"]
+    task = secured.client.get(f"/fhir/Task/{order_id}", headers=read_only)
+    assert task.status_code == 200
+    assert secured.client.get("/fhir/Task", headers=read_only).status_code == 200
+    held = dict(task.json(), status="on-hold")
+    updated = secured.client.put(
+        f"/fhir/Task/{order_id}",
+        headers={**read_only, "Content-Type": "application/fhir+json"},
+        content=json.dumps(held),
+    )
+    assert updated.status_code == 403
+    outcome = updated.json()
+    assert outcome["resourceType"] == "OperationOutcome" and "Order.u" in json.dumps(outcome)
+    assert not secured.service.get(order_id).holds  # nothing placed
+    created = secured.client.post(
+        "/fhir", headers={**read_only, "Content-Type": "application/fhir+json"}, content="{}"
+    )
+    assert created.status_code == 403 and "Order.c" in created.text

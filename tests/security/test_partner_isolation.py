@@ -207,3 +207,18 @@ def _release(service, order_id: str, unit_id: str, expires) -> None:  # type: ig
             ),
             actor="setup",
         )
+
+
+def test_a_read_only_credential_neither_scans_nor_acts_on_alerts(secured: Secured) -> None:
+    from tests.security.conftest import SECRETS
+
+    token = secured.token("st-mary-readonly", SECRETS["V2V_SECRET_READONLY"])  # Order.rs
+    read_only = {"Authorization": f"Bearer {token}"}
+    scanned = secured.client.post(
+        "/scans",
+        headers=read_only,
+        json={"checkpoint": "receipt", "unit_scan": "=A99991712345600"},
+    )
+    assert scanned.status_code == 403 and scanned.json()["required_scope"] == "system/Order.u"
+    acted = secured.client.post("/tower/api/alerts/any-key/acknowledge", headers=read_only)
+    assert acted.status_code == 403 and acted.json()["required_scope"] == "system/Order.u"
