@@ -463,6 +463,23 @@ class OrderService:
             )
             uow.commit()
 
+    def record_access_many(self, order_ids: list[str], *, actor: str, what: str) -> None:
+        """Audit a list that showed the patient identity of several orders: one entry per
+        order, in one transaction, so each order's trail says who saw its patient."""
+        with self.uow() as uow:
+            at = self.clock()
+            with audit.deferred(uow.conn):  # one write of the chain's head for the list
+                for order_id in order_ids:
+                    audit.append(
+                        uow.conn,
+                        at=at,
+                        actor=actor,
+                        action="phi.read",
+                        order_id=order_id,
+                        payload={"what": what},
+                    )
+            uow.commit()
+
     # --- listeners (live updates) ---------------------------------------------------------
     def publish(self, order: TherapyOrder) -> None:
         """Tell live listeners (the control tower, the scan station) that an order changed."""

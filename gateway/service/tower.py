@@ -140,8 +140,11 @@ class ControlTower:
                 limit=limit,
                 cursor=cursor,
             )
-        items = [self._summary(viewer, row) for row in rows]
-        return Page([item for item in items if item is not None], next_cursor)
+        items = [item for item in (self._summary(viewer, row) for row in rows) if item]
+        named = [item.order.id for item in items if item.patient_name]
+        if named:
+            self.orders.record_access_many(named, actor=viewer.id, what="tower:orders")
+        return Page(items, next_cursor)
 
     def summary(self, viewer: Viewer, order_id: str) -> OrderSummary:
         with self.orders.uow(readonly=True) as uow:
@@ -149,6 +152,8 @@ class ControlTower:
         summary = self._summary(viewer, row) if row is not None else None
         if summary is None:
             raise NotFound(f"No order with id {order_id}.", order_id=order_id)
+        if summary.patient_name:
+            self.orders.record_access(order_id, actor=viewer.id, what="tower:order")
         return summary
 
     def _summary(self, viewer: Viewer, row: store.OrderRow) -> OrderSummary | None:
@@ -222,6 +227,8 @@ class ControlTower:
             alerts = sort_alerts([*alerts, *dead])
             known = store.alert_states_for(uow.conn, [alert.key for alert in alerts])
         patient = self.orders.patient_of(order_id) if viewer.sees_phi(order) else None
+        if patient is not None:
+            self.orders.record_access(order_id, actor=viewer.id, what="tower:order detail")
         return OrderDetail(
             order=order,
             patient=patient,

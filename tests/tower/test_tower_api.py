@@ -377,3 +377,27 @@ def test_the_page_is_served(tower_client: TestClient) -> None:
     assert page.status_code == 200 and "control tower" in page.text
     for asset in ("tower.js", "api.js", "charts.js", "tower.css"):
         assert tower_client.get(f"/static/tower/{asset}").status_code == 200
+
+
+def test_every_patient_identity_the_tower_shows_is_audited_as_a_phi_read(
+    tower_client: TestClient,
+    order_in,
+    service: OrderService,  # type: ignore[no-untyped-def]
+) -> None:
+    from gateway.store.audit import entries
+
+    mine = order_in("ENROLLED", patient=0)
+
+    def reads() -> list[str]:
+        with service.engine.connect() as conn:
+            return [e.payload["what"] for e in entries(conn, mine.id) if e.action == "phi.read"]
+
+    assert reads() == []
+    tower_client.get("/tower/api/orders", headers=COORDINATOR)
+    tower_client.get(f"/tower/api/orders/{mine.id}/row", headers=COORDINATOR)
+    tower_client.get(f"/tower/api/orders/{mine.id}", headers=COORDINATOR)
+    assert reads() == ["tower:orders", "tower:order", "tower:order detail"]
+    # A partner sees no name, so nothing of the kind is recorded for its views.
+    tower_client.get("/tower/api/orders", headers=HELIX)
+    tower_client.get(f"/tower/api/orders/{mine.id}", headers=HELIX)
+    assert len(reads()) == 3
