@@ -193,6 +193,17 @@ def dead_letters(conn: Connection, scope: Scope, *, limit: int = 200) -> list[De
     if not scope.everything:
         visible = scoped(select(orders.c.id), scope)
         query = query.where(outbox.c.order_id.in_(visible))
+    # A manufacturer or courier sees its own undelivered messages, not another partner's:
+    # their error texts are the other partner's answers (an EHR's NAK may name the patient).
+    partner = (
+        f"manufacturer:{scope.manufacturer}"
+        if scope.manufacturer
+        else f"courier:{scope.courier}"
+        if scope.courier
+        else None
+    )
+    if partner is not None:
+        query = query.where(outbox.c.destination == partner)
     rows = conn.execute(query.order_by(outbox.c.id.desc()).limit(limit))
     return [
         DeadLetter(

@@ -401,3 +401,39 @@ def test_every_patient_identity_the_tower_shows_is_audited_as_a_phi_read(
     tower_client.get("/tower/api/orders", headers=HELIX)
     tower_client.get(f"/tower/api/orders/{mine.id}", headers=HELIX)
     assert len(reads()) == 3
+
+
+def test_a_partner_sees_its_own_undelivered_messages_not_anothers_error_text(
+    tower_client: TestClient,
+    order_in,
+    service: OrderService,
+    clock,  # type: ignore[no-untyped-def]
+) -> None:
+    order = order_in("SLOT_REQUESTED")
+    with service.uow() as uow:
+        to_helix = outbox.enqueue(
+            uow.conn,
+            destination="manufacturer:helix-bio",
+            kind="manufacturer.request_slot",
+            payload={},
+            idempotency_key="k-h",
+            at=clock(),
+            order_id=order.id,
+        )
+        to_ehr = outbox.enqueue(
+            uow.conn,
+            destination="hospital:st-mary",
+            kind="order.status",
+            payload={},
+            idempotency_key="k-e",
+            at=clock(),
+            order_id=order.id,
+        )
+        outbox.dead_letter(uow.conn, to_helix, "helix-bio answered HTTP 422: bad slot")
+        outbox.dead_letter(uow.conn, to_ehr, "st-mary answered AE: Patient ZZ-TESTPATIENT^ALPHA")
+        uow.commit()
+    helix = tower_client.get("/tower/api/alerts", headers=HELIX)
+    assert alert_keys(tower_client, HELIX) == [f"dead_letter:{to_helix}"]
+    assert "ZZ-TESTPATIENT" not in helix.text
+    site = set(alert_keys(tower_client, COORDINATOR))
+    assert {f"dead_letter:{to_helix}", f"dead_letter:{to_ehr}"} <= site  # the site sees both
