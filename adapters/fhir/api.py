@@ -26,7 +26,14 @@ from adapters.fhir.capability import capability_statement
 from adapters.fhir.committer import GroupCommitter
 from adapters.fhir.mapping import FhirConfig, load_config, load_profiles
 from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
-from adapters.fhir.reads import OrderRow, order_ids_of_patient, order_row, order_version, patient
+from adapters.fhir.reads import (
+    OrderRow,
+    order_ids_of_patient,
+    order_row,
+    order_version,
+    patient,
+    patient_of_pseudonym,
+)
 from adapters.fhir.resources import etag, split_id
 from adapters.fhir.resources import patient as patient_resource
 from gateway.api.auth import (
@@ -649,12 +656,15 @@ def read_patient(
     tenant: Annotated[str, Depends(require_hospital_role)],
 ) -> Response:
     with service.uow() as uow:
-        row = patient(uow.conn, patient_id)
+        # Orders name their patient by the order's pseudonym; the patient's own id (from a
+        # transaction's answer) is read as well.
+        owner_id = patient_of_pseudonym(uow.conn, patient_id) or patient_id
+        row = patient(uow.conn, owner_id)
         if row is None or (
             row.site_id != tenant and not _unrestricted(request, _principal(request))
         ):
             raise FhirError("not-found", f"Patient/{patient_id} is not known.")
-        order_ids = order_ids_of_patient(uow.conn, patient_id)
+        order_ids = order_ids_of_patient(uow.conn, owner_id)
         pseudonyms = []
         for order_id in order_ids:
             found = order_row(uow.conn, order_id)
@@ -668,12 +678,13 @@ def read_patient(
                 actor=client,
                 action="patient.read",
                 order_id=order_id,
-                payload={"patient": patient_id, "channel": "fhir"},
+                # No patient id: partners read this trail, and it would link the orders.
+                payload={"channel": "fhir"},
             )
         uow.commit()
     site = config.sites.get(row.site_id)
     mrn_system = config.profiles.for_site(site).identifiers.mrn_system
-    return resource_response(patient_resource(row, mrn_system, pseudonyms))
+    return resource_response(patient_resource(row, mrn_system, pseudonyms, patient_id))
 
 
 # --- errors -------------------------------------------------------------------------------

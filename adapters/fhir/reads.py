@@ -87,6 +87,14 @@ def patient(conn: Connection, patient_id: str) -> PatientRow | None:
     return PatientRow(row.id, row.site_id, identity, row.updated_at)
 
 
+def patient_of_pseudonym(conn: Connection, pseudonym: str) -> str | None:
+    """The patient of the order with this pseudonym."""
+    found = conn.execute(
+        select(orders.c.patient_id).where(orders.c.pseudonym == pseudonym)
+    ).scalar()
+    return str(found) if found is not None else None
+
+
 def order_ids_of_patient(conn: Connection, patient_id: str) -> list[str]:
     return list(
         conn.execute(select(orders.c.id).where(orders.c.patient_id == patient_id)).scalars()
@@ -177,7 +185,11 @@ def _conditions(criteria: OrderCriteria) -> list[ColumnElement[bool]]:
         elif key == "courier":
             conditions.append(carried_by(value))
     for patient_ids in criteria.patient_ids or []:
-        conditions.append(orders.c.patient_id.in_(patient_ids))
+        # Patient/<pseudonym> is how orders name their patient; Patient/<id>, from a
+        # transaction's answer, finds all of the patient's orders (the tenant filter holds).
+        conditions.append(
+            or_(orders.c.pseudonym.in_(patient_ids), orders.c.patient_id.in_(patient_ids))
+        )
     for prefix, at in criteria.updated or []:
         column = orders.c.updated_at
         conditions.append(

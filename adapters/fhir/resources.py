@@ -86,9 +86,11 @@ def order_identifiers(order: TherapyOrder, placer_system: str) -> list[dict[str,
 
 
 def _patient_reference(order: TherapyOrder, patient_id: str) -> dict[str, Any]:
-    # The pseudonym, never the MRN: Task and ServiceRequest are served to every partner.
+    # Task and ServiceRequest are served to every partner: the order's pseudonym, never the
+    # MRN, and not the patient's own id either, which is the same on every order of the
+    # patient and would link them. The hospital reads Patient/<pseudonym> (see api.py).
     return {
-        "reference": f"Patient/{patient_id}",
+        "reference": f"Patient/{order.patient_pseudonym}",
         "identifier": {"system": t.PSEUDONYM_SYSTEM, "value": order.patient_pseudonym},
     }
 
@@ -384,15 +386,18 @@ def log_audit_event(order_id: str, entry: AuditEntry) -> dict[str, Any]:
     return resource
 
 
-def patient(row: PatientRow, mrn_system: str, pseudonyms: list[str]) -> dict[str, Any]:
-    """The hospital's own view: PHI. Never served to any other credential."""
+def patient(
+    row: PatientRow, mrn_system: str, pseudonyms: list[str], resource_id: str | None = None
+) -> dict[str, Any]:
+    """The hospital's own view: PHI. Never served to any other credential. ``resource_id``:
+    the id it was read by (an order's pseudonym), else the patient's own."""
     identity = row.identity
     name: dict[str, Any] = {"use": "official", "family": identity.family_name}
     if identity.given_name:
         name["given"] = [identity.given_name]
     resource: dict[str, Any] = {
         "resourceType": "Patient",
-        "id": row.id,
+        "id": resource_id or row.id,
         "identifier": [{"type": MRN_TYPE, "system": mrn_system, "value": identity.mrn}]
         + [{"system": t.PSEUDONYM_SYSTEM, "value": value} for value in pseudonyms],
         "name": [name],

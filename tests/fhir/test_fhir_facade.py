@@ -332,3 +332,28 @@ def test_a_signature_meaning_becomes_a_valid_policy_uri(
     validate(rendered)
     # An R4 uri has no whitespace; the meaning is kept, percent-encoded.
     assert rendered["policy"] == ["urn:v2v:signature-meaning:bedside%20identity%20check"]
+
+
+def test_orders_name_their_patient_by_the_orders_pseudonym_not_a_shared_id(
+    fhir: TestClient, service: OrderService
+) -> None:
+    # Two orders of one patient: a partner reading both Tasks must not learn they share a
+    # patient, so each names Patient/<its own pseudonym>.
+    first = _place(fhir, "LS-PSN-1", "MRN-SYN-0001")
+    second = _place(fhir, "LS-PSN-2", "MRN-SYN-0001")
+    references = [
+        fhir.get(f"/fhir/Task/{order_id}").json()["for"]["reference"]
+        for order_id in (first, second)
+    ]
+    assert references == [
+        f"Patient/{service.get(first).patient_pseudonym}",
+        f"Patient/{service.get(second).patient_pseudonym}",
+    ]
+    assert "pat-" not in fhir.get(f"/fhir/ServiceRequest/{first}").text
+    hospital = {"X-V2V-Role": "hospital"}
+    read = fhir.get(f"/fhir/{references[0]}", headers=hospital)
+    assert read.status_code == 200 and read.json()["id"] == references[0].split("/")[1]
+    assert read.json()["identifier"][0]["value"] == "MRN-SYN-0001"
+    audit = fhir.get(f"/fhir/AuditEvent?entity=Task/{first}").json()
+    reads = [e["resource"] for e in audit["entry"] if "patient.read" in json.dumps(e)]
+    assert reads and "pat-" not in json.dumps(reads)
