@@ -13,12 +13,14 @@ from gateway.auth.passwords import verify_password
 from gateway.auth.tokens import (
     ASSERTION_TYPE,
     AuthError,
+    MemoryReplayGuard,
     ReplayGuard,
     granted_scopes,
     issue_token,
     verify_client_assertion,
     verify_client_secret,
 )
+from gateway.store.assertions import DatabaseReplayGuard
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -36,7 +38,10 @@ def _oauth_error(error: AuthError) -> JSONResponse:
 def _replay(request: Request) -> ReplayGuard:
     guard: ReplayGuard | None = getattr(request.app.state, "replay_guard", None)
     if guard is None:
-        guard = request.app.state.replay_guard = ReplayGuard()
+        service = getattr(request.app.state, "orders", None)
+        # In the database, so that every worker process (and a restarted one) refuses it.
+        guard = DatabaseReplayGuard(service.engine) if service else MemoryReplayGuard()
+        request.app.state.replay_guard = guard
     return guard
 
 
@@ -71,7 +76,7 @@ def token(
             if client_assertion_type != ASSERTION_TYPE:
                 raise AuthError("invalid_client", f"client_assertion_type must be {ASSERTION_TYPE}")
             client = verify_client_assertion(
-                config, client_assertion, str(request.url), _replay(request)
+                config, client_assertion, config.token_url or str(request.url), _replay(request)
             )
         else:
             client_id, client_secret = _basic(request, client_id, client_secret)

@@ -71,6 +71,12 @@ class AuthConfig(_Config):
         default="V2V_TOKEN_KEY", description="Env var with the token signing key"
     )
     signing_key_file: Path | None = None
+    token_url: str | None = Field(
+        default=None,
+        description="The token endpoint's public URL, which client assertions must name as "
+        "their audience. Set it in production: without it the audience is checked against "
+        "the URL of the request itself, which the caller's Host header decides.",
+    )
     token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
     session_ttl_seconds: int = Field(default=8 * 3600, ge=300)
     clients: list[Client] = Field(default_factory=list)

@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import jwt
 
@@ -44,21 +45,28 @@ class TokenClaims:
     expires_at: int
 
 
-class ReplayGuard:
-    """Remembers assertion ids until they expire, so a captured assertion is single-use."""
+class ReplayGuard(Protocol):
+    """Says whether a client assertion is used for the first time (and remembers it)."""
+
+    def first_use(self, client_id: str, jti: str, expires_at: float) -> bool: ...
+
+
+class MemoryReplayGuard:
+    """Remembers assertion ids in this process until they expire (tests, and a gateway
+    without a database); ``gateway.store.assertions`` keeps them for every process."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
+        self._seen: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
-    def first_use(self, jti: str, expires_at: float) -> bool:
+    def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
         now = time.time()
         with self._lock:
             for key in [k for k, exp in self._seen.items() if exp < now]:
                 del self._seen[key]
-            if jti in self._seen:
+            if (client_id, jti) in self._seen:
                 return False
-            self._seen[jti] = expires_at
+            self._seen[(client_id, jti)] = expires_at
             return True
 
 
@@ -103,7 +111,7 @@ def verify_client_assertion(
         raise AuthError("invalid_client", "client_assertion sub must equal iss")
     if claims["exp"] - time.time() > MAX_ASSERTION_LIFETIME:
         raise AuthError("invalid_client", "client_assertion lives longer than 5 minutes")
-    if not replay.first_use(str(claims["jti"]), float(claims["exp"])):
+    if not replay.first_use(client.id, str(claims["jti"]), float(claims["exp"])):
         raise AuthError("invalid_client", "client_assertion was already used (jti replay)")
     return client
 

@@ -201,6 +201,16 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
+#: Client assertions (private_key_jwt) already used, until they expire: single use across
+#: every worker process and restart, not only within one process's memory.
+used_assertions = Table(
+    "used_assertions",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)
+
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,

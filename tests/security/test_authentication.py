@@ -138,3 +138,46 @@ def test_token_endpoint_answers_in_oauth_form(secured: Secured) -> None:
     missing = secured.client.post("/auth/token", data={})
     assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
     assert missing.headers["cache-control"] == "no-store"
+
+
+def test_a_used_assertion_is_refused_by_every_worker_process(secured: Secured) -> None:
+    from fastapi.testclient import TestClient
+
+    from gateway.api.app import create_app
+
+    # A second worker: its own app and memory, the same database.
+    other_worker = create_app(secured.service, auth=secured.client.app.state.auth)
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": secured.assertion(jti="captured-once"),
+    }
+    assert secured.client.post("/auth/token", data=form).status_code == 200
+    with TestClient(other_worker) as other:
+        replayed = other.post("/auth/token", data=form)
+    assert replayed.status_code == 401 and "replay" in replayed.json()["error_description"]
+
+
+def test_with_a_token_url_the_audience_no_longer_follows_the_host_header(
+    secured: Secured,
+) -> None:
+    auth = secured.client.app.state.auth
+    secured.client.app.state.auth = auth.model_copy(
+        update={"token_url": "https://gateway.example/auth/token"}
+    )
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
+    forged = secured.assertion(audience="http://evil.example/auth/token")
+    refused = secured.client.post(
+        "/auth/token",
+        data={**form, "client_assertion": forged},
+        headers={"Host": "evil.example"},
+    )
+    assert refused.status_code == 401
+    meant = secured.assertion(audience="https://gateway.example/auth/token")
+    assert (
+        secured.client.post("/auth/token", data={**form, "client_assertion": meant}).status_code
+        == 200
+    )
