@@ -47,6 +47,16 @@ def owner_of(order: TherapyOrder) -> Owner:
     return order.site.id, order.therapy.manufacturer, couriers
 
 
+#: SMART v1's words; v2's letters are read by _letters.
+_SCOPE_ACTIONS = {"*": "cruds", "read": "rs", "write": "cud"}
+
+
+def _letters(actions: str) -> str:
+    """SMART v2 permissions (``rs``, ``cruds``): only those letters, in that order, mean
+    anything; another word grants nothing rather than whatever letters it happens to hold."""
+    return actions if actions and all(c in "cruds" for c in actions) else ""
+
+
 @dataclass(frozen=True)
 class Principal:
     id: str
@@ -86,7 +96,7 @@ class Principal:
         for scope in self.scopes:
             _, _, rest = scope.partition("/")
             name, _, actions = rest.partition(".")
-            if name in (resource, "*") and (action in actions or actions == "*"):
+            if name in (resource, "*") and action in _SCOPE_ACTIONS.get(actions, _letters(actions)):
                 return True
         return False
 
@@ -181,18 +191,28 @@ def _authenticate(request: Request, config: AuthConfig) -> Principal:
     header = request.headers.get("Authorization", "")
     try:
         if header.lower().startswith("bearer "):
-            return _from_claims(verify_token(config, header[7:].strip()))
+            return _still_known(config, _from_claims(verify_token(config, header[7:].strip())))
         api_key = request.headers.get("X-API-Key")
         if api_key:
             return _from_api_key(config, api_key)
         session = request.cookies.get(SESSION_COOKIE)
         if session:
-            return _from_claims(verify_token(config, session, token_use="session"))
+            claims = verify_token(config, session, token_use="session")
+            return _still_known(config, _from_claims(claims))
     except AuthError as exc:
         raise Unauthorized(exc.message, error=exc.code) from exc
     raise Unauthorized(
         "Authenticate with a bearer token from /auth/token, an API key or a staff login."
     )
+
+
+def _still_known(config: AuthConfig, principal: Principal) -> Principal:
+    """A token outlives nothing it was issued to: a client or user removed from the
+    configuration is refused at once, not when its token or session expires."""
+    known = config.user(principal.id) if principal.kind == "user" else config.client(principal.id)
+    if known is None:
+        raise AuthError("invalid_token", f"{principal.id} is no longer a known credential")
+    return principal
 
 
 def _from_claims(claims: object) -> Principal:

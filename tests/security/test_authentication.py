@@ -181,3 +181,32 @@ def test_with_a_token_url_the_audience_no_longer_follows_the_host_header(
         secured.client.post("/auth/token", data={**form, "client_assertion": meant}).status_code
         == 200
     )
+
+
+def test_a_removed_client_is_refused_at_once_though_its_token_has_not_expired(
+    secured: Secured,
+) -> None:
+    token = secured.token("helix-portal", SECRETS["V2V_SECRET_HELIX"])
+    assert secured.client.get("/orders", headers=bearer(token)).status_code == 200
+    auth = secured.client.app.state.auth
+    secured.client.app.state.auth = auth.model_copy(
+        update={"clients": [c for c in auth.clients if c.id != "helix-portal"]}
+    )
+    refused = secured.client.get("/orders", headers=bearer(token))
+    assert refused.status_code == 401 and "no longer" in refused.json()["detail"]
+
+
+def test_scope_words_and_letters_mean_only_what_smart_says() -> None:
+    from gateway.api.auth import Principal
+
+    def allows(scope: str, action: str) -> bool:
+        principal = Principal("c", "hospital", "st-mary", frozenset({scope}))
+        return principal.allows("Order", action)
+
+    assert allows("system/Order.read", "r") and allows("system/Order.read", "s")
+    assert not allows("system/Order.read", "u")
+    # "write" holds the letters r and e, but it is SMART v1's create/update/delete.
+    assert allows("system/Order.write", "u") and not allows("system/Order.write", "r")
+    assert allows("system/Order.rs", "s") and not allows("system/Order.rs", "c")
+    assert not allows("system/Order.rsx", "r")  # not a permission string: grants nothing
+    assert allows("system/*.*", "d") and not allows("system/Patient.cruds", "r")
