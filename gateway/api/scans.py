@@ -75,6 +75,9 @@ def scanning_user(
         return claimed, None
     if principal.kind not in ("user", "hospital", "admin"):
         raise Forbidden("Only the treating site's staff scan products.")
+    if principal.kind != "admin" and not principal.tenant:
+        # The site is what keeps another site's bags off this station's verdicts.
+        raise Forbidden("Your sign-in belongs to no site; scans are recorded for a site.")
     if not principal.allows("Order", "u"):
         # A verdict is written to the order's custody log: a read-only credential may not.
         raise Forbidden(

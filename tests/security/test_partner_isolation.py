@@ -222,3 +222,19 @@ def test_a_read_only_credential_neither_scans_nor_acts_on_alerts(secured: Secure
     assert scanned.status_code == 403 and scanned.json()["required_scope"] == "system/Order.u"
     acted = secured.client.post("/tower/api/alerts/any-key/acknowledge", headers=read_only)
     assert acted.status_code == 403 and acted.json()["required_scope"] == "system/Order.u"
+
+
+def test_a_staff_sign_in_without_a_site_cannot_scan(secured: Secured) -> None:
+    from gateway.auth.config import User
+    from gateway.auth.passwords import hash_password
+
+    auth = secured.client.app.state.auth
+    roaming = User(username="rn.roam", password_hash=hash_password("roaming nurse passphrase"))
+    secured.client.app.state.auth = auth.model_copy(update={"users": [*auth.users, roaming]})
+    secured.client.post(
+        "/auth/login", data={"username": "rn.roam", "password": "roaming nurse passphrase"}
+    )
+    scanned = secured.client.post(
+        "/scans", json={"checkpoint": "receipt", "unit_scan": "=A99991712345600"}
+    )
+    assert scanned.status_code == 403 and "no site" in scanned.json()["detail"]
