@@ -873,11 +873,14 @@ def check_unit_id(text: str, path: str) -> str:
     character, which must then be right: a mistyped unit id is an identity error."""
     from labeling.checkchar import check_character
 
-    compact = text.replace(" ", "").upper()
-    if not _UNIT_ID.match(compact):
+    # Never upper-cased: a lower-case read is a scanner or keyboard fault to fix, and a
+    # case-folded id could name another unit.
+    compact = text.replace(" ", "")
+    if not _UNIT_ID.fullmatch(compact):
         raise problem(
             "102",
-            f"unit id '{text}' must be 13 letters/digits, optionally with its check character",
+            f"unit id '{text}' must be 13 upper-case letters/digits, optionally with its check "
+            "character",
             path,
         )
     din = compact[:13]

@@ -37,7 +37,7 @@ def site_zone(order: TherapyOrder, sites: SiteDirectory) -> ZoneInfo:
 
 def donation_id(unit_id: str) -> DonationId:
     """A 13-character unit id (FIN, year, sequence) as a DIN data structure."""
-    if len(unit_id) != 13 or not unit_id[5:].isdigit():
+    if len(unit_id) != 13 or not (unit_id[5:].isascii() and unit_id[5:].isdigit()):
         raise LabelUnavailable(f"unit id {unit_id!r} is not a 13-character DIN-style id")
     return DonationId(fin=unit_id[:5], year=int(unit_id[5:7]), sequence=int(unit_id[7:]))
 

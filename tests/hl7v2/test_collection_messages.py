@@ -41,3 +41,29 @@ def test_a_collection_reported_straight_after_the_slot_keeps_the_confirmed_time(
     assert collected.state is OrderState.COLLECTED
     assert collected.milestones.apheresis_at == PLANNED
     assert collected.units[0].collected_at == COLLECTED
+
+
+def test_a_lower_case_unit_id_is_refused_not_upper_cased(
+    handler: InboundHandler, service: OrderService
+) -> None:
+    (ack,) = handler.handle(fixture_bytes("st-mary-orm-o01-new-order.hl7"))
+    order = service.find("placer", "SM-1001", "st-mary")
+    assert order is not None
+    service.apply_event(order.id, LifecycleEvent(type=EventType.REQUEST_SLOT), actor="test")
+    service.apply_event(
+        order.id,
+        LifecycleEvent(
+            type=EventType.CONFIRM_SLOT,
+            source=Source.MANUFACTURER,
+            details=EventDetails(slot_start=SLOT, apheresis_at=PLANNED),
+        ),
+        actor="test",
+    )
+    lower = fixture_bytes("st-mary-oml-o21-collected.hl7").replace(
+        b"A999126000123E", b"a999126000123e"
+    )
+    (ack,) = handler.handle(lower)
+    answer = parse(ack)
+    assert answer.get("MSA-1") == "AE" and answer.get("ERR-2.1") == "SPM"
+    assert "upper-case" in answer.get("ERR-8")
+    assert service.get(order.id).units == []
