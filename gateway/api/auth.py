@@ -209,7 +209,8 @@ def _authenticate(request: Request, config: AuthConfig) -> Principal:
 def _still_known(config: AuthConfig, principal: Principal) -> Principal:
     """A token outlives nothing it was issued to: a client or user removed from the
     configuration is refused at once, not when its token or session expires."""
-    known = config.user(principal.id) if principal.kind == "user" else config.client(principal.id)
+    # A person signed in may be of kind user or admin; a system is a client.
+    known = config.user(principal.id) or config.client(principal.id)
     if known is None:
         raise AuthError("invalid_token", f"{principal.id} is no longer a known credential")
     return principal

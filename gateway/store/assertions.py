@@ -24,8 +24,10 @@ class DatabaseReplayGuard:
                     delete(used_assertions).where(used_assertions.c.expires_at < datetime.now(UTC))
                 )
                 conn.execute(
+                    # Ids longer than the columns are cut: still one row per assertion
+                    # of that client, and the insert never fails on length (PostgreSQL).
                     used_assertions.insert().values(
-                        client_id=client_id, jti=jti[:255], expires_at=expires
+                        client_id=client_id[:128], jti=jti[:255], expires_at=expires
                     )
                 )
         except IntegrityError:

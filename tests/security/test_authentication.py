@@ -210,3 +210,19 @@ def test_scope_words_and_letters_mean_only_what_smart_says() -> None:
     assert allows("system/Order.rs", "s") and not allows("system/Order.rs", "c")
     assert not allows("system/Order.rsx", "r")  # not a permission string: grants nothing
     assert allows("system/*.*", "d") and not allows("system/Patient.cruds", "r")
+
+
+def test_an_admin_person_stays_signed_in(secured: Secured) -> None:
+    from gateway.auth.config import User
+    from gateway.auth.passwords import hash_password
+
+    auth = secured.client.app.state.auth
+    admin = User(
+        username="ops.kim", kind="admin", password_hash=hash_password("operations passphrase")
+    )
+    secured.client.app.state.auth = auth.model_copy(update={"users": [*auth.users, admin]})
+    secured.client.post(
+        "/auth/login", data={"username": "ops.kim", "password": "operations passphrase"}
+    )
+    me = secured.client.get("/auth/me")
+    assert me.status_code == 200, me.text
