@@ -8,9 +8,10 @@ together.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from gateway.domain.alerts import (
@@ -110,9 +111,39 @@ class OrderDetail:
     timeline: list[TimelineEntry]
 
 
+#: A viewer who keeps seeing one patient's name (the tower re-reads an order's row on every
+#: change) is audited once per this window, not once per refresh.
+PHI_READ_WINDOW = timedelta(minutes=15)
+
+
 class ControlTower:
     def __init__(self, orders: OrderService) -> None:
         self.orders = orders
+        self._phi_seen: dict[tuple[str, str, str], datetime] = {}
+        self._phi_lock = threading.Lock()
+
+    def _audit_phi(self, viewer: Viewer, order_ids: list[str], what: str) -> None:
+        """phi.read for each order whose patient identity this view showed, unless the same
+        viewer saw it the same way within PHI_READ_WINDOW."""
+        now = self.now
+        with self._phi_lock:
+            due = [
+                order_id
+                for order_id in order_ids
+                if now
+                - self._phi_seen.get(
+                    (viewer.id, order_id, what), datetime.min.replace(tzinfo=now.tzinfo)
+                )
+                >= PHI_READ_WINDOW
+            ]
+            for order_id in due:
+                self._phi_seen[(viewer.id, order_id, what)] = now
+            if len(self._phi_seen) > 50_000:
+                self._phi_seen = {
+                    key: at for key, at in self._phi_seen.items() if now - at < PHI_READ_WINDOW
+                }
+        if due:
+            self.orders.record_access_many(due, actor=viewer.id, what=what)
 
     @property
     def now(self) -> datetime:
@@ -143,7 +174,7 @@ class ControlTower:
         items = [item for item in (self._summary(viewer, row) for row in rows) if item]
         named = [item.order.id for item in items if item.patient_name]
         if named:
-            self.orders.record_access_many(named, actor=viewer.id, what="tower:orders")
+            self._audit_phi(viewer, named, "tower:orders")
         return Page(items, next_cursor)
 
     def summary(self, viewer: Viewer, order_id: str) -> OrderSummary:
@@ -153,7 +184,7 @@ class ControlTower:
         if summary is None:
             raise NotFound(f"No order with id {order_id}.", order_id=order_id)
         if summary.patient_name:
-            self.orders.record_access(order_id, actor=viewer.id, what="tower:order")
+            self._audit_phi(viewer, [order_id], "tower:order")
         return summary
 
     def _summary(self, viewer: Viewer, row: store.OrderRow) -> OrderSummary | None:
@@ -228,7 +259,7 @@ class ControlTower:
             known = store.alert_states_for(uow.conn, [alert.key for alert in alerts])
         patient = self.orders.patient_of(order_id) if viewer.sees_phi(order) else None
         if patient is not None:
-            self.orders.record_access(order_id, actor=viewer.id, what="tower:order detail")
+            self._audit_phi(viewer, [order_id], "tower:order detail")
         return OrderDetail(
             order=order,
             patient=patient,

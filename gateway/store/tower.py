@@ -193,17 +193,12 @@ def dead_letters(conn: Connection, scope: Scope, *, limit: int = 200) -> list[De
     if not scope.everything:
         visible = scoped(select(orders.c.id), scope)
         query = query.where(outbox.c.order_id.in_(visible))
-    # A manufacturer or courier sees its own undelivered messages, not another partner's:
-    # their error texts are the other partner's answers (an EHR's NAK may name the patient).
-    partner = (
-        f"manufacturer:{scope.manufacturer}"
-        if scope.manufacturer
-        else f"courier:{scope.courier}"
-        if scope.courier
-        else None
-    )
-    if partner is not None:
-        query = query.where(outbox.c.destination == partner)
+    # A viewer who may not see patient identity (a manufacturer, a courier, the site's ERP)
+    # sees its own undelivered messages only: another's error text is that system's answer,
+    # and an EHR's NAK may name the patient.
+    own = _own_destination(scope)
+    if own is not None:
+        query = query.where(outbox.c.destination == own)
     rows = conn.execute(query.order_by(outbox.c.id.desc()).limit(limit))
     return [
         DeadLetter(
@@ -217,6 +212,16 @@ def dead_letters(conn: Connection, scope: Scope, *, limit: int = 200) -> list[De
         )
         for row in rows
     ]
+
+
+def _own_destination(scope: Scope) -> str | None:
+    if scope.everything or scope.phi_site:
+        return None
+    if scope.manufacturer:
+        return f"manufacturer:{scope.manufacturer}"
+    if scope.courier:
+        return f"courier:{scope.courier}"
+    return f"erp:{scope.site_id}"
 
 
 def dead_letter(conn: Connection, item_id: int) -> DeadLetter | None:

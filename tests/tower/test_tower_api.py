@@ -382,7 +382,8 @@ def test_the_page_is_served(tower_client: TestClient) -> None:
 def test_every_patient_identity_the_tower_shows_is_audited_as_a_phi_read(
     tower_client: TestClient,
     order_in,
-    service: OrderService,  # type: ignore[no-untyped-def]
+    service: OrderService,
+    clock,  # type: ignore[no-untyped-def]
 ) -> None:
     from gateway.store.audit import entries
 
@@ -397,10 +398,17 @@ def test_every_patient_identity_the_tower_shows_is_audited_as_a_phi_read(
     tower_client.get(f"/tower/api/orders/{mine.id}/row", headers=COORDINATOR)
     tower_client.get(f"/tower/api/orders/{mine.id}", headers=COORDINATOR)
     assert reads() == ["tower:orders", "tower:order", "tower:order detail"]
+    # The tower re-reads a row on every change: one entry per viewer, order and view in
+    # each window, not one per refresh.
+    tower_client.get(f"/tower/api/orders/{mine.id}/row", headers=COORDINATOR)
+    assert len(reads()) == 3
+    clock.advance(minutes=16)
+    tower_client.get(f"/tower/api/orders/{mine.id}/row", headers=COORDINATOR)
+    assert reads()[-1] == "tower:order" and len(reads()) == 4
     # A partner sees no name, so nothing of the kind is recorded for its views.
     tower_client.get("/tower/api/orders", headers=HELIX)
     tower_client.get(f"/tower/api/orders/{mine.id}", headers=HELIX)
-    assert len(reads()) == 3
+    assert len(reads()) == 4
 
 
 def test_a_partner_sees_its_own_undelivered_messages_not_anothers_error_text(
@@ -437,3 +445,6 @@ def test_a_partner_sees_its_own_undelivered_messages_not_anothers_error_text(
     assert "ZZ-TESTPATIENT" not in helix.text
     site = set(alert_keys(tower_client, COORDINATOR))
     assert {f"dead_letter:{to_helix}", f"dead_letter:{to_ehr}"} <= site  # the site sees both
+    # The site's ERP sees patients by pseudonym only: not the EHR's answer either.
+    erp = tower_client.get("/tower/api/alerts", headers=ERP)
+    assert erp.status_code == 200 and "ZZ-TESTPATIENT" not in erp.text
