@@ -297,6 +297,13 @@ def _shape_problem(parsed: Sequence[DataStructure], aim: str | None) -> str | No
     Each structure may be well formed while the whole is not: a damaged or tampered label,
     or something read along with it, must not pass for a label."""
     compounds = [s for s in parsed if isinstance(s, CompoundMessage)]
+    if len({compound.data_structure for compound in compounds}) > 1:
+        # Without an AIM prefix nothing else tells two symbols from one; the same label
+        # read twice is harmless, two different ones identify nothing.
+        return (
+            "The read holds two different labels' DataMatrix codes: more than one label was "
+            "read at once. Scan one bag's label on its own."
+        )
     if compounds and len(compounds) < len(parsed):
         announced = len(compounds[0].structures)
         return (

@@ -56,8 +56,10 @@ def test_harmless_variations_are_accepted(typed: str) -> None:
         # More after the compound message than its header announces.
         (f"]d1=+02000{DIN}{PRODUCT}=>026100", "announces 2"),
         (f"{COMPOUND}{COI}", "announces 5"),
+        # Without an AIM prefix too: a second, different compound message.
+        (f"{COMPOUND}=+01000{EXPIRY}", "two different labels"),
         # Two compound messages cannot be one DataMatrix.
-        (f"]d1=+01000{DIN}=+01000{PRODUCT}", "carries 2"),
+        (f"]d1=+01000{DIN}=+01000{PRODUCT}", "two different labels"),
         # A DataMatrix holds one structure or one compound message.
         (f"]d1{DIN}{PRODUCT}", "carries 2"),
         # One Code 128 symbol holds one structure; two concatenated, two.
