@@ -180,14 +180,18 @@ def replay(
 
 def _summary(rows: list[tuple[str, Any]], seconds: float) -> int:
     table = Table("", "replayed", "#", "step", "expected", "got", title="replay")
-    failed = 0
+    failed = unmoved = 0
     for name, result in rows:
         failed += not result.ok
+        unmoved += bool(result.clock_not_moved)
         got = {k: result.actual.get(k) for k in result.expected} or {
             k: v for k, v in result.actual.items() if k != "text"
         }
+        status = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
+        if result.clock_not_moved:
+            status += "\n[yellow]clock not moved[/]"
         table.add_row(
-            "[green]PASS[/]" if result.ok else "[red]FAIL[/]",
+            status,
             name,
             str(result.number),
             result.title,
@@ -199,6 +203,12 @@ def _summary(rows: list[tuple[str, Any]], seconds: float) -> int:
     console.print(
         f"[bold {colour}]{len(rows) - failed} passed, {failed} failed[/] in {seconds:.1f}s"
     )
+    if unmoved:
+        console.print(
+            f"[yellow]{unmoved} step(s) asked for time to pass, which this target's clock "
+            "cannot do: the steps after them ran earlier than their scenario intends (replay "
+            "those scenarios in the test suite's sandbox to check their timing)[/]"
+        )
     return failed
 
 
