@@ -69,6 +69,11 @@ class PurchasingService:
             raise DeliveryError(f"ERP {self.mapping.site} unreachable: {exc}") from exc
         except ZeepError as exc:
             raise DeliveryError(f"ERP {self.mapping.site} {operation}: {exc}") from exc
+        except (IndexError, AttributeError, ValueError) as exc:
+            # zeep raises these on a reply it cannot read (an empty SOAP Body, say).
+            raise DeliveryError(
+                f"ERP {self.mapping.site} {operation}: unreadable answer ({exc})"
+            ) from exc
 
     def create_purchase_order(
         self, *, request_id: str, vendor: str, material: str, delivery: date, reference: str
@@ -84,7 +89,19 @@ class PurchasingService:
             CostCenter=self.mapping.cost_center,
             Reference=reference,
         )
-        return str(answer.PurchaseOrderNumber)
+        return self._number(answer, "PurchaseOrderNumber", "CreatePurchaseOrder")
+
+    def _number(self, answer: Any, name: str, operation: str) -> str:
+        """A document number from a successful answer. An answer without one is not a
+        success to record: storing "None" would send every later call against it."""
+        value = getattr(answer, name, None) if answer is not None else None
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            raise DeliveryError(
+                f"ERP {self.mapping.site} {operation} answered without a {name}; "
+                "nothing was recorded, and the call is retried"
+            )
+        return text
 
     def post_goods_receipt(
         self, *, request_id: str, purchase_order: str, received_at: datetime, batches: list[str]
@@ -97,7 +114,7 @@ class PurchasingService:
             Quantity=1,
             Batch=batches,
         )
-        return str(answer.DocumentNumber)
+        return self._number(answer, "DocumentNumber", "PostGoodsReceipt")
 
     def status(self, purchase_order: str) -> PurchaseOrderStatus:
         answer = self._call("GetPurchaseOrderStatus", PurchaseOrderNumber=purchase_order)

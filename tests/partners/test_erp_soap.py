@@ -114,3 +114,27 @@ def test_the_server_refuses_what_the_schema_refuses(erp):  # type: ignore[no-unt
 def test_sites_without_an_erp_get_no_erp_notices(service, walk, new_order):  # type: ignore[no-untyped-def]
     order = walk(new_order(site="lakeside"), "SLOT_CONFIRMED")
     assert erp_items(service, order.id) == []
+
+
+def test_an_answer_without_a_number_is_retried_not_recorded(
+    service, erp, walk, new_order, monkeypatch
+):  # type: ignore[no-untyped-def]
+    import types
+
+    from adapters.erp import soap
+
+    order = walk(new_order(), "SLOT_CONFIRMED")
+    [item] = erp_items(service, order.id)
+    original = soap.PurchasingService._call
+
+    def numberless(self, operation, **arguments):  # type: ignore[no-untyped-def]
+        if operation == "CreatePurchaseOrder":
+            return types.SimpleNamespace(PurchaseOrderNumber=None, Status="CREATED")
+        return original(self, operation, **arguments)
+
+    monkeypatch.setattr(soap.PurchasingService, "_call", numberless)
+    deliver = erp_transport(service, addresses={"st-mary": erp.address})
+    with pytest.raises(DeliveryError, match="without a PurchaseOrderNumber") as failure:
+        deliver(item)
+    assert not failure.value.permanent
+    assert service.get(order.id).external_ids.erp_purchase_order is None  # not "None"
