@@ -39,11 +39,29 @@ def load_erp(directory: Path | None = None) -> dict[str, ErpMapping]:
     folder = (directory or mappings_dir()) / "erp"
     found = load_named(folder, ErpMapping, "site")
     for site, mapping in found.items():
-        if "://" not in mapping.wsdl and not Path(mapping.wsdl_location()).is_file():
-            raise MappingFileError(
-                folder / f"{site}.yaml", None, f"wsdl: no file at {mapping.wsdl_location()}"
-            )
+        file = folder / f"{site}.yaml"
+        if "://" not in mapping.wsdl:
+            location = Path(mapping.wsdl_location())
+            if not location.is_file():
+                raise MappingFileError(file, None, f"wsdl: no file at {location}")
+            _check_wsdl(file, location)
+        address = mapping.endpoint.base_url()
+        if not address.startswith(("http://", "https://")):
+            # Else every delivery would fail as "unreachable" and be retried to the end.
+            raise MappingFileError(file, None, f"endpoint: {address!r} is not an http(s) URL")
     return found
+
+
+def _check_wsdl(file: Path, location: Path) -> None:
+    """The WSDL must be a WSDL: a broken one would fail every delivery, one by one."""
+    from lxml import etree  # type: ignore[import-untyped]
+
+    try:
+        root = etree.parse(str(location), etree.XMLParser(resolve_entities=False)).getroot()
+    except etree.XMLSyntaxError as exc:
+        raise MappingFileError(file, None, f"wsdl: {location} is not XML: {exc}") from exc
+    if etree.QName(root).localname != "definitions":
+        raise MappingFileError(file, None, f"wsdl: {location} is not a WSDL (no definitions)")
 
 
 @functools.lru_cache(maxsize=8)

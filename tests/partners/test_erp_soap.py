@@ -138,3 +138,20 @@ def test_an_answer_without_a_number_is_retried_not_recorded(
         deliver(item)
     assert not failure.value.permanent
     assert service.get(order.id).external_ids.erp_purchase_order is None  # not "None"
+
+
+def test_a_broken_wsdl_or_endpoint_is_refused_at_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from adapters.erp.mapping import load_erp
+    from gateway.mapping_files import MappingFileError, mappings_dir
+
+    erp_folder = tmp_path / "erp"
+    erp_folder.mkdir()
+    original = (mappings_dir() / "erp" / "st-mary.yaml").read_text(encoding="utf-8")
+    broken = tmp_path / "broken.wsdl"
+    broken.write_text("<definitions><unclosed></definitions>", encoding="utf-8")
+    lines = [
+        f"wsdl: {broken}" if line.startswith("wsdl:") else line for line in original.splitlines()
+    ]
+    (erp_folder / "st-mary.yaml").write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(MappingFileError, match="is not XML"):
+        load_erp(tmp_path)
