@@ -45,3 +45,21 @@ def test_a_step_that_does_nothing_fails_and_unmovable_time_is_said() -> None:
     )
     assert not typo.ok and "does nothing" in typo.detail
     assert waited.ok and waited.clock_not_moved and "cannot be moved" in waited.clock_not_moved
+
+
+def test_an_unreachable_gateway_or_an_unknown_fixture_fails_its_step_not_the_run() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    replay = Replay(Target(mllp=("127.0.0.1", port), timeout=2), library=load_library())
+    results = replay.run_steps(
+        [
+            {"send": "hl7v2/journey/st-mary-orm-o01-new-order"},
+            {"send": "hl7v2/no-such-fixture"},
+            {"send": "labels/wedge-scans#clean"},
+        ]
+    )
+    assert [r.ok for r in results] == [False, False, True]
+    assert "MllpError" in results[0].detail and "no fixture" in results[1].detail
