@@ -102,6 +102,15 @@ def test_replay_a_scenario_against_a_served_gateway_passes(
     assert "8 passed, 0 failed" in result.output
 
 
+def test_an_inbound_ack_replayed_alone_passes_on_silence(served: tuple[str, str, str]) -> None:
+    url, mllp, _secret = served
+    result = runner.invoke(
+        app, ["fixtures", "replay", "hl7v2/inbound-ack", "--url", url, "--mllp", mllp]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.output
+
+
 def test_replay_reports_a_mismatch_and_exits_non_zero(served: tuple[str, str, str]) -> None:
     url, mllp, _secret = served
     # a wrong secret: the gateway answers 401 where the fixture expects 200
