@@ -63,3 +63,19 @@ def test_an_unreachable_gateway_or_an_unknown_fixture_fails_its_step_not_the_run
     )
     assert [r.ok for r in results] == [False, False, True]
     assert "MllpError" in results[0].detail and "no fixture" in results[1].detail
+
+
+def test_a_placeholder_form_the_replay_does_not_know_is_not_sent_as_text() -> None:
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from fixtures.templates import MissingValue, fill
+
+    now = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    assert fill("MSH|{{now+2d|hl7}}", now, lambda name, qualifier: "x") == (
+        "MSH|20261104090000+0000"
+    )
+    for text in ("{{now+2w}}", "{{Coi}}", "PID|{{ placer . B }}x"):
+        with pytest.raises(MissingValue, match="not a placeholder"):
+            fill(text, now, lambda name, qualifier: "x")
