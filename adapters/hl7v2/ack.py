@@ -218,8 +218,7 @@ def build_ack(
 
 def _type_parts(version: str) -> int:
     """MSH-9 components: the message structure (MSH-9.3) exists from v2.3.1 on."""
-    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
-    return 3 if numbers >= (2, 3, 1) or not numbers else 2
+    return 3 if _version_tuple(version) >= (2, 3, 1) else 2
 
 
 def _join(seps: Separators, *fields: str) -> str:
