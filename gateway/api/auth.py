@@ -149,6 +149,16 @@ SOURCE_BY_KIND: dict[str, Source] = {
 }
 
 
+def need(actor: Principal, action: str) -> None:
+    """Scopes follow SMART's style: ``system/Order.rs`` reads and searches orders,
+    ``system/Order.c`` creates them, ``system/Order.u`` reports events."""
+    if not actor.allows("Order", action):
+        raise Forbidden(
+            f"Your credential has no scope for Order.{action}.",
+            required_scope=f"system/Order.{action}",
+        )
+
+
 def may_report(principal: Principal, event: EventType) -> bool:
     allowed = EVENTS_BY_KIND.get(principal.kind)
     return allowed is None or event in allowed

@@ -13,6 +13,7 @@ from gateway.api.auth import (
     Principal,
     current_principal,
     may_report,
+    need,
 )
 from gateway.api.dependencies import order_service
 from gateway.api.idempotency import request_fingerprint, run_idempotent
@@ -38,16 +39,6 @@ IfMatch = Annotated[str | None, Header(alias="If-Match")]
 class PreconditionFailed(ServiceError):
     code = "precondition_failed"
     status = 412
-
-
-def need(actor: Principal, action: str) -> None:
-    """Scopes follow SMART's style: ``system/Order.rs`` reads and searches orders,
-    ``system/Order.c`` creates them, ``system/Order.u`` reports events."""
-    if not actor.allows("Order", action):
-        raise Forbidden(
-            f"Your credential has no scope for Order.{action}.",
-            required_scope=f"system/Order.{action}",
-        )
 
 
 def visible_order(service: OrderService, actor: Principal, order_id: str) -> TherapyOrder:

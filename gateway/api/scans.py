@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api.auth import Forbidden, Principal, auth_config, current_principal
+from gateway.api.auth import Forbidden, Principal, auth_config, current_principal, need
 from gateway.domain.verification import Checkpoint
 from gateway.service.errors import NotFound, ServiceError
 from gateway.service.labels import LabelFactory, LabelUnavailable
@@ -78,11 +78,7 @@ def scanning_user(
     if principal.kind != "admin" and not principal.tenant:
         # The site is what keeps another site's bags off this station's verdicts.
         raise Forbidden("Your sign-in belongs to no site; scans are recorded for a site.")
-    if not principal.allows("Order", "u"):
-        # A verdict is written to the order's custody log: a read-only credential may not.
-        raise Forbidden(
-            "Your credential has no scope for Order.u.", required_scope="system/Order.u"
-        )
+    need(principal, "u")  # a verdict is written to the order's custody log
     return principal.id, principal.tenant if principal.kind != "admin" else None
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api.auth import Forbidden, Principal, current_principal
+from gateway.api.auth import Principal, current_principal, need
 from gateway.api.dependencies import order_service
 from gateway.api.station import STATIC
 from gateway.api.tower.live import OrderFeed, event_stream
@@ -206,10 +206,7 @@ def _act(
     action: Any,
     body: AlertAction | None,
 ) -> dict[str, Any]:
-    if not caller.allows("Order", "u"):
-        raise Forbidden(
-            "Your credential has no scope for Order.u.", required_scope="system/Order.u"
-        )
+    need(caller, "u")
     entry = desk.act(viewer_of(caller), key, action, body.note if body else None)
     payload = listed_alert_json(entry)
     feed: OrderFeed | None = getattr(request.app.state, "tower_feed", None)
