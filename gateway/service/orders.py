@@ -452,16 +452,7 @@ class OrderService:
 
     def record_access(self, order_id: str, *, actor: str, what: str) -> None:
         """Audit a read of patient identity: who saw which order's patient, and through what."""
-        with self.uow() as uow:
-            audit.append(
-                uow.conn,
-                at=self.clock(),
-                actor=actor,
-                action="phi.read",
-                order_id=order_id,
-                payload={"what": what},
-            )
-            uow.commit()
+        self.record_access_many([order_id], actor=actor, what=what)
 
     def record_access_many(self, order_ids: list[str], *, actor: str, what: str) -> None:
         """Audit a list that showed the patient identity of several orders: one entry per

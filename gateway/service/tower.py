@@ -127,17 +127,13 @@ class ControlTower:
         viewer saw it the same way within PHI_READ_WINDOW."""
         now = self.now
         with self._phi_lock:
-            due = [
-                order_id
-                for order_id in order_ids
-                if now
-                - self._phi_seen.get(
-                    (viewer.id, order_id, what), datetime.min.replace(tzinfo=now.tzinfo)
-                )
-                >= PHI_READ_WINDOW
-            ]
-            for order_id in due:
-                self._phi_seen[(viewer.id, order_id, what)] = now
+            due = []
+            for order_id in order_ids:
+                key = (viewer.id, order_id, what)
+                seen = self._phi_seen.get(key)
+                if seen is None or now - seen >= PHI_READ_WINDOW:
+                    self._phi_seen[key] = now
+                    due.append(order_id)
             if len(self._phi_seen) > 50_000:
                 self._phi_seen = {
                     key: at for key, at in self._phi_seen.items() if now - at < PHI_READ_WINDOW
