@@ -24,6 +24,7 @@ from adapters.fhir import terminology as t
 from adapters.fhir.bundle_in import error_from
 from adapters.fhir.capability import capability_statement
 from adapters.fhir.committer import GroupCommitter
+from adapters.fhir.elements import ascii_integer
 from adapters.fhir.mapping import FhirConfig, load_config, load_profiles
 from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
 from adapters.fhir.reads import (
@@ -395,12 +396,12 @@ def _expected_version(request: Request) -> int | None:
     value = request.headers.get("If-Match")
     if value is None or value.strip() == "*":
         return None
-    text = value.strip().removeprefix("W/").strip('"')
-    if not (text.isascii() and text.isdecimal()):
+    version = ascii_integer(value.strip().removeprefix("W/").strip('"'))
+    if version is None:
         raise FhirError(
             "conflict", f"If-Match must be an ETag this server issued, got {value!r}.", status=412
         )
-    return int(text)
+    return version
 
 
 async def _update_task(
@@ -546,10 +547,9 @@ def search_products(request: Request, service: Service) -> Response:
 def _paged(
     request: Request, query: search.Query, resources: list[dict[str, Any]], limit: int
 ) -> Response:
-    offset_text = query.one("_offset") or "0"
-    if not (offset_text.isascii() and offset_text.isdecimal()):
+    offset = ascii_integer(query.one("_offset") or "0")
+    if offset is None:
         raise FhirError("value", "_offset must be a non-negative integer.", "_offset")
-    offset = int(offset_text)
     page = resources[offset : offset + limit]
     base = _base(request)
     next_link = None

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
+from adapters.fhir.elements import ascii_integer
 from adapters.fhir.mapping import FhirProfiles
 from adapters.fhir.outcome import FhirError, Issue, operation_outcome
 from adapters.fhir.reads import ORDER_ID, OrderCriteria
@@ -84,9 +85,10 @@ def count(query: Query) -> int:
     value = query.one("_count")
     if value is None:
         return DEFAULT_COUNT
-    if not (value.isascii() and value.isdecimal()):
+    number = ascii_integer(value)
+    if number is None:
         raise FhirError("value", f"_count must be a non-negative integer, got {value!r}.", "_count")
-    return min(int(value), MAX_COUNT)
+    return min(number, MAX_COUNT)
 
 
 def last_updated(value: str) -> list[tuple[str, datetime]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
-from adapters.fhir.elements import Element
+from adapters.fhir.elements import Element, ascii_integer
 from adapters.fhir.outcome import FhirError
 from gateway.domain.lifecycle import EventDetails, LifecycleEvent
 from gateway.domain.model import Actor, Source, TherapyOrder
@@ -74,14 +74,9 @@ def _locate(task: dict[str, Any], pointer: str, index: int) -> tuple[Any, str]:
     return node, parts[-1]
 
 
-def _index(key: str) -> int | None:
-    """A JSON Pointer array index (ASCII digits only: int() refuses "²", isdigit() does not)."""
-    return int(key) if key.isascii() and key.isdecimal() else None
-
-
 def _get(node: Any, key: str) -> Any:
     if isinstance(node, list):
-        index = _index(key)
+        index = ascii_integer(key)
         return node[index] if index is not None and index < len(node) else None
     return node.get(key) if isinstance(node, dict) else None
 
@@ -90,7 +85,7 @@ def _set(node: Any, key: str, value: Any, *, add: bool) -> None:
     if isinstance(node, list):
         if key == "-":
             node.append(value)
-        elif (index := _index(key)) is not None and index < len(node) + add:
+        elif (index := ascii_integer(key)) is not None and index < len(node) + add:
             if add:
                 node.insert(index, value)
             else:
@@ -102,7 +97,7 @@ def _set(node: Any, key: str, value: Any, *, add: bool) -> None:
 
 
 def _remove(node: Any, key: str, pointer: str) -> None:
-    index = _index(key) if isinstance(node, list) else None
+    index = ascii_integer(key) if isinstance(node, list) else None
     if isinstance(node, list) and index is not None and index < len(node):
         node.pop(index)
     elif isinstance(node, dict) and key in node:
