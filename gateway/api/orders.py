@@ -59,7 +59,7 @@ def parse_if_match(value: str | None) -> int | None:
     if value is None or value.strip() == "*":
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdecimal()):  # isdigit() also takes "²", which int() refuses
         raise PreconditionFailed(f"If-Match must be an ETag this API issued, got {value!r}.")
     return int(text)
 

@@ -206,3 +206,15 @@ def test_commands_refused_by_an_error_handler_are_kept_too(api) -> None:  # type
     shown = [api.get(f"/admin/inbox/{i['id']}").json() for i in refused]
     assert '"enroll"' in shown[0]["body"] and "412" in shown[0]["response"]
     assert '"no-such-event"' in shown[1]["body"] and "validation_error" in shown[1]["response"]
+
+
+def test_an_if_match_in_non_ascii_digits_is_a_412_not_a_500() -> None:
+    import pytest
+
+    from gateway.api.orders import PreconditionFailed, parse_if_match
+
+    # A header's bytes are read as Latin-1: b'"\xb2"' arrives as '"²"', which isdigit()
+    # accepts and int() refuses.
+    assert parse_if_match('W/"3"') == 3
+    with pytest.raises(PreconditionFailed):
+        parse_if_match('"²"')
