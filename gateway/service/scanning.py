@@ -82,16 +82,19 @@ class LabelExpiry:
         return self.value.replace(tzinfo=UTC) if self.utc else in_site_zone(self.value, zone)
 
 
+def _as_expiry(structure: object) -> LabelExpiry | None:
+    """The expiry a structure states, or None when it states none."""
+    if isinstance(structure, ExpirationDateTime):
+        return LabelExpiry(structure.value)
+    if isinstance(structure, ExpirationDate):
+        return LabelExpiry(datetime.combine(structure.value, _END_OF_DAY), True)
+    if isinstance(structure, FlexibleDateTime) and structure.kind == structure.EXPIRY:
+        return LabelExpiry(structure.value, utc=structure.zone == structure.UTC)
+    return None
+
+
 def label_expiries(read: ScanRead) -> list[LabelExpiry]:
-    found = []
-    for structure in read.structures:
-        if isinstance(structure, ExpirationDateTime):
-            found.append(LabelExpiry(structure.value))
-        elif isinstance(structure, ExpirationDate):
-            found.append(LabelExpiry(datetime.combine(structure.value, _END_OF_DAY), True))
-        elif isinstance(structure, FlexibleDateTime) and structure.kind == structure.EXPIRY:
-            found.append(LabelExpiry(structure.value, utc=structure.zone == structure.UTC))
-    return found
+    return [e for e in map(_as_expiry, read.structures) if e is not None]
 
 
 _END_OF_DAY = time(23, 59)
@@ -133,19 +136,13 @@ _KINDS = {
 }
 
 
-def _is_expiry(structure: object) -> bool:
-    return isinstance(structure, ExpirationDate | ExpirationDateTime) or (
-        isinstance(structure, FlexibleDateTime) and structure.kind == structure.EXPIRY
-    )
-
-
 def conflict_in(read: ScanRead) -> str | None:
     """What a read carries twice with different values (two bags' labels read as one, or a
     stray structure after a label), named for the person scanning; None when nothing does.
     Such a read identifies nothing: taking the first of each would be a guess."""
     seen: dict[object, object] = {}
     for structure in read.structures:
-        if _is_expiry(structure):
+        if _as_expiry(structure) is not None:
             continue  # the same moment may be written twice (local and UTC): one_expiry
         value = structure.identifier if isinstance(structure, DonationId) else structure
         # A flexible date says what it dates: an expiry and a collection date are two.
