@@ -29,9 +29,9 @@ from adapters.fhir.mapping import FhirConfig, load_config, load_profiles
 from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
 from adapters.fhir.reads import (
     OrderRow,
-    order_ids_of_patient,
     order_row,
     order_version,
+    orders_of_patient,
     patient,
     patient_of_pseudonym,
 )
@@ -665,12 +665,10 @@ def read_patient(
             row.site_id != tenant and not _unrestricted(request, _principal(request))
         ):
             raise FhirError("not-found", f"Patient/{patient_id} is not known.")
-        order_ids = order_ids_of_patient(uow.conn, owner_id)
-        pseudonyms = []
-        for order_id in order_ids:
-            found = order_row(uow.conn, order_id)
-            if found is not None:
-                pseudonyms.append(found.order.patient_pseudonym)
+        # The pseudonyms from their column: no order document needs reading for them.
+        owned = orders_of_patient(uow.conn, owner_id)
+        order_ids = [order_id for order_id, _ in owned]
+        pseudonyms = [pseudonym for _, pseudonym in owned]
         # Reading PHI is itself a fact for the record. One entry, on no order: entries on
         # each of the patient's orders, written together, would show a partner reading the
         # orders' trails which of them share a patient.

@@ -95,10 +95,12 @@ def patient_of_pseudonym(conn: Connection, pseudonym: str) -> str | None:
     return str(found) if found is not None else None
 
 
-def order_ids_of_patient(conn: Connection, patient_id: str) -> list[str]:
-    return list(
-        conn.execute(select(orders.c.id).where(orders.c.patient_id == patient_id)).scalars()
+def orders_of_patient(conn: Connection, patient_id: str) -> list[tuple[str, str]]:
+    """(order id, pseudonym) of each of the patient's orders, from their columns."""
+    found = conn.execute(
+        select(orders.c.id, orders.c.pseudonym).where(orders.c.patient_id == patient_id)
     )
+    return [(str(order_id), str(pseudonym)) for order_id, pseudonym in found]
 
 
 #: The kind of an identifier alternative that is the order's own id (not an identifier row).
