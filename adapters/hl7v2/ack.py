@@ -92,7 +92,9 @@ def _utc_second(epoch: int) -> str:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime(epoch)) + "+0000"
 
 
+@lru_cache(maxsize=64)
 def _version_tuple(version: str) -> tuple[int, ...]:
+    # Asked for every ACK; senders use a handful of versions.
     numbers = re.findall(r"\d+", version)
     return tuple(int(n) for n in numbers[:3]) if numbers else (2, 5, 1)
 
@@ -173,16 +175,19 @@ def build_ack(
     control_id: str | None = None,
 ) -> bytes:
     """An acknowledgement of ``inbound`` (None when its MSH could not be read)."""
-    seps = inbound.seps if inbound is not None else STANDARD
-    msh = inbound.msh if inbound is not None else None
-    version = (inbound.version if inbound is not None else "") or "2.5.1"
-    trigger = inbound.get("MSH-9.2") if inbound is not None else ""
-
-    def raw(index: int) -> str:
-        return msh.raw(index) if msh is not None else ""
+    if inbound is not None:
+        seps, version = inbound.seps, inbound.version or "2.5.1"
+        trigger = inbound.get("MSH-9.2")
+        # The inbound MSH's fields as sent, padded so that any of the first 19 can be read
+        # by index: an ACK is written for every message.
+        sent = inbound.msh.fields
+        if len(sent) < 19:
+            sent = [*sent, *_NO_FIELDS[len(sent) :]]
+    else:
+        seps, version, trigger, sent = STANDARD, "2.5.1", "", _NO_FIELDS
 
     # The answer is written in the character set the message declared, and says so.
-    charset = raw(18).split(seps.repetition)[0]
+    charset = sent[18].partition(seps.repetition)[0]
     codec = codec_for(charset)
 
     # MSH and MSA are joined by hand (values copied from the inbound MSH stay as sent, ours
@@ -194,17 +199,17 @@ def build_ack(
         seps.encoding_characters,
         escape(sending_application, seps),
         escape(sending_facility, seps),
-        raw(3),
-        raw(4),
+        sent[3],
+        sent[4],
         hl7_timestamp(at),
         "",
         seps.component.join(("ACK", escape(trigger, seps), "ACK")[: _type_parts(version)]),
         escape(control_id or new_control_id("ACK"), seps),
-        raw(11) or "P",
-        raw(12) or escape(version, seps),
+        sent[11] or "P",
+        sent[12] or escape(version, seps),
         *(("", "", "", "", "", charset) if codec else ()),
     )
-    reason = "; ".join(f"{e.where}: {e.reason}" for e in errors)
+    reason = "; ".join(f"{e.where}: {e.reason}" for e in errors) if errors else ""
     msa = _join(
         seps,
         "MSA",
@@ -214,6 +219,9 @@ def build_ack(
     )
     segments = [header, msa, *(_err_segment(error, version, seps) for error in errors)]
     return encode_message(segments, codec or "utf-8")
+
+
+_NO_FIELDS = [""] * 19
 
 
 def _type_parts(version: str) -> int:

@@ -133,11 +133,12 @@ class Segment:
     ) -> str:
         """One leaf value, unescaped. Without a component: the first component's first
         subcomponent, which is what a mapping means by "the value of PID-8"."""
-        if self.name == "MSH" and index in (1, 2):
-            return self.raw(index)
-        text = self.fields[index] if 0 <= index < len(self.fields) else ""
-        if not text:
+        fields = self.fields
+        if not 0 <= index < len(fields):
             return ""
+        text = fields[index]
+        if not text or (index < 3 and self.name == "MSH"):
+            return text  # MSH-1 and MSH-2 are the separators themselves, never split
         seps = self.seps
         # Every mapping step reads a few leaves of a message; splitting only as far as the
         # leaf, and not at all for a plain value, is what keeps that cheap.
@@ -228,22 +229,22 @@ class Message:
 
     def get(self, path: str | Path) -> str:
         """The unescaped value at ``path``; empty when absent."""
-        if isinstance(path, str):
-            known = self._values.get(path)
-            if known is not None:
-                return known
-            where = parse_path(path)
-        else:
-            where = path
-        segment = self.segment(where.segment, where.occurrence)
-        value = (
-            ""
-            if segment is None
-            else segment.value(where.field, where.repetition, where.component, where.subcomponent)
+        if not isinstance(path, str):
+            return self._read(path)
+        values = self._values
+        known = values.get(path)
+        if known is None:
+            known = values[path] = self._read(parse_path(path))
+        return known
+
+    def _read(self, where: Path) -> str:
+        found = self._by_name.get(where.segment)
+        occurrence = where.occurrence
+        if found is None or not 0 < occurrence <= len(found):
+            return ""
+        return found[occurrence - 1].value(
+            where.field, where.repetition, where.component, where.subcomponent
         )
-        if isinstance(path, str):
-            self._values[path] = value
-        return value
 
     def first(self, paths: Sequence[str]) -> tuple[str, str]:
         """The first non-empty value among ``paths`` and the path it came from."""

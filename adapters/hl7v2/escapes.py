@@ -8,8 +8,24 @@ silently would be worse than showing them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
+
+
+def _escape_table(seps: Separators) -> dict[int, str]:
+    esc = seps.escape
+    specials = {
+        esc: f"{esc}E{esc}",
+        seps.field: f"{esc}F{esc}",
+        seps.component: f"{esc}S{esc}",
+        seps.subcomponent: f"{esc}T{esc}",
+        seps.repetition: f"{esc}R{esc}",
+        "\r": f"{esc}X0D{esc}",
+        "\n": f"{esc}X0A{esc}",
+    }
+    if seps.truncation:
+        specials[seps.truncation] = f"{esc}P{esc}"
+    return {ord(char): replacement for char, replacement in specials.items()}
 
 
 @dataclass(frozen=True)
@@ -22,6 +38,14 @@ class Separators:
     escape: str = "\\"
     subcomponent: str = "&"
     truncation: str | None = None  # v2.7+ fifth encoding character
+    # (dataclasses.field: the class's own "field" is the field separator)
+    escape_table: dict[int, str] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once per set of separators (parsed messages share theirs): ACKs and outbound
+        # messages escape every field, and looking the table up by the separators' hash
+        # cost more than the escaping.
+        object.__setattr__(self, "escape_table", _escape_table(self))
 
     @property
     def encoding_characters(self) -> str:
@@ -94,22 +118,4 @@ def unescape(text: str, seps: Separators = STANDARD) -> str:
 
 def escape(text: str, seps: Separators = STANDARD) -> str:
     """Escape delimiters and line breaks so ``text`` is safe as one leaf value."""
-    return text.translate(_escape_table(seps))
-
-
-@lru_cache(maxsize=64)
-def _escape_table(seps: Separators) -> dict[int, str]:
-    # Built once per set of separators: ACKs and outbound messages escape every field.
-    esc = seps.escape
-    specials = {
-        esc: f"{esc}E{esc}",
-        seps.field: f"{esc}F{esc}",
-        seps.component: f"{esc}S{esc}",
-        seps.subcomponent: f"{esc}T{esc}",
-        seps.repetition: f"{esc}R{esc}",
-        "\r": f"{esc}X0D{esc}",
-        "\n": f"{esc}X0A{esc}",
-    }
-    if seps.truncation:
-        specials[seps.truncation] = f"{esc}P{esc}"
-    return {ord(char): replacement for char, replacement in specials.items()}
+    return text.translate(seps.escape_table)

@@ -11,7 +11,7 @@ its therapy and site references.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -225,9 +225,17 @@ def _has(data: Any, location: tuple[int | str, ...]) -> bool:
     return True
 
 
+#: Senders remembered by ProfileBook.for_sender; a flood of made-up names cannot grow it.
+_SENDERS_KEPT = 1024
+
+
 @dataclass(frozen=True)
 class ProfileBook:
     profiles: dict[str, Profile]
+    # Every inbound message asks; the answer only changes when the files are loaded again.
+    _chosen: dict[tuple[str, str], Profile] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def default(self) -> Profile:
@@ -238,6 +246,15 @@ class ProfileBook:
 
     def for_sender(self, application: str, facility: str) -> Profile:
         """The profile whose senders list MSH-3.1/MSH-4.1; the default when none does."""
+        key = (application, facility)
+        chosen = self._chosen.get(key)
+        if chosen is None:
+            if len(self._chosen) >= _SENDERS_KEPT:
+                self._chosen.clear()
+            chosen = self._chosen[key] = self._match(application, facility)
+        return chosen
+
+    def _match(self, application: str, facility: str) -> Profile:
         for name, profile in sorted(self.profiles.items()):
             if name != DEFAULT_PROFILE and profile.matches(application, facility):
                 return profile
