@@ -233,9 +233,7 @@ _SENDERS_KEPT = 1024
 class ProfileBook:
     profiles: dict[str, Profile]
     # Every inbound message asks; the answer only changes when the files are loaded again.
-    _chosen: dict[tuple[str, str], Profile] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    _chosen: dict[tuple[str, str], Profile] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def default(self) -> Profile:
