@@ -23,6 +23,10 @@ from gateway.store.tables import audit_head, audit_log
 GENESIS = "0" * 64
 _DEFERRED = "v2v_audit_deferred"
 
+# What json.dumps builds on every call, built once: every audited change encodes twice.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_PAYLOAD = json.JSONEncoder(sort_keys=True, default=str)
+
 
 def _canonical(
     seq: int, at: datetime, actor: str, action: str, order_id: str | None, payload: str
@@ -35,7 +39,7 @@ def _canonical(
         "order_id": order_id,
         "payload": payload,
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return _CANONICAL.encode(body).encode()
 
 
 def entry_hash(
@@ -67,9 +71,7 @@ def append(
     number is assigned when the chain is written at the end of the block."""
     pending: PendingEntries | None = conn.info.get(_DEFERRED)
     if pending is not None:
-        pending.entries.append(
-            (at, actor, action, order_id, json.dumps(payload, sort_keys=True, default=str))
-        )
+        pending.entries.append((at, actor, action, order_id, _PAYLOAD.encode(payload)))
         return 0
     head = conn.execute(
         select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
@@ -78,7 +80,7 @@ def append(
         raise RuntimeError("audit_head is missing: run `v2v db upgrade`")
     prev_seq, prev_hash = head.seq, head.hash
     seq = prev_seq + 1
-    text = json.dumps(payload, sort_keys=True, default=str)
+    text = _PAYLOAD.encode(payload)
     digest = entry_hash(prev_hash, seq, at, actor, action, order_id, text)
     conn.execute(
         insert(audit_log).values(

@@ -161,3 +161,27 @@ def test_stored_replies_split_back_into_the_messages_joined(codes: list[str]) ->
     inbound = parse(b"MSH|^~\\&|EHR|SITE|||20261101||ADT^A08|77|P|2.5\rPID|||M1")
     acks = [build_ack(inbound, code) for code in codes]  # type: ignore[arg-type]
     assert split_messages(b"".join(acks)) == acks
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789", min_size=0, max_size=16),
+        st.dates().map(lambda day: day.strftime("%Y%m%d")),
+        st.text(alphabet="0123456789+-. ", max_size=14),
+    )
+)
+def test_a_date_reads_as_the_general_timestamp_reader_reads_it(value: str) -> None:
+    """The eight-digit shortcut for birth dates answers exactly what the general DTM reader
+    answers for the same text: the same date, or the same refusal."""
+    from datetime import UTC
+
+    from adapters.hl7v2.inbound import MessageProblem, parse_date, parse_timestamp
+
+    def read(reader: object) -> object:
+        try:
+            return reader()  # type: ignore[operator]
+        except MessageProblem as problem:
+            return (problem.ack, problem.detail)
+
+    general = read(lambda: parse_timestamp(value[:8], UTC, "PID-7").date())
+    assert read(lambda: parse_date(value, "PID-7")) == general
