@@ -14,7 +14,7 @@ from typing import Literal
 
 from sqlalchemy import ColumnElement, Connection, bindparam, select
 
-from gateway.domain.model import TherapyOrder, new_id
+from gateway.domain.model import TherapyOrder, new_ordered_id
 from gateway.domain.patient import PatientIdentity
 from gateway.store import driver_sql, keyset
 from gateway.store.tables import order_identifiers, orders, patients
@@ -168,7 +168,7 @@ class OrderRepository:
             patient_id = driver_sql.scalar(
                 self.conn,
                 _INSERT_PATIENT,
-                (new_id("pat"), site_id, patient.mrn, *sent.values(), at),
+                (new_ordered_id("pat"), site_id, patient.mrn, *sent.values(), at),
             )
             if patient_id is not None:
                 given = tuple(name for name, value in sent.items() if value is not None)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import DBAPIError
 
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.model import Actor, Site, Source, TherapyOrder
@@ -14,6 +16,7 @@ from gateway.domain.patient import PatientIdentity
 from gateway.domain.states import EventType
 from gateway.service.commands import CreateOrder
 from gateway.service.orders import OrderService
+from gateway.store.audit import verify_chain
 from gateway.store.migrate import current_revision, downgrade, head_revision, upgrade
 from gateway.store.tables import metadata
 from gateway.therapy_rules import load_rule_book
@@ -90,3 +93,38 @@ def test_key_migrations_keep_every_order_and_identifier(engine: Engine) -> None:
     # when the column was filled), and its identifiers find it.
     late = create(3)
     assert service.find("unit", late.units[-1].unit_id) == late
+
+
+def test_lean_audit_indexes_keep_the_chain_and_its_guard(engine: Engine) -> None:
+    """0010 rebuilds audit_log on SQLite without its hash index: every entry comes through
+    both ways, the chain still verifies, and the database still refuses rewrites."""
+    clock = FixedClock()
+    service = OrderService(engine, load_rule_book(), clock=clock)
+    for n in range(3):
+        service.create_order(
+            CreateOrder(
+                patient=PatientIdentity(mrn=f"MRN-SYN-LEAN{n}", family_name="Zz-Testpatient"),
+                therapy_code="exa-cel",
+                site=Site(id="st-mary"),
+                placer_number=f"PL-LEAN-{n}",
+            ),
+            actor="test",
+        )
+
+    def entries() -> list[tuple[str, ...]]:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT seq, at, actor, action, order_id, payload, prev_hash, hash"
+                " FROM audit_log ORDER BY seq"
+            ).all()
+            assert verify_chain(conn).ok
+        return [tuple(map(str, row)) for row in rows]
+
+    before = entries()
+    assert len(before) >= 6
+    for revision in ("0009", "head"):
+        (upgrade if revision == "head" else downgrade)(engine, revision)
+        assert entries() == before, revision
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM audit_log WHERE seq = 1")
+    test_migrated_schema_matches_the_tables(engine)
