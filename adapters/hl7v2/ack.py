@@ -107,6 +107,9 @@ def uses_err_location(version: str) -> bool:
 def ack_mode(message: Message | None) -> Literal["original", "enhanced"]:
     if message is None:
         return "original"
+    msh = message.msh
+    if not (msh.raw(15) or msh.raw(16)):
+        return "original"  # the common case, told without reading the fields' values
     if message.get("MSH-15") or message.get("MSH-16"):
         return "enhanced"
     return "original"
