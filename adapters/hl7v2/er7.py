@@ -389,7 +389,7 @@ _SEGMENT_NAMES: set[str] = set()
 
 
 def _is_segment_name(name: str) -> bool:
-    # Every segment of every message is checked; the names seen are few (at most 36**3).
+    # Every segment of every message is checked; the names seen are few (at most 26 * 36 * 36).
     if name in _SEGMENT_NAMES:
         return True
     if _SEGMENT_NAME.match(name) is None:

@@ -104,3 +104,15 @@ def test_the_check_cross_checks_codes_and_references(
         check(mappings_copy)
     assert reason in caught.value.reason
     assert caught.value.line is not None
+
+
+def test_the_remembered_sender_profiles_stay_right_and_bounded() -> None:
+    """for_sender remembers its answers (every message asks): asked again, and after a
+    flood of made-up senders has been forgotten, it still names each sender's profile."""
+    book = load_profiles()
+    for round_ in range(2):
+        assert book.for_sender("EPIC", "STMARY").profile == "st-mary", round_
+        assert book.for_sender("CERNER", "riverside").profile == "riverside", round_
+        for n in range(3000):
+            assert book.for_sender("X", f"MADE-UP-{n}").profile == "default"
+        assert len(book._chosen) <= 1024
