@@ -184,7 +184,7 @@ def _check(
     if (
         scanned.expires_at is not None
         and unit.expires_at is not None
-        and _label_expiry_differs(scanned.expires_at, scanned.expiry_date_only, unit.expires_at)
+        and label_expiry_differs(scanned.expires_at, scanned.expiry_date_only, unit.expires_at)
     ):
         raise Red(
             "label_mismatch",
@@ -207,7 +207,9 @@ def _check(
             )
 
 
-def _label_expiry_differs(label: datetime, date_only: bool, recorded: datetime) -> bool:
+def label_expiry_differs(label: datetime, date_only: bool, recorded: datetime) -> bool:
+    """Whether an expiry printed on a label disagrees with another moment: by day when the
+    label printed a date only (in the label's zone), else by more than a minute."""
     if date_only:
         return recorded.astimezone(label.tzinfo).date() != label.date()
     return abs(label - recorded) > timedelta(minutes=1)

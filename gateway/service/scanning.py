@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
+from itertools import combinations
 from zoneinfo import ZoneInfo
 
 from gateway.domain.lifecycle import bedside_verified
@@ -19,6 +20,7 @@ from gateway.domain.verification import (
     Checkpoint,
     ScannedUnit,
     ScannedWristband,
+    label_expiry_differs,
     record,
     verify,
 )
@@ -104,13 +106,12 @@ def one_expiry(expiries: list[LabelExpiry], zone: ZoneInfo) -> tuple[datetime, b
     """The label's expiry (the most precise of them) and whether it is a date only; None
     when two of them disagree: a label cannot expire twice."""
     moments = [(expiry.at(zone), expiry.date_only) for expiry in expiries]
-    for first, first_day in moments:
-        for second, second_day in moments:
-            if first_day or second_day:
-                if first.astimezone(zone).date() != second.astimezone(zone).date():
-                    return None
-            elif abs(first - second) > timedelta(minutes=1):
-                return None
+    for (first, first_day), (second, second_day) in combinations(moments, 2):
+        if second_day:
+            # A date only is compared by its day, so it takes the label's side of the check.
+            first, first_day, second = second, second_day, first
+        if label_expiry_differs(first, first_day, second):
+            return None
     return min(moments, key=lambda moment: moment[1])
 
 
