@@ -103,14 +103,7 @@ def courier_for(order: TherapyOrder, folder: Path | None = None) -> tuple[str, L
 
 
 def has_erp(site_id: str, folder: Path | None = None) -> bool:
-    return site_id in _erp_sites(folder or mappings_dir())
-
-
-@functools.lru_cache(maxsize=8)
-def _erp_sites(folder: Path) -> frozenset[str]:
-    # Read once, like the courier lanes: a file-system call per order change cost more
-    # than the rest of choosing its notices.
-    return frozenset(path.stem for path in (folder / "erp").glob("*.yaml"))
+    return ((folder or mappings_dir()) / "erp" / f"{site_id}.yaml").is_file()
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -202,7 +195,8 @@ def notices_for(
             notices.append(
                 Notice(f"courier:{courier}", "courier.book", booking_payload(order, leg, lane, at))
             )
-    if has_erp(order.site.id):
+    # The steps first: has_erp asks the file system, and most changes are neither step.
+    if (E.CONFIRM_SLOT in applied or E.RECEIVE_AT_SITE in applied) and has_erp(order.site.id):
         if E.CONFIRM_SLOT in applied:
             notices.append(
                 Notice(

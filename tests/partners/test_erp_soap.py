@@ -155,3 +155,12 @@ def test_a_broken_wsdl_or_endpoint_is_refused_at_load(tmp_path) -> None:  # type
     (erp_folder / "st-mary.yaml").write_text("\n".join(lines), encoding="utf-8")
     with pytest.raises(MappingFileError, match="is not XML"):
         load_erp(tmp_path)
+
+
+def test_an_erp_mapping_added_while_running_is_noticed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gateway.service.notifications import has_erp
+
+    assert not has_erp("st-mary", tmp_path)
+    (tmp_path / "erp").mkdir()
+    (tmp_path / "erp" / "st-mary.yaml").write_text("site: st-mary\n", encoding="utf-8")
+    assert has_erp("st-mary", tmp_path)
