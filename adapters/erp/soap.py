@@ -94,7 +94,7 @@ class PurchasingService:
     def _number(self, answer: Any, name: str, operation: str) -> str:
         """A document number from a successful answer. An answer without one is not a
         success to record: storing "None" would send every later call against it."""
-        value = getattr(answer, name, None) if answer is not None else None
+        value = getattr(answer, name, None)
         text = str(value).strip() if value is not None else ""
         if not text:
             raise DeliveryError(
