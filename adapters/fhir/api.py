@@ -450,7 +450,7 @@ async def _update_task(
         outcome = service.apply_event(
             task_id, event, actor=client, expected_version=row.order.version, uow=uow
         )
-        updated = facade.task(config, OrderRow(outcome.order, row.patient_id))
+        updated = facade.task(config, OrderRow(outcome.order))
         return Reply("accepted", inbound.dumps(updated), FHIR_JSON, order_id=task_id)
 
     def run() -> Response:
@@ -508,9 +508,7 @@ def read_product(product_id: str, request: Request, service: Service) -> Respons
         raise FhirError("not-found", f"BiologicallyDerivedProduct/{product_id} is not known.")
     from adapters.fhir.resources import biologically_derived_product
 
-    return resource_response(
-        biologically_derived_product(row.order, unit, row.patient_id, _rules(service, row))
-    )
+    return resource_response(biologically_derived_product(row.order, unit, _rules(service, row)))
 
 
 @router.get("/BiologicallyDerivedProduct", summary="Search units by identifier or request")

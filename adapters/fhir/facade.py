@@ -18,9 +18,7 @@ def profile_of(config: FhirConfig, order: TherapyOrder) -> FhirProfile:
 
 def task(config: FhirConfig, row: OrderRow) -> dict[str, Any]:
     profile = profile_of(config, row.order)
-    return resources.task(
-        row.order, row.patient_id, placer_system=profile.identifiers.placer_system
-    )
+    return resources.task(row.order, placer_system=profile.identifiers.placer_system)
 
 
 def service_request(config: FhirConfig, row: OrderRow) -> dict[str, Any]:
@@ -28,7 +26,6 @@ def service_request(config: FhirConfig, row: OrderRow) -> dict[str, Any]:
     coding = profile.coding_for(row.order.therapy.code)
     return resources.service_request(
         row.order,
-        row.patient_id,
         placer_system=profile.identifiers.placer_system,
         therapy_coding=(coding.system, coding.code) if coding else None,
     )
@@ -36,8 +33,7 @@ def service_request(config: FhirConfig, row: OrderRow) -> dict[str, Any]:
 
 def products(row: OrderRow, rules: TherapyRules | None) -> list[dict[str, Any]]:
     return [
-        resources.biologically_derived_product(row.order, unit, row.patient_id, rules)
-        for unit in row.order.units
+        resources.biologically_derived_product(row.order, unit, rules) for unit in row.order.units
     ]
 
 

@@ -237,7 +237,7 @@ def resource_work(
         assert bundle is not None
         result = run_transaction(service, uow, bundle, config, client, plans)
         placed = result.placed[0]
-        resource = facade.service_request(config, OrderRow(placed.order, placed.patient_id))
+        resource = facade.service_request(config, OrderRow(placed.order))
         created.append(placed.created)
         return Reply("accepted", dumps(resource), FHIR_JSON, placed.order.id)
 

@@ -24,7 +24,7 @@ from adapters.fhir import facade, resources
 from adapters.fhir import terminology as t
 from adapters.fhir.mapping import FhirConfig, FhirProfile, FhirProfiles, load_profiles
 from adapters.fhir.outcome import FHIR_JSON
-from adapters.fhir.reads import OrderRow, patient_id_of
+from adapters.fhir.reads import OrderRow
 from gateway.service.errors import NotFound
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Transport
@@ -103,9 +103,7 @@ def hospital_task(
         order = service.get(order_id)
     except NotFound:
         return None
-    with service.uow() as uow:
-        patient_id = patient_id_of(uow.conn, order_id) or ""
-    task = facade.task(config, OrderRow(order, patient_id))
+    task = facade.task(config, OrderRow(order))
     profile = facade.profile_of(config, order)
     del task["meta"]
     identity = service.patient_of(order_id)

@@ -25,7 +25,6 @@ _TERMINAL = [OrderState.INFUSED.value, OrderState.CANCELLED.value]
 @dataclass(frozen=True)
 class OrderRow:
     order: TherapyOrder
-    patient_id: str
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,7 @@ class PatientRow:
 
 # Built once: SQLAlchemy then reuses the compiled form without rebuilding its cache key,
 # which on the read path costs more than SQLite's own lookup.
-_ORDER_ROW = select(orders.c.document, orders.c.patient_id).where(
-    orders.c.id == bindparam("order_id")
-)
+_ORDER_ROW = select(orders.c.document).where(orders.c.id == bindparam("order_id"))
 _ORDER_VERSION = select(orders.c.version).where(orders.c.id == bindparam("order_id"))
 # Both run inside the write lock for every order a bundle places: see driver_sql.
 _PATIENT_OF_ORDER = driver_sql.Statement(
@@ -55,7 +52,7 @@ def order_row(conn: Connection, order_id: str) -> OrderRow | None:
     row = conn.execute(_ORDER_ROW, {"order_id": order_id}).first()
     if row is None:
         return None
-    return OrderRow(TherapyOrder.model_validate_json(row.document), row.patient_id)
+    return OrderRow(TherapyOrder.model_validate_json(row.document))
 
 
 def order_version(conn: Connection, order_id: str) -> int | None:
@@ -142,17 +139,14 @@ def search_orders(
     conn: Connection, criteria: OrderCriteria, *, limit: int, cursor: str | None = None
 ) -> tuple[list[OrderRow], str | None]:
     """Newest first, keyset-paged (the cursor is ``updated_at|id`` of the last row)."""
-    query = select(orders.c.document, orders.c.patient_id, orders.c.updated_at, orders.c.id)
+    query = select(orders.c.document, orders.c.updated_at, orders.c.id)
     query = query.where(*_conditions(criteria))
     if cursor:
         query = query.where(keyset.older_than(cursor))
     rows = conn.execute(
         query.order_by(orders.c.updated_at.desc(), orders.c.id.desc()).limit(limit + 1)
     ).all()
-    page = [
-        OrderRow(TherapyOrder.model_validate_json(row.document), row.patient_id)
-        for row in rows[:limit]
-    ]
+    page = [OrderRow(TherapyOrder.model_validate_json(row.document)) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]

@@ -85,7 +85,7 @@ def order_identifiers(order: TherapyOrder, placer_system: str) -> list[dict[str,
     return identifiers
 
 
-def _patient_reference(order: TherapyOrder, patient_id: str) -> dict[str, Any]:
+def _patient_reference(order: TherapyOrder) -> dict[str, Any]:
     # Task and ServiceRequest are served to every partner: the order's pseudonym, never the
     # MRN, and not the patient's own id either, which is the same on every order of the
     # patient and would link them. The hospital reads Patient/<pseudonym> (see api.py).
@@ -162,7 +162,7 @@ def _status_reason(order: TherapyOrder) -> dict[str, Any] | None:
     return None
 
 
-def task(order: TherapyOrder, patient_id: str, *, placer_system: str) -> dict[str, Any]:
+def task(order: TherapyOrder, *, placer_system: str) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Task",
         "id": order.id,
@@ -175,7 +175,7 @@ def task(order: TherapyOrder, patient_id: str, *, placer_system: str) -> dict[st
         "code": {"coding": [{"system": t.TASK_CODE_SYSTEM, "code": "fulfill"}]},
         "description": f"{order.therapy.name} vein-to-vein journey",
         "focus": {"reference": f"ServiceRequest/{order.id}"},
-        "for": _patient_reference(order, patient_id),
+        "for": _patient_reference(order),
         "executionPeriod": {"start": instant(order.created_at)},
         "authoredOn": instant(order.created_at),
         "lastModified": instant(order.updated_at),
@@ -198,7 +198,6 @@ def task(order: TherapyOrder, patient_id: str, *, placer_system: str) -> dict[st
 
 def service_request(
     order: TherapyOrder,
-    patient_id: str,
     *,
     placer_system: str,
     therapy_coding: tuple[str, str] | None = None,
@@ -211,7 +210,7 @@ def service_request(
         "status": fhir_status.request_status(order),
         "intent": "order",
         "code": _therapy_concept(order, therapy_coding),
-        "subject": _patient_reference(order, patient_id),
+        "subject": _patient_reference(order),
         "authoredOn": instant(order.created_at),
         "performer": [_manufacturer(order)],
     }
@@ -234,7 +233,7 @@ def _unit_status(order: TherapyOrder, unit: Unit) -> str:
 
 
 def biologically_derived_product(
-    order: TherapyOrder, unit: Unit, patient_id: str, rules: TherapyRules | None
+    order: TherapyOrder, unit: Unit, rules: TherapyRules | None
 ) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "BiologicallyDerivedProduct",
@@ -245,7 +244,7 @@ def biologically_derived_product(
         "status": _unit_status(order, unit),
         "request": [{"reference": f"ServiceRequest/{order.id}"}],
         "quantity": 1,
-        "collection": {"source": _patient_reference(order, patient_id)},
+        "collection": {"source": _patient_reference(order)},
     }
     if order.coi:
         resource["identifier"].append({"system": t.COI_SYSTEM, "value": order.coi})

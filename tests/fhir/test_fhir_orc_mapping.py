@@ -39,13 +39,13 @@ def test_our_orc5_table_maps_through_the_ig_to_our_service_request_status(
     for held in (False, True):
         order = _order(state, held)
         expected = fhir_status.IG_ORC5_TO_REQUEST_STATUS[fhir_status.orc5(order)]
-        assert service_request(order, "pat-1", placer_system="urn:x")["status"] == expected
+        assert service_request(order, placer_system="urn:x")["status"] == expected
 
 
 @pytest.mark.parametrize("state", list(OrderState))
 def test_task_status_agrees_with_the_orc5_meaning(state: OrderState) -> None:
     code = fhir_status.orc5(_order(state))
-    status = task(_order(state), "pat-1", placer_system="urn:x")["status"]
+    status = task(_order(state), placer_system="urn:x")["status"]
     allowed = {
         "SC": {"requested", "accepted", "ready"},
         "IP": {"accepted", "in-progress", "on-hold"},
@@ -53,7 +53,7 @@ def test_task_status_agrees_with_the_orc5_meaning(state: OrderState) -> None:
         "CA": {"cancelled"},
     }[code]
     assert status in allowed
-    assert task(_order(state, True), "pat-1", placer_system="urn:x")["status"] in (
+    assert task(_order(state, True), placer_system="urn:x")["status"] in (
         {"on-hold"} if state not in (OrderState.INFUSED, OrderState.CANCELLED) else allowed
     )
 
@@ -61,7 +61,7 @@ def test_task_status_agrees_with_the_orc5_meaning(state: OrderState) -> None:
 def test_a_new_order_is_active_as_the_ig_maps_orc1_nw() -> None:
     order = _order(OrderState.REFERRED)
     assert (
-        service_request(order, "pat-1", placer_system="urn:x")["status"]
+        service_request(order, placer_system="urn:x")["status"]
         == fhir_status.IG_ORC1_TO_REQUEST_STATUS["NW"]
     )
 
@@ -77,7 +77,7 @@ def test_hl7v2_profiles_orc5_codes_agree_with_the_fhir_status() -> None:
                 order = _order(OrderState.MANUFACTURING, held=True)
             else:
                 order = _order(OrderState(state_name))
-            ours = service_request(order, "pat-1", placer_system="urn:x")["status"]
+            ours = service_request(order, placer_system="urn:x")["status"]
             assert fhir_status.IG_ORC5_TO_REQUEST_STATUS[code] == ours, (name, state_name)
 
 
