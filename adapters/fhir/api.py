@@ -24,7 +24,6 @@ from adapters.fhir import terminology as t
 from adapters.fhir.bundle_in import error_from
 from adapters.fhir.capability import capability_statement
 from adapters.fhir.committer import GroupCommitter
-from adapters.fhir.elements import ascii_integer
 from adapters.fhir.mapping import FhirConfig, load_config, load_profiles
 from adapters.fhir.outcome import FHIR_JSON, FhirError, status_of_stored
 from adapters.fhir.reads import (
@@ -48,6 +47,7 @@ from gateway.api.auth import (
 )
 from gateway.api.dependencies import order_service
 from gateway.domain.errors import DomainError, TransitionRefused
+from gateway.numbers import ascii_integer
 from gateway.service.errors import ServiceError
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork

@@ -19,12 +19,6 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
-def ascii_integer(text: str) -> int | None:
-    """A non-negative integer written in ASCII digits, or None: ``str.isdigit`` also takes
-    "²" and "٣", which ``int`` then refuses or reads, and a 500 or a surprise follows."""
-    return int(text) if text.isascii() and text.isdecimal() else None
-
-
 class Element:
     """A JSON object inside a resource, with the path that leads to it."""
 

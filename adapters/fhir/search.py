@@ -16,10 +16,10 @@ from urllib.parse import urlencode
 
 from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
-from adapters.fhir.elements import ascii_integer
 from adapters.fhir.mapping import FhirProfiles
 from adapters.fhir.outcome import FhirError, Issue, operation_outcome
 from adapters.fhir.reads import ORDER_ID, OrderCriteria
+from gateway.numbers import ascii_integer
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 200

@@ -16,11 +16,12 @@ from typing import Any
 
 from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
-from adapters.fhir.elements import Element, ascii_integer
+from adapters.fhir.elements import Element
 from adapters.fhir.outcome import FhirError
 from gateway.domain.lifecycle import EventDetails, LifecycleEvent
 from gateway.domain.model import Actor, Source, TherapyOrder
 from gateway.domain.states import ON_HOLD, EventType, OrderState
+from gateway.numbers import ascii_integer
 
 _DATETIME_DETAILS = frozenset({"slot_start", "apheresis_at", "planned_infusion_at"})
 _STRING_DETAILS = frozenset(

@@ -22,6 +22,7 @@ from gateway.domain.errors import TransitionRefused
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.model import TherapyOrder
 from gateway.domain.states import ON_HOLD, OrderState
+from gateway.numbers import ascii_integer
 from gateway.service.commands import CreateOrder
 from gateway.service.errors import NotFound, ServiceError
 from gateway.service.orders import OrderService
@@ -58,10 +59,10 @@ def parse_if_match(value: str | None) -> int | None:
     """``"3"`` or ``W/"3"`` → 3. Anything else is a client error, not a silent pass."""
     if value is None or value.strip() == "*":
         return None
-    text = value.strip().removeprefix("W/").strip('"')
-    if not (text.isascii() and text.isdecimal()):  # isdigit() also takes "²", which int() refuses
+    version = ascii_integer(value.strip().removeprefix("W/").strip('"'))
+    if version is None:
         raise PreconditionFailed(f"If-Match must be an ETag this API issued, got {value!r}.")
-    return int(text)
+    return version
 
 
 def order_body(order: TherapyOrder) -> dict[str, Any]:
