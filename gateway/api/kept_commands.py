@@ -39,26 +39,23 @@ def keep_command(
     if order_id is None and location.startswith("/orders/"):
         order_id = location.removeprefix("/orders/")
     status = "rejected" if response.status_code >= 400 else "accepted"
-    inbox_id = inbox.record(
-        conn,
+    answer = bytes(response.body)
+    answer_type = response.headers.get("content-type", "application/json")[:100]
+    row = {
         # One row per command: the Idempotency-Key's replays are answered before this.
-        message_key=_message_key(scope, key),
-        channel="rest",
-        sender=scope[:128],
-        received_at=utc_now(),
-        content_type=raw.content_type[:100],
-        body=raw.body,
-        status=status,
-        order_id=order_id,
-    )
-    inbox.set_response(
-        conn,
-        inbox_id,
-        status=status,
-        response=bytes(response.body),
-        content_type=response.headers.get("content-type", "application/json")[:100],
-        error=bytes(response.body).decode(errors="replace")[:500] if status == "rejected" else None,
-    )
+        "message_key": _message_key(scope, key),
+        "channel": "rest",
+        "sender": scope[:128],
+        "received_at": utc_now(),
+        "content_type": raw.content_type[:100],
+        "body": raw.body,
+        "status": status,
+        "error": answer.decode(errors="replace")[:500] if status == "rejected" else None,
+        "order_id": order_id,
+        "response": answer,
+        "response_content_type": answer_type,
+    }
+    inbox.record_many(conn, [row])
 
 
 def _message_key(scope: str, key: str | None) -> str:
