@@ -246,11 +246,12 @@ class Resolver:
             )
         key = reference.split("/_history/", 1)[0]
         found: int | None = self.bundle.by_reference.get(key)
-        base = _service_base(container.full_url)
-        if found is None and base and "://" not in key and not key.startswith("urn:"):
+        if found is None and "://" not in key and not key.startswith("urn:"):
             # A relative reference in an entry with an absolute fullUrl means that server's
             # resource (FHIR's bundle resolution rules): the entry whose fullUrl it is.
-            found = self.bundle.by_reference.get(f"{base}/{key}")
+            base = _service_base(container.full_url)
+            if base:
+                found = self.bundle.by_reference.get(f"{base}/{key}")
         if found is None and "/" in key and not key.startswith("urn:"):
             relative = "/".join(key.rstrip("/").split("/")[-2:])
             found = self.bundle.by_reference.get(relative)
