@@ -47,11 +47,11 @@ def run_idempotent(
     scope: str,
     fingerprint: str,
     command: Callable[[UnitOfWork], JSONResponse],
+    raw: RawRequest,
     on_refusal: Callable[[TransitionRefused], None] | None = None,
-    raw: RawRequest | None = None,
 ) -> Response:
-    """Run ``command`` in a transaction; with a key, store or replay its response. With
-    ``raw``, the request and its answer are kept in the inbox in that transaction."""
+    """Run ``command`` in a transaction; with a key, store or replay its response. The
+    request (``raw``) and its answer are kept in the inbox in that transaction."""
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         return problem(
             400,
@@ -75,8 +75,6 @@ def run_idempotent(
                 response = problem(
                     409, refusal.code, "Transition refused", refusal.message, **refusal.details
                 )
-                if key is None and raw is None:
-                    return response
                 with service.uow() as again:
                     if key is not None:
                         _store(again, scope, key, fingerprint, response)

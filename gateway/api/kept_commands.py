@@ -28,12 +28,10 @@ class RawRequest:
 
 
 def keep_command(
-    conn: Connection, raw: RawRequest | None, scope: str, key: str | None, response: Response
+    conn: Connection, raw: RawRequest, scope: str, key: str | None, response: Response
 ) -> None:
     """Keep ``raw`` and ``response`` in the caller's transaction (with the command's
     effects, or alone for a refusal)."""
-    if raw is None:
-        return
     order_id = raw.order_id
     location = response.headers.get("location", "")
     if order_id is None and location.startswith("/orders/"):
