@@ -152,6 +152,8 @@ def _check(
             f"The label's product code {scanned.product_code} is not "
             f"the ordered {expected_product} ({order.therapy.name}).",
         )
+    # "1" is what ProductCode.is_autologous tests for; the digit comes here as text because
+    # the domain imports nothing from labeling.
     if rules.autologous and scanned.collection_type not in (None, "1"):
         raise Red(
             "wrong_product",
