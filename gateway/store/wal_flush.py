@@ -67,18 +67,6 @@ class WalFlusher:
         self._next: list[Waiter] = []  # committed after it was asked for
         self._failure: str | None = None
 
-    def flushed(self) -> asyncio.Future[None]:
-        """A future that resolves once every commit made before this call is on disk, or
-        fails with :class:`FlushFailed`. Call it on one event loop only."""
-        future: asyncio.Future[None] = self._child.bind().create_future()
-
-        def settle(error: FlushFailed | None) -> None:
-            if not future.done():
-                future.set_result(None) if error is None else future.set_exception(error)
-
-        self.when_flushed(settle)
-        return future
-
     def when_flushed(self, waiter: Waiter) -> None:
         """Call ``waiter`` with None once every commit made before this call is on disk,
         or with the :class:`FlushFailed`. It is called from the loop callback that learns

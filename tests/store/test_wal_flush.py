@@ -199,13 +199,26 @@ def _database(tmp_path: Path) -> Path:
     return path
 
 
+def flushed(flusher: WalFlusher) -> asyncio.Future[None]:
+    """A future that resolves once every commit made before the call is on disk, or fails
+    with :class:`FlushFailed`."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(error: FlushFailed | None) -> None:
+        if not future.done():
+            future.set_result(None) if error is None else future.set_exception(error)
+
+    flusher.when_flushed(settle)
+    return future
+
+
 def test_waiters_that_commit_meanwhile_share_one_sync(tmp_path: Path) -> None:
     flusher = WalFlusher(_database(tmp_path))
 
     async def main() -> int:
-        first = flusher.flushed()
+        first = flushed(flusher)
         # Asked while the first sync is in flight: all share the next one.
-        later = [flusher.flushed() for _ in range(9)]
+        later = [flushed(flusher) for _ in range(9)]
         await asyncio.gather(first, *later)
         return flusher.syncs
 
@@ -221,11 +234,11 @@ def test_a_sync_process_that_dies_is_replaced_and_the_waiter_still_answered(
     flusher = WalFlusher(_database(tmp_path))
 
     async def main() -> None:
-        await flusher.flushed()
+        await flushed(flusher)
         assert flusher._child.process is not None
         flusher._child.process.kill()
         flusher._child.process.wait()
-        await asyncio.wait_for(flusher.flushed(), 10)
+        await asyncio.wait_for(flushed(flusher), 10)
 
     try:
         asyncio.run(main())
@@ -245,8 +258,8 @@ def test_after_a_failed_sync_nothing_more_is_acknowledged(tmp_path: Path) -> Non
 
     async def main() -> None:
         with pytest.raises(FlushFailed, match="Input/output error"):
-            await flusher.flushed()
-        later = flusher.flushed()
+            await flushed(flusher)
+        later = flushed(flusher)
         assert later.done()
         with pytest.raises(FlushFailed, match="Input/output error"):
             later.result()
