@@ -51,14 +51,14 @@ class Statement:
 @dataclass(frozen=True)
 class BoundStatement:
     sql: str
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    count: int  # the parameters the SQL takes
     # (position, processor) of the columns that have one: most have none, and visiting
     # only these is what binding costs per row.
-    converted: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+    converted: tuple[tuple[int, Callable[[Any], Any]], ...]
 
     def parameters(self, values: Sequence[Any]) -> tuple[Any, ...]:
-        if len(values) != len(self.processors):
-            raise ValueError(f"{len(values)} values for {len(self.processors)} parameters")
+        if len(values) != self.count:
+            raise ValueError(f"{len(values)} values for {self.count} parameters")
         if not self.converted:
             return tuple(values)
         out = list(values)
@@ -83,9 +83,9 @@ def _bind(statement: Statement, dialect: Dialect) -> BoundStatement:
         sql += " FOR UPDATE"
     if dialect.paramstyle != "qmark":
         sql = sql.replace("%", "%%").replace("?", "%s")
-    processors = tuple(_processor(statement.table.c[name], dialect) for name in statement.columns)
+    processors = (_processor(statement.table.c[name], dialect) for name in statement.columns)
     converted = tuple((index, p) for index, p in enumerate(processors) if p is not None)
-    return BoundStatement(sql, processors, converted)
+    return BoundStatement(sql, len(statement.columns), converted)
 
 
 def _processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
