@@ -83,19 +83,17 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         options = connection.get_execution_options()
-        # A writer whose caller syncs the log itself (wal_flush) commits without the sync;
-        # the setting belongs to the DBAPI connection, so it is put back for the next user.
-        flush_later = options.get("v2v_flush_later", False)
-        wanted = "NORMAL" if flush_later else synchronous
-        if connection.info.get("v2v_synchronous", synchronous) != wanted:
+        # A writer whose caller syncs the log itself (wal_flush) commits without the sync,
+        # and its flusher process checkpoints too (see wal_sync): its own automatic
+        # checkpoint stays only as a backstop should that fall far behind. The settings
+        # belong to the DBAPI connection, so they are put back for the next user.
+        flush_later = bool(options.get("v2v_flush_later", False))
+        if connection.info.get("v2v_flush_later", False) != flush_later:
+            wanted = "NORMAL" if flush_later else synchronous
+            pages = FLUSH_LATER_AUTOCHECKPOINT if flush_later else SQLITE_AUTOCHECKPOINT
             driver_sql.run_fixed(connection, f"PRAGMA synchronous={wanted}")
-            connection.info["v2v_synchronous"] = wanted
-        # Such a writer's flusher process checkpoints too (see wal_sync); its own automatic
-        # checkpoint stays only as a backstop should that fall far behind.
-        pages = FLUSH_LATER_AUTOCHECKPOINT if flush_later else SQLITE_AUTOCHECKPOINT
-        if connection.info.get("v2v_autocheckpoint", SQLITE_AUTOCHECKPOINT) != pages:
             driver_sql.run_fixed(connection, f"PRAGMA wal_autocheckpoint={pages}")
-            connection.info["v2v_autocheckpoint"] = pages
+            connection.info["v2v_flush_later"] = flush_later
         # Readers take no write lock, so reads never queue behind writers (WAL). On the
         # driver's cursor: SQLAlchemy's execution set-up cost more than the BEGIN itself.
         readonly = options.get("v2v_readonly", False)
