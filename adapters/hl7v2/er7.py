@@ -238,13 +238,10 @@ class Message:
         return known
 
     def _read(self, where: Path) -> str:
-        found = self._by_name.get(where.segment)
-        occurrence = where.occurrence
-        if found is None or not 0 < occurrence <= len(found):
+        found = self.segment(where.segment, where.occurrence)
+        if found is None:
             return ""
-        return found[occurrence - 1].value(
-            where.field, where.repetition, where.component, where.subcomponent
-        )
+        return found.value(where.field, where.repetition, where.component, where.subcomponent)
 
     def first(self, paths: Sequence[str]) -> tuple[str, str]:
         """The first non-empty value among ``paths`` and the path it came from."""
