@@ -212,7 +212,7 @@ def build_ack(
         sent[12] or escape(version, seps),
         *(("", "", "", "", "", charset) if codec else ()),
     )
-    reason = "; ".join(f"{e.where}: {e.reason}" for e in errors) if errors else ""
+    reason = "; ".join(f"{e.where}: {e.reason}" for e in errors)
     msa = _join(
         seps,
         "MSA",
