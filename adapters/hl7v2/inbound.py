@@ -171,13 +171,20 @@ class InboundHandler:
         answers: list[list[bytes]] = [[] for _ in items]
         work: list[InboundWork] = []
         slots: list[int] = []
+        between = self.flusher.poll if self.flusher is not None else None
         for index, (raw, peer) in enumerate(items):
             prepared = self.prepare(raw, peer)
             if prepared is not None:
                 work.append(prepared)
                 slots.append(index)
+            if between is not None:
+                between()
         replies = process_inbound_batch(
-            self.service, work, flush_later=self.flusher is not None, keeper=self.keeper
+            self.service,
+            work,
+            flush_later=between is not None,
+            keeper=self.keeper,
+            between=between,
         )
         for index, reply in zip(slots, replies, strict=True):
             answers[index] = split_messages(reply.body)

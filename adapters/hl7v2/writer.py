@@ -20,7 +20,10 @@ keeps each connection's messages in the order they arrived.
 With a :class:`~gateway.store.wal_flush.WalFlusher` (SQLite, ``synchronous=FULL``) the
 handler commits without syncing the log and the futures resolve only once the flusher has
 synced it: the disk works while the loop reads, parses and commits the next batch, instead
-of the loop waiting for the disk inside every COMMIT.
+of the loop waiting for the disk inside every COMMIT. The handler asks the flusher after
+each message whether that sync has finished (``WalFlusher.poll``), so the previous batch's
+ACKs leave mid-batch and their senders' next messages make the next batch: batches grow
+from a third to half of the busy senders (measured with 8: 2.6 to 3.9 messages).
 """
 
 from __future__ import annotations

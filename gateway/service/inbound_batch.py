@@ -73,12 +73,15 @@ def process_inbound_batch(
     *,
     flush_later: bool = False,
     keeper: ConnectionKeeper | None = None,
+    between: Callable[[], None] | None = None,
 ) -> list[Reply]:
     """The reply for each message, in order, once all of them are committed.
 
     ``flush_later``: commit without syncing the SQLite log; the caller must not send the
     replies before ``gateway.store.wal_flush`` says the log is on disk. ``keeper``: the
-    caller's kept connection (see :class:`ConnectionKeeper`)."""
+    caller's kept connection (see :class:`ConnectionKeeper`). ``between``: called after
+    each message, outside its savepoint (the caller's chance to answer earlier batches);
+    it must not touch the database."""
     if not work:
         return []
 
@@ -87,9 +90,9 @@ def process_inbound_batch(
 
     try:
         try:
-            replies, changed = _commit(service, opened, work, savepoints=False)
+            replies, changed = _commit(service, opened, work, savepoints=False, between=between)
         except _MessageFailed:
-            replies, changed = _commit(service, opened, work, savepoints=True)
+            replies, changed = _commit(service, opened, work, savepoints=True, between=between)
     except Exception as exc:
         if len(work) > 1:
             log.warning(
@@ -144,6 +147,7 @@ def _commit(
     work: Sequence[InboundWork],
     *,
     savepoints: bool,
+    between: Callable[[], None] | None = None,
 ) -> tuple[list[Reply], list[str]]:
     replies: list[Reply] = []
     changed: list[str] = []
@@ -209,6 +213,8 @@ def _commit(
                     changed.append(reply.order_id)
                 answered[message.key] = reply
                 replies.append(reply)
+                if between is not None:
+                    between()
             # The inbox rows go in before the chain is written, so the audit head stays the
             # last lock this transaction takes.
             inbox.record_many(conn, rows)

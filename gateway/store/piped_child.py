@@ -105,6 +105,12 @@ class PipedChild:
         self.process = process
         return process
 
+    def poll(self) -> None:
+        """Take an answer that has arrived without waiting for the loop to notice it: for
+        a caller that holds the loop for a while, on the loop's own thread."""
+        if self.process is not None:
+            self._readable()
+
     def _readable(self) -> None:
         process = self.process
         if process is None or process.stdout is None:

@@ -252,6 +252,63 @@ def test_process_inbound_batch_keeps_the_order_of_replies(any_service: OrderServ
     assert process_inbound_batch(any_service, []) == []
 
 
+class _CountingFlusher(WalFlusher):
+    """Counts the handler's chances to answer earlier batches; never asked to sync here."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("unused.db"))
+        self.polls = 0
+
+    def poll(self) -> None:
+        self.polls += 1
+
+
+def test_a_batch_gives_the_flusher_a_chance_to_answer_after_each_message(
+    any_service: OrderService, profiles: ProfileBook, sites: SiteDirectory
+) -> None:
+    flusher = _CountingFlusher()
+    handler = InboundHandler(any_service, profiles, sites, flusher=flusher)
+    try:
+        answers = handler.handle_batch([(new_order(1), "a"), (new_order(2), "b")])
+    finally:
+        handler.close()
+    assert [msa(frames[0]) for frames in answers] == [("AA", "SM-G00001"), ("AA", "SM-G00002")]
+    # Once after each message is read and once after each is applied.
+    assert flusher.polls == 4
+
+
+def test_between_runs_after_each_message_of_each_attempt(
+    any_service: OrderService,
+) -> None:
+    seen: list[int] = []
+
+    def work(key: str, fails: bool) -> InboundWork:
+        message = InboundMessage(key, "test", "tester", "text/plain", key.encode())
+
+        def handle(uow: UnitOfWork) -> Reply:
+            if fails:
+                raise ValueError(key)
+            return Reply("accepted", key.encode(), "text/plain")
+
+        return InboundWork(
+            message,
+            handle,
+            lambda exc: Reply("rejected", b"no", "text/plain"),
+            lambda exc: Reply("error", b"resend", "text/plain"),
+        )
+
+    replies = process_inbound_batch(
+        any_service,
+        [work("x1", False), work("x2", True), work("x3", False)],
+        between=lambda: seen.append(len(seen)),
+    )
+    statuses = [reply.status for reply in replies]
+    assert statuses == ["accepted", "rejected", "accepted"]
+    # The first attempt stops at the failing message (after one call); the rerun with
+    # savepoints calls it after each of the three.
+    assert len(seen) == 4
+
+
 # --- through the listener -------------------------------------------------------------
 
 

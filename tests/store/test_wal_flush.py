@@ -247,6 +247,29 @@ def test_a_sync_process_that_dies_is_replaced_and_the_waiter_still_answered(
         flusher.close()
 
 
+def test_poll_answers_a_finished_sync_while_the_loop_is_held(tmp_path: Path) -> None:
+    # A group commit holds the loop for a whole batch; the batch before it, already on
+    # disk, is answered from inside it rather than after it.
+    flusher = WalFlusher(_database(tmp_path))
+    told: list[FlushFailed | None] = []
+
+    async def main() -> None:
+        flusher.poll()  # nothing asked: nothing to do
+        flusher.when_flushed(told.append)
+        deadline = time.monotonic() + 10
+        while not told and time.monotonic() < deadline:
+            flusher.poll()  # never yielding to the loop, whose reader would answer it
+            time.sleep(0.001)
+        assert told == [None]
+        flusher.poll()  # the answer is taken once
+        assert told == [None] and flusher.syncs == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        flusher.close()
+
+
 class _FailingFlusher(WalFlusher):
     def command(self) -> list[str]:
         script = "import os; os.read(0, 1); os.write(1, b'eInput/output error\\n')"
