@@ -228,11 +228,19 @@ def sandbox(
         host, port = world.mllp
         console.print(f"gateway  {world.url}   MLLP {host}:{port}")
         console.print(f"EHR MLLP {world.ehr['st-mary'].endpoint}   FHIR {world.fhir.base_url}")
+        # Lines to paste into a shell: never wrapped at the terminal's width, never styled.
         for partner, variable in SECRET_VARIABLES.items():
-            console.print(f"export {variable}={world.secrets[partner]}")
+            console.print(
+                f"export {variable}={world.secrets[partner]}",
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
         console.print(
             f"replay:  v2v fixtures replay all --url {world.url} --mllp {host}:{port} "
-            "(with the exports above)"
+            "(with the exports above)",
+            soft_wrap=True,
+            highlight=False,
         )
         try:
             while True:

@@ -3,12 +3,14 @@ hospital tester aims it at their own engine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -136,6 +138,42 @@ def test_replay_needs_a_known_fixture(served: tuple[str, str, str]) -> None:
     url, mllp, _ = served
     result = runner.invoke(app, ["fixtures", "replay", "nope", "--url", url, "--mllp", mllp])
     assert result.exit_code == 2
+
+
+def test_the_sandbox_prints_its_exports_whole_for_pasting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fixtures.sandbox
+    from fixtures.sandbox import SECRET_VARIABLES
+
+    secrets = {partner: new_secret() + "x" * 60 for partner in SECRET_VARIABLES}
+    world = SimpleNamespace(
+        mllp=("127.0.0.1", 2575),
+        url="http://127.0.0.1:8080",
+        ehr={"st-mary": SimpleNamespace(endpoint="127.0.0.1:2576")},
+        fhir=SimpleNamespace(base_url="http://127.0.0.1:8081/fhir"),
+        secrets=secrets,
+    )
+
+    @contextlib.contextmanager
+    def started(_database: Path) -> Iterator[SimpleNamespace]:
+        yield world
+
+    def interrupted(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fixtures.sandbox.Sandbox, "start", started)
+    monkeypatch.setattr("gateway.cli.fixtures.time.sleep", interrupted)
+    result = runner.invoke(app, ["fixtures", "sandbox"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for partner, variable in SECRET_VARIABLES.items():
+        assert f"export {variable}={secrets[partner]}" in lines
+    replay = [line for line in lines if line.startswith("replay:")]
+    assert replay == [
+        "replay:  v2v fixtures replay all --url http://127.0.0.1:8080 --mllp 127.0.0.1:2575 "
+        "(with the exports above)"
+    ]
 
 
 def test_sandbox_is_documented() -> None:
