@@ -16,6 +16,7 @@ from pathlib import Path
 from adapters.erp.mapping import ErpMapping, load_erp
 from adapters.erp.soap import PurchaseOrderStatus, PurchasingService
 from gateway.domain.tracking import link_reference
+from gateway.mapping_files import MappingFileError
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Transport
 from gateway.store.outbox import OutboxItem
@@ -33,6 +34,14 @@ def transport(
 
     def connect(site: str) -> PurchasingService:
         mapping = sites.get(site)
+        if mapping is None and mappings is None:
+            # Notices go to a site once its mapping file exists (notifications.has_erp),
+            # which may be since this transport read the folder: read it again.
+            try:
+                sites.update(load_erp(mappings_dir))
+            except MappingFileError as exc:
+                raise DeliveryError(f"ERP mappings cannot be read: {exc}") from exc
+            mapping = sites.get(site)
         if mapping is None:
             raise DeliveryError(f"no ERP mapping for site {site!r}", permanent=True)
         if site not in connections:

@@ -164,3 +164,22 @@ def test_an_erp_mapping_added_while_running_is_noticed(tmp_path) -> None:  # typ
     (tmp_path / "erp").mkdir()
     (tmp_path / "erp" / "st-mary.yaml").write_text("site: st-mary\n", encoding="utf-8")
     assert has_erp("st-mary", tmp_path)
+
+
+def test_a_mapping_added_while_running_is_delivered_to_not_dead_lettered(  # type: ignore[no-untyped-def]
+    tmp_path, service, erp, walk, new_order
+) -> None:
+    from gateway.mapping_files import mappings_dir
+
+    deliver = erp_transport(service, mappings_dir=tmp_path, addresses={"st-mary": erp.address})
+    order = walk(new_order(), "SLOT_CONFIRMED")
+    [item] = erp_items(service, order.id)
+    (tmp_path / "erp").mkdir()
+    (tmp_path / "erp" / "st-mary.yaml").write_text("site: [unclosed\n", encoding="utf-8")
+    with pytest.raises(DeliveryError, match="cannot be read") as failure:
+        deliver(item)
+    assert not failure.value.permanent  # the file may be mended; the notice waits for it
+    original = (mappings_dir() / "erp" / "st-mary.yaml").read_text(encoding="utf-8")
+    (tmp_path / "erp" / "st-mary.yaml").write_text(original, encoding="utf-8")
+    deliver(item)
+    assert len(erp.orders) == 1 and service.get(order.id).external_ids.erp_purchase_order
