@@ -79,8 +79,8 @@ def process_inbound_batch(
 
     ``flush_later``: commit without syncing the SQLite log; the caller must not send the
     replies before ``gateway.store.wal_flush`` says the log is on disk. ``keeper``: the
-    caller's kept connection (see :class:`ConnectionKeeper`). ``between``: called after
-    each message, outside its savepoint (the caller's chance to answer earlier batches);
+    caller's kept connection (see :class:`ConnectionKeeper`). ``between``: called before
+    each message, outside any savepoint (the caller's chance to answer earlier batches);
     it must not touch the database."""
     if not work:
         return []
@@ -158,6 +158,8 @@ def _commit(
         answered: dict[str, Reply] = {}
         with audit.deferred(conn) as chain:
             for item in work:
+                if between is not None:
+                    between()
                 message = item.message
                 earlier = answered.get(message.key)
                 if earlier is not None:
@@ -213,8 +215,6 @@ def _commit(
                     changed.append(reply.order_id)
                 answered[message.key] = reply
                 replies.append(reply)
-                if between is not None:
-                    between()
             # The inbox rows go in before the chain is written, so the audit head stays the
             # last lock this transaction takes.
             inbox.record_many(conn, rows)

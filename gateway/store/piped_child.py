@@ -107,8 +107,15 @@ class PipedChild:
 
     def poll(self) -> None:
         """Take an answer that has arrived without waiting for the loop to notice it: for
-        a caller that holds the loop for a while, on the loop's own thread."""
-        if self.process is not None:
+        a caller that holds the loop for a while. Anywhere but on the loop's own thread it
+        does nothing, as the answer's callbacks must run there."""
+        if self.process is None or self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is self._loop:
             self._readable()
 
     def _readable(self) -> None:

@@ -85,9 +85,15 @@ class WalFlusher:
         once its current callback returns, and a group commit's callback is a whole batch:
         its senders' next messages would miss the batch after it too, so batches stay a
         third of the senders, where answering mid-batch lets them reach half. Call it from
-        the loop's thread, between two pieces of work that hold it."""
-        if self._asked:
+        the loop's thread, between two pieces of work that hold it; elsewhere it does
+        nothing. It never raises: the caller's work must not fail for it, and whatever went
+        wrong is met again when the loop reads the answer itself."""
+        if not self._asked:
+            return
+        try:
             self._child.poll()
+        except Exception:
+            log.exception("taking the log sync's answer early failed; the loop will take it")
 
     def close(self) -> None:
         """Stop the child; call once nothing waits any more (or from the loop's thread)."""

@@ -273,11 +273,11 @@ def test_a_batch_gives_the_flusher_a_chance_to_answer_after_each_message(
     finally:
         handler.close()
     assert [msa(frames[0]) for frames in answers] == [("AA", "SM-G00001"), ("AA", "SM-G00002")]
-    # Once after each message is read and once after each is applied.
+    # Once after each message is read and once before each is applied.
     assert flusher.polls == 4
 
 
-def test_between_runs_after_each_message_of_each_attempt(
+def test_between_runs_before_each_message_of_each_attempt(
     any_service: OrderService,
 ) -> None:
     seen: list[int] = []
@@ -304,9 +304,9 @@ def test_between_runs_after_each_message_of_each_attempt(
     )
     statuses = [reply.status for reply in replies]
     assert statuses == ["accepted", "rejected", "accepted"]
-    # The first attempt stops at the failing message (after one call); the rerun with
-    # savepoints calls it after each of the three.
-    assert len(seen) == 4
+    # The first attempt stops at the failing message (two calls); the rerun with
+    # savepoints calls it before each of the three.
+    assert len(seen) == 5
 
 
 # --- through the listener -------------------------------------------------------------

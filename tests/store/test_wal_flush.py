@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -268,6 +269,85 @@ def test_poll_answers_a_finished_sync_while_the_loop_is_held(tmp_path: Path) -> 
         asyncio.run(main())
     finally:
         flusher.close()
+
+
+def test_poll_off_the_loop_thread_leaves_the_answer_to_the_loop(tmp_path: Path) -> None:
+    flusher = WalFlusher(_database(tmp_path))
+    called_on: list[str] = []
+
+    def poll_for_a_while() -> None:
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            flusher.poll()
+            time.sleep(0.005)
+
+    async def main() -> None:
+        flusher.when_flushed(lambda _error: called_on.append(threading.current_thread().name))
+        other = threading.Thread(target=poll_for_a_while, name="not-the-loop")
+        other.start()
+        other.join()  # holding the loop: only the other thread could take the answer
+        assert called_on == []
+        deadline = time.monotonic() + 10
+        while not called_on and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert called_on == [threading.current_thread().name]
+
+    try:
+        asyncio.run(main())
+    finally:
+        flusher.close()
+
+
+def test_poll_never_fails_the_work_that_calls_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    flusher = WalFlusher(Path("unused.db"))
+    flusher.poll()  # nothing asked for: not even a look
+
+    def broken() -> None:
+        raise RuntimeError("no running event loop")
+
+    monkeypatch.setattr(flusher._child, "poll", broken)
+    flusher._asked = [lambda _error: None]
+    flusher.poll()
+    assert "taking the log sync's answer early failed" in caplog.text
+
+
+def test_a_batch_answers_the_batch_before_it_but_never_itself(tmp_path: Path) -> None:
+    flusher = WalFlusher(_database(tmp_path))
+    told: list[str] = []
+    seen_mid_batch: list[tuple[bool, bool]] = []
+    answers: dict[bytes, asyncio.Future[list[bytes]]] = {}
+
+    def handle(items: Sequence[tuple[bytes, str]]) -> list[list[bytes]]:
+        if [payload for payload, _ in items] == [b"two"]:
+            # The second batch holds the loop until the first one's sync is answered.
+            deadline = time.monotonic() + 10
+            while "a" not in told and time.monotonic() < deadline:
+                flusher.poll()
+                time.sleep(0.001)
+            seen_mid_batch.append(("a" in told, answers[b"two"].done()))
+        return [[b"ACK " + payload] for payload, _ in items]
+
+    async def main() -> None:
+        writer = BatchWriter(handle, flusher=flusher)
+        writer.start()
+        answers[b"one"] = writer.submit(b"one", "a", lambda: told.append("a"))
+        await asyncio.sleep(0)  # the first batch commits and asks for its sync
+        assert writer.batches == 1 and not answers[b"one"].done()
+        answers[b"two"] = writer.submit(b"two", "b", lambda: told.append("b"))
+        assert await asyncio.gather(answers[b"one"], answers[b"two"]) == [
+            [b"ACK one"],
+            [b"ACK two"],
+        ]
+
+    try:
+        asyncio.run(main())
+    finally:
+        flusher.close()
+    # Mid-batch: the first sender was answered, the second one's message not yet.
+    assert seen_mid_batch == [(True, False)]
+    assert told == ["a", "b"]
 
 
 class _FailingFlusher(WalFlusher):
