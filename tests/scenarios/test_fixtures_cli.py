@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from fixtures.simulators.manufacturer_portal import ManufacturerPortal, new_secret
@@ -164,7 +165,9 @@ def test_the_sandbox_prints_its_exports_whole_for_pasting(
 
     monkeypatch.setattr(fixtures.sandbox.Sandbox, "start", started)
     monkeypatch.setattr("gateway.cli.fixtures.time.sleep", interrupted)
-    result = runner.invoke(app, ["fixtures", "sandbox"], terminal_width=80)
+    # An 80-column terminal, whatever runs the tests: rich sizes itself, not through click.
+    monkeypatch.setattr("gateway.cli.fixtures.console", Console(width=80))
+    result = runner.invoke(app, ["fixtures", "sandbox"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for partner, variable in SECRET_VARIABLES.items():
