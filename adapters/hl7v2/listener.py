@@ -107,6 +107,9 @@ class MllpListener:
             self._server.close()
         connections = list(self._connections)
         for connection in connections:
+            # Stopping at once, not when answered() first runs: an answer written meanwhile
+            # (a mid-batch sync) would otherwise resume reading.
+            connection.stopping = True
             connection.pause()
         if connections:
             await asyncio.wait(

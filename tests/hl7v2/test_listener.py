@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from sqlalchemy import select
 
 from adapters.hl7v2.er7 import parse
 from adapters.hl7v2.inbound import InboundHandler
+from adapters.hl7v2.listener import ListenerConfig, MllpListener
 from adapters.hl7v2.mllp import Frame, FrameDecoder, MllpClient, frame
 from gateway.service.orders import OrderService
 from gateway.store.tables import inbox
@@ -160,6 +162,28 @@ def test_an_idle_connection_is_closed(handler: InboundHandler) -> None:
         started = time.monotonic()
         assert sock.recv(10) == b""
         assert time.monotonic() - started < 4
+
+
+def test_an_answer_written_while_stopping_does_not_resume_reading() -> None:
+    async def main() -> bool:
+        listener = MllpListener(
+            config=ListenerConfig(port=0),
+            batch_handler=lambda items: [[b"MSH|^~\\&|ACK"] for _ in items],
+        )
+        port = await listener.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(frame(NEW_ORDER))
+        await reader.readuntil(b"\x1c\x0d")
+        (connection,) = listener._connections
+        stopping = asyncio.ensure_future(listener.stop())
+        await asyncio.sleep(0)  # stop() has paused reading; answered() has not yet run
+        connection._flush()  # as an answer written from inside a batch would
+        resumed = connection.reading
+        writer.close()
+        await stopping
+        return resumed
+
+    assert asyncio.run(main()) is False
 
 
 def test_an_inbound_ack_is_never_acknowledged(listener: RunningListener) -> None:
