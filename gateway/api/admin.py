@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -179,19 +180,17 @@ def metrics(request: Request, who: Operator) -> str:
 
     with service.engine.connect() as conn:
         family("v2v_outbox_items", "Outbound messages by destination kind and status.")
-        prefix = (
-            func.substr(
-                outbox_table.c.destination, 1, func.instr(outbox_table.c.destination, ":") - 1
-            )
-            if conn.dialect.name == "sqlite"
-            else func.split_part(outbox_table.c.destination, ":", 1)
-        )
-        for row in conn.execute(
-            select(prefix.label("kind"), outbox_table.c.status, func.count()).group_by(
-                "kind", outbox_table.c.status
+        # Counted per whole destination, then summed per kind ("manufacturer:helix-bio" and
+        # "manufacturer:other" are one series): each label set must be printed only once.
+        by_kind: Counter[tuple[str, str]] = Counter()
+        for destination, status, count in conn.execute(
+            select(outbox_table.c.destination, outbox_table.c.status, func.count()).group_by(
+                outbox_table.c.destination, outbox_table.c.status
             )
         ):
-            lines.append(f'v2v_outbox_items{{destination="{row[0]}",status="{row[1]}"}} {row[2]}')
+            by_kind[(destination.partition(":")[0], status)] += count
+        for (kind, status), count in sorted(by_kind.items()):
+            lines.append(f'v2v_outbox_items{{destination="{kind}",status="{status}"}} {count}')
         oldest = conn.execute(
             select(func.min(outbox_table.c.created_at)).where(
                 outbox_table.c.status == outbox.PENDING

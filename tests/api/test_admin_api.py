@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.states import EventType
 from gateway.service.orders import InboundMessage, Reply
+from gateway.store import outbox
 
 
 def test_outbox_list_dead_letter_and_retry(api, service, new_order) -> None:  # type: ignore[no-untyped-def]
@@ -96,3 +98,48 @@ def test_a_charset_that_names_no_text_encoding_still_shows_the_message(api, serv
         shown = api.get(f"/admin/inbox/{item['id']}")
         assert shown.status_code == 200, item
         assert base64.b64decode(shown.json()["body_base64"]) == b"{}"
+
+
+def _series(text: str) -> list[tuple[str, float]]:
+    """Each sample line of a Prometheus text exposition as (name and label set, value)."""
+    samples = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples.append((series, float(value)))
+    return samples
+
+
+def test_metrics_print_each_series_once_with_the_summed_count(api, service, new_order) -> None:  # type: ignore[no-untyped-def]
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    enqueued = [
+        ("manufacturer:helix-bio", "manufacturer.enrol"),
+        ("manufacturer:helix-bio", "manufacturer.enrol"),
+        ("manufacturer:helix-bio", "manufacturer.enrol"),
+        ("manufacturer:helix-bio", "manufacturer.cancel"),
+        ("manufacturer:orbit-cell", "manufacturer.enrol"),
+        ("courier:cryoport", "courier.book"),
+    ]
+    with service.engine.begin() as conn:
+        for index, (destination, kind) in enumerate(enqueued):
+            outbox.enqueue(
+                conn,
+                destination=destination,
+                kind=kind,
+                payload={},
+                idempotency_key=f"metrics-{index}",
+                at=at,
+            )
+    new_order()
+    new_order()
+    samples = _series(api.get("/metrics").text)
+    names = [series for series, _ in samples]
+    assert len(names) == len(set(names)), names
+    values = dict(samples)
+    assert values['v2v_outbox_items{destination="manufacturer",status="pending"}'] == 5
+    assert values['v2v_outbox_items{destination="courier",status="pending"}'] == 1
+    outbox_total = sum(v for s, v in samples if s.startswith("v2v_outbox_items{"))
+    orders_total = sum(v for s, v in samples if s.startswith("v2v_orders{"))
+    with service.engine.connect() as conn:
+        assert outbox_total == len(outbox.list_items(conn, limit=1000))
+    assert orders_total == 2
