@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.mapping_files import MappingFileError
+from gateway.mapping_files import MappingFileError, line_of, load_yaml
 
 Checker = Callable[[Path], int]
 
@@ -28,8 +28,51 @@ def _sites(folder: Path) -> int:
     return len(load_sites(folder).sites)
 
 
+def _products(folder: Path) -> int:
+    """The label product catalogue (``products/*.yaml``), entry by entry."""
+    # The catalogue loader's own per-entry rule, so this check cannot pass an entry the
+    # gateway would refuse; the loader itself reports no line numbers.
+    from labeling.products import _entry, load_product_catalog
+
+    directory = folder / "products"
+    files = sorted(directory.glob("*.yaml"))
+    first_seen: dict[str, Path] = {}
+    for path in files:
+        data, node = load_yaml(path)
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            raise MappingFileError(path, 1, "the file must hold a mapping with a products: list")
+        entries = data.get("products", [])
+        if not isinstance(entries, list):
+            raise MappingFileError(path, line_of(node, ("products",)), "products must be a list")
+        for index, raw in enumerate(entries):
+            line = line_of(node, ("products", index))
+            try:
+                code = _entry(raw, path).code
+            except ValueError as exc:
+                raise MappingFileError(path, line, str(exc).removeprefix(f"{path}: ")) from exc
+            if code in first_seen:
+                raise MappingFileError(
+                    path,
+                    line,
+                    f"product code {code} is configured twice (also in {first_seen[code]})",
+                )
+            first_seen[code] = path
+    if files:
+        try:
+            load_product_catalog(directory)
+        except ValueError as exc:
+            raise MappingFileError(directory, None, str(exc)) from exc
+    return len(files)
+
+
 #: name → checker. Adapters append theirs (see adapters/*/mapping.py).
-CHECKERS: dict[str, Checker] = {"therapies": _therapies, "sites": _sites}
+CHECKERS: dict[str, Checker] = {
+    "therapies": _therapies,
+    "sites": _sites,
+    "products": _products,
+}
 
 
 def register(name: str, checker: Checker) -> None:
@@ -64,7 +107,6 @@ def _load_adapter_checkers() -> None:
         "adapters.manufacturers.mapping",
         "adapters.couriers.mapping",
         "adapters.erp.mapping",
-        "labeling.products",
     ):
         try:
             importlib.import_module(module)

@@ -295,12 +295,37 @@ def mappings_check(
         typer.Option(help="Mappings folder (default: the installed one, or V2V_MAPPINGS_DIR)."),
     ] = None,
 ) -> None:
-    """Validate every mapping file; name file, line and reason for the first problem."""
+    """Validate every mapping family the gateway loads at start, products included; name
+    file, line and reason for the first problem in each and exit 1."""
+    import os
+
     from gateway.mapping_check import check_all
     from gateway.mapping_files import mappings_dir
 
+    if folder is not None:
+        source = "--folder"
+    elif os.environ.get("V2V_MAPPINGS_DIR"):
+        source = "V2V_MAPPINGS_DIR"
+    else:
+        source = "the installed mappings; V2V_MAPPINGS_DIR is not set"
+    checked = (folder or mappings_dir()).resolve()
+    console.print(f"checking {checked} ({source})", markup=False, highlight=False, soft_wrap=True)
+    if not checked.is_dir():
+        errors.print(f"no such folder: {checked}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    here = Path("mappings").resolve()
+    if folder is None and here.is_dir() and here != checked:
+        # An engineer editing ./mappings must not take "ok" for a verdict on their files.
+        console.print(
+            f"note: {here} is not checked and not read by the gateway; "
+            "check it with --folder mappings, use it with V2V_MAPPINGS_DIR",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
     failed = False
-    for result in check_all(folder or mappings_dir()):
+    for result in check_all(checked):
         if result.error is None:
             console.print(f"[green]ok[/]      {result.name}: {result.files} file(s)")
         else:
