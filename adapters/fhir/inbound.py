@@ -79,7 +79,8 @@ def failure_reply(exc: Exception) -> Reply:
 
     error = error_from(exc)
     status = inbox.FAILED if error.status >= 500 or is_transient(exc) else "rejected"
-    return Reply(status, dumps(error.outcome()), FHIR_JSON)
+    reason = "; ".join(issue.diagnostics for issue in error.issues)
+    return Reply(status, dumps(error.outcome()), FHIR_JSON, reason=reason)
 
 
 def _unstored(_exc: Exception) -> Reply:

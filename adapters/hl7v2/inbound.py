@@ -293,7 +293,7 @@ class InboundHandler:
         # AE and AR alike are replayed to a resend with the same control id, unless the
         # gateway itself failed: then the AE asked for the message again.
         status = inbox.FAILED if is_transient(exc) else "rejected"
-        return Reply(status, body, CONTENT_TYPE, context.order_id)
+        return Reply(status, body, CONTENT_TYPE, context.order_id, reason=detail.reason)
 
     def _describe(self, exc: Exception, context: Context) -> tuple[AckCode, ErrorDetail]:
         where = _located(context.location) if context.location else {}

@@ -79,7 +79,9 @@ def problem_reply(
         "instance": instance,
     }
     body.update({key: value for key, value in extensions.items() if value is not None})
-    return Reply("rejected", json.dumps(body).encode(), PROBLEM_JSON, order_id=order_id)
+    return Reply(
+        "rejected", json.dumps(body).encode(), PROBLEM_JSON, order_id=order_id, reason=detail
+    )
 
 
 def accepted_reply(order_id: str | None, **body: Any) -> Reply:
@@ -126,6 +128,7 @@ def error_reply(instance: str, context: Context | None = None) -> Callable[[Exce
             return problem_reply(
                 status, exc.code, exc.message, instance, order_id=order_id, **exc.details
             )
+        detail = "The gateway failed unexpectedly; nothing was applied. Retry later."
         return Reply(
             "error",
             json.dumps(
@@ -133,13 +136,14 @@ def error_reply(instance: str, context: Context | None = None) -> Callable[[Exce
                     "type": TYPE_BASE + "internal_error",
                     "title": "Internal error",
                     "status": 500,
-                    "detail": "The gateway failed unexpectedly; nothing was applied. Retry later.",
+                    "detail": detail,
                     "code": "internal_error",
                     "instance": instance,
                 }
             ).encode(),
             PROBLEM_JSON,
             order_id=order_id,
+            reason=detail,
         )
 
     return build

@@ -4,6 +4,7 @@ its messages: accepted and refused alike, so an operator can see what a client s
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -48,12 +49,24 @@ def keep_command(
         "content_type": raw.content_type[:100],
         "body": raw.body,
         "status": status,
-        "error": answer.decode(errors="replace")[:500] if status == "rejected" else None,
+        "error": _refusal_reason(answer) if status == "rejected" else None,
         "order_id": order_id,
         "response": answer,
         "response_content_type": answer_type,
     }
     inbox.record_many(conn, [row])
+
+
+def _refusal_reason(answer: bytes) -> str:
+    """The ``detail`` of a refusal's problem document; the answer itself when it has none."""
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        document = None
+    detail = document.get("detail") if isinstance(document, dict) else None
+    if isinstance(detail, str) and detail:
+        return detail[:500]
+    return answer.decode(errors="replace")[:500]
 
 
 def _message_key(scope: str, key: str | None) -> str:

@@ -112,6 +112,9 @@ class Reply:
     content_type: str
     order_id: str | None = None
     duplicate: bool = False
+    #: What was wrong, in a sentence, for a reply that is not an acceptance: the body is
+    #: the whole answer (an ACK, an OperationOutcome), too much for an operator's list.
+    reason: str | None = None
 
 
 class OrderService:
@@ -544,9 +547,12 @@ def answer_failure(
 
 
 def rejection_text(reply: Reply) -> str | None:
-    """What the inbox keeps as the error of a message that was not accepted."""
+    """What the inbox keeps as the error of a message that was not accepted: the reason
+    the channel gave, or, from a channel that gave none, the start of the reply itself."""
     if reply.status == "accepted":
         return None
+    if reply.reason:
+        return reply.reason[:2000]
     return reply.body[:2000].decode("utf-8", "replace")
 
 

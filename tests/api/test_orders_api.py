@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.conftest import SYNTHETIC_PATIENTS
@@ -206,6 +207,8 @@ def test_commands_refused_by_an_error_handler_are_kept_too(api) -> None:  # type
     shown = [api.get(f"/admin/inbox/{i['id']}").json() for i in refused]
     assert '"enroll"' in shown[0]["body"] and "412" in shown[0]["response"]
     assert '"no-such-event"' in shown[1]["body"] and "validation_error" in shown[1]["response"]
+    # The error is the problem's detail; the whole problem document stays the response.
+    assert [i["error"] for i in refused] == [json.loads(i["response"])["detail"] for i in shown]
 
 
 def test_an_if_match_in_non_ascii_digits_is_a_412_not_a_500() -> None:

@@ -70,8 +70,10 @@ def test_bad_input_is_a_4xx_operation_outcome_naming_the_element(
     assert issue["diagnostics"]
     assert _order_count(service) == 0
     with service.engine.connect() as conn:
-        stored = conn.execute(select(inbox.c.status, inbox.c.body)).all()
+        stored = conn.execute(select(inbox.c.status, inbox.c.body, inbox.c.error)).all()
     assert [(row.status, row.body) for row in stored] == [("rejected", fixture_body(fixture))]
+    # The operator's list shows why, not the whole OperationOutcome.
+    assert stored[0].error == issue["diagnostics"]
 
 
 def test_a_retried_bundle_gets_the_stored_answer_and_changes_nothing(

@@ -4,14 +4,21 @@ its sender, echoing its control id, and a broken ACK is still never acknowledged
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from adapters.hl7v2.er7 import parse
 from adapters.hl7v2.inbound import InboundHandler
+from gateway.store.tables import inbox
 from tests.hl7v2.conftest import fixture_bytes
 
 ADT = fixture_bytes("st-mary-adt-a08.hl7")
 # A line break typed into the patient's name splits PID in two.
 BROKEN = ADT.replace(b"Zz-Testpatient^Alphonse", b"Zz-Test\npatient^Alphonse")
+ORM = fixture_bytes("st-mary-orm-o01-new-order.hl7")
+
+
+def without(message: bytes, segment: bytes) -> bytes:
+    return b"\r".join(line for line in message.split(b"\r") if not line.startswith(segment))
 
 
 def test_the_ar_for_a_broken_segment_echoes_the_header(handler: InboundHandler) -> None:
@@ -61,3 +68,20 @@ def test_an_oversize_message_in_enhanced_mode_gets_a_commit_reject() -> None:
         parse(listener.oversize_nak(Oversized(enhanced[:300], 5_000_000), "p")).get("MSA-1") == "CR"
     )
     assert parse(listener.oversize_nak(Oversized(ADT[:300], 5_000_000), "p")).get("MSA-1") == "AR"
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_rejection_is_kept_with_its_reason_beside_the_whole_ack(
+    handler: InboundHandler, batched: bool
+) -> None:
+    message = without(ORM, b"PID")
+    if batched:
+        ((reply,),) = handler.handle_batch([(message, "peer")])
+    else:
+        (reply,) = handler.handle(message)
+    assert parse(reply).get("MSA-1") == "AE"
+    with handler.service.engine.connect() as conn:
+        row = conn.execute(select(inbox.c.status, inbox.c.error, inbox.c.response)).one()
+    assert row.status == "rejected"
+    assert row.error == "the message has no PID segment"
+    assert row.response == reply
