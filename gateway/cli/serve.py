@@ -2,6 +2,7 @@
 
 SIGTERM and SIGINT stop accepting new work, let in-flight requests finish and close the
 database cleanly; uvicorn's own handlers do this for HTTP and the listeners share its loop.
+A background task that fails stops the gateway the same way, and it then exits 1.
 
 ``v2v serve --workers N`` runs the HTTP API in N worker processes sharing one socket
 (uvicorn's supervisor, the app built by :func:`worker_app`). The schema is migrated once,
@@ -87,18 +88,70 @@ def _check_binding(app: FastAPI, settings: Settings) -> None:
         log.warning("DEVELOPMENT MODE: no V2V_AUTH_FILE, callers are trusted; loopback only")
 
 
+def _check_background_configuration() -> None:
+    """Read what the background tasks would read only once running, so a broken file stops
+    start-up with its file, line and reason instead of leaving the HTTP API up without an
+    MLLP listener (raises :class:`~gateway.mapping_files.MappingFileError`)."""
+    from adapters.hl7v2.mapping import load_profiles
+
+    load_profiles()
+
+
+class BackgroundFailed(RuntimeError):
+    """A background task (MLLP listener, relay, checkpoints) raised: the gateway stops."""
+
+
+def _stop_on_failure(
+    tasks: list[asyncio.Future[None]],
+    stop: asyncio.Event,
+    stop_gateway: Callable[[], None],
+    failures: list[str],
+) -> None:
+    """Add the failures of ``tasks`` to ``failures`` as they happen. A task that raises
+    before ``stop`` is set would leave the gateway half up (HTTP answering, MLLP refused):
+    it is logged and the whole gateway is stopped, so a supervisor restarts it and the log
+    says why. A task that returns, as checkpoints do when no key is set, is not a failure."""
+
+    def check(task: asyncio.Future[None]) -> None:
+        if task.cancelled() or stop.is_set():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        failures.append(f"{type(error).__name__}: {error}")
+        log.critical(
+            "a background task failed (%s: %s); stopping the gateway",
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+        stop_gateway()
+
+    for task in tasks:
+        task.add_done_callback(check)
+
+
 async def run_server(settings: Settings) -> None:
     _register_builtin_tasks()
     service = build_service(settings)
     app = create_app(service)
     app.state.long_lived_loop = True
     _check_binding(app, settings)
+    _check_background_configuration()
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level="info", lifespan="on"
     )
     server = _GatewayServer(config)
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(task(service, stop, settings)) for task in background_tasks]
+    tasks: list[asyncio.Future[None]] = [
+        asyncio.ensure_future(task(service, stop, settings)) for task in background_tasks
+    ]
+
+    def stop_gateway() -> None:
+        server.should_exit = True
+
+    failures: list[str] = []
+    _stop_on_failure(tasks, stop, stop_gateway, failures)
     try:
         await server.serve()
     finally:
@@ -107,7 +160,9 @@ async def run_server(settings: Settings) -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)
         service.engine.dispose()
-        log.info("vein2vein stopped cleanly")
+        log.info("vein2vein stopped" if failures else "vein2vein stopped cleanly")
+    if failures:
+        raise BackgroundFailed("; ".join(failures))
 
 
 def worker_app() -> FastAPI:
@@ -122,7 +177,11 @@ Stopper = tuple[asyncio.AbstractEventLoop, asyncio.Event]
 
 
 async def _run_background(
-    service: object, settings: Settings, started: threading.Event, holder: list[Stopper]
+    service: object,
+    settings: Settings,
+    started: threading.Event,
+    holder: list[Stopper],
+    failures: list[str],
 ) -> None:
     stop = asyncio.Event()
     holder.append((asyncio.get_running_loop(), stop))
@@ -130,6 +189,12 @@ async def _run_background(
     tasks: list[asyncio.Future[None]] = [
         asyncio.ensure_future(task(service, stop, settings)) for task in background_tasks
     ]
+
+    def stop_gateway() -> None:
+        # The supervisor stops its workers gracefully on SIGTERM, as for an operator's.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    _stop_on_failure(tasks, stop, stop_gateway, failures)
     await stop.wait()
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -191,6 +256,7 @@ def run_workers(settings: Settings, workers: int) -> None:
     service = build_service(settings)  # migrates, once, before any worker starts
     # Built here too so bad configuration stops start-up instead of crash-looping workers.
     _check_binding(create_app(service), settings)
+    _check_background_configuration()
     # Workers read the database URL from the environment: make it the one checked here.
     os.environ["V2V_DATABASE_URL"] = settings.database_url
     config = uvicorn.Config(
@@ -204,8 +270,9 @@ def run_workers(settings: Settings, workers: int) -> None:
     )
     started = threading.Event()
     holder: list[Stopper] = []
+    failures: list[str] = []
     background = threading.Thread(
-        target=lambda: asyncio.run(_run_background(service, settings, started, holder)),
+        target=lambda: asyncio.run(_run_background(service, settings, started, holder, failures)),
         name="v2v-background",
         daemon=True,
     )
@@ -222,11 +289,16 @@ def run_workers(settings: Settings, workers: int) -> None:
             loop.call_soon_threadsafe(stop.set)
         background.join(timeout=30)
         service.engine.dispose()
-        log.info("vein2vein stopped cleanly")
+        log.info("vein2vein stopped" if failures else "vein2vein stopped cleanly")
+    if failures:
+        raise BackgroundFailed("; ".join(failures))
 
 
 def serve(settings: Settings, workers: int = 1) -> None:
-    if workers > 1:
-        run_workers(settings, workers)
-    else:
-        asyncio.run(run_server(settings))
+    try:
+        if workers > 1:
+            run_workers(settings, workers)
+        else:
+            asyncio.run(run_server(settings))
+    except BackgroundFailed:
+        raise SystemExit(1) from None  # the failure is logged where it happened

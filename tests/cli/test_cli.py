@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 
 from gateway.cli.main import app
 from gateway.embedded import free_port
+from gateway.mapping_files import mappings_dir
 
 runner = CliRunner()
 COMMANDS = [
@@ -195,6 +198,53 @@ def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
             process.kill()
     assert process.returncode == 0, output
     assert "stopped cleanly" in output
+
+
+def _serve(tmp_path: Path, mllp_port: int, **env: str) -> subprocess.CompletedProcess[str]:
+    """``v2v serve`` expected to stop by itself; a gateway that stays up fails the test."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli.main",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--mllp-port",
+            str(mllp_port),
+        ],
+        # Wide enough that rich does not wrap the long temporary paths in its messages.
+        env={
+            **os.environ,
+            "COLUMNS": "500",
+            "V2V_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_refuses_to_start_with_a_broken_hl7_profile(tmp_path: Path) -> None:
+    # Not an HTTP API without its MLLP listener: the interface engine would be refused.
+    mappings = tmp_path / "mappings"
+    shutil.copytree(mappings_dir(), mappings)
+    profile = mappings / "hl7v2" / "st-mary.yaml"
+    profile.write_text(profile.read_text(encoding="utf-8") + "\nbroken: [\n", encoding="utf-8")
+    result = _serve(tmp_path, free_port(), V2V_MAPPINGS_DIR=str(mappings))
+    assert result.returncode == 2, result.stderr
+    assert "did not start" in result.stderr and "st-mary.yaml" in result.stderr
+
+
+def test_serve_stops_when_its_mllp_listener_cannot_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = _serve(tmp_path, taken.getsockname()[1])
+    assert result.returncode == 1, result.stderr
+    assert "a background task failed" in result.stderr
+    assert "address already in use" in result.stderr
 
 
 def test_outbox_commands(db_env: Path) -> None:
