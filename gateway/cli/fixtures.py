@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -46,13 +47,13 @@ def list_fixtures(
     table = Table("protocol", "step", "expected", "response", title="fixtures")
     table.add_column("id", no_wrap=True)
     for f in library:
-        table.add_row(f.protocol, f.step, f.expected, f.response, f.id)
+        table.add_row(*map(escape, (f.protocol, f.step, f.expected, f.response, f.id)))
     console.print(table)
     if protocol is None and contains is None:
         scenarios = Table("scenario", "steps", "what it shows", title="scenarios")
         for name in scenario_names():
             scenario = load_scenario(name)
-            scenarios.add_row(name, str(len(scenario.steps)), scenario.title)
+            scenarios.add_row(escape(name), str(len(scenario.steps)), escape(scenario.title))
         console.print(scenarios)
 
 
@@ -66,16 +67,16 @@ def show(name: Annotated[str, typer.Argument(help="A fixture id or a scenario na
         try:
             scenario = load_scenario(name)
         except ReplayError as exc:
-            errors.print(f"[red]{exc}[/]")
+            errors.print(f"[red]{escape(str(exc))}[/]")
             raise typer.Exit(1) from None
-        console.print(f"[bold]{scenario.title}[/]  ({scenario.path})")
+        console.print(f"[bold]{escape(scenario.title)}[/]  ({escape(str(scenario.path))})")
         for number, step in enumerate(scenario.steps, 1):
-            console.print(f"{number:>3}. {json.dumps(step, ensure_ascii=False)}")
+            console.print(f"{number:>3}. {json.dumps(step, ensure_ascii=False)}", markup=False)
         return
     try:
         fixture = find(name)
     except LibraryError as exc:
-        errors.print(f"[red]{exc}[/]")
+        errors.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from None
     for label, value in (
         ("id", fixture.id),
@@ -87,7 +88,7 @@ def show(name: Annotated[str, typer.Argument(help="A fixture id or a scenario na
         ("expected", fixture.expected),
         ("response", fixture.response),
     ):
-        console.print(f"[bold]{label:>9}[/] {value}")
+        console.print(f"[bold]{label:>9}[/] {escape(str(value))}")
     if fixture.protocol == "label-image":
         console.print(f"[dim]{len(fixture.content())} bytes of PNG[/]")
         return
@@ -104,7 +105,7 @@ def _target(
     if mllp:
         host, _, port = mllp.rpartition(":")
         if not host or not port.isdigit():
-            errors.print(f"[red]--mllp must be host:port, not {mllp!r}[/]")
+            errors.print(f"[red]--mllp must be host:port, not {escape(repr(mllp))}[/]")
             raise typer.Exit(2)
         address = (host, int(port))
     secrets = dict(item.split("=", 1) for item in secret if "=" in item)
@@ -150,7 +151,7 @@ def replay(
             try:
                 plan.append((name, "st-mary", [fixture_step(find(name, library))]))
             except LibraryError as exc:
-                errors.print(f"[red]{exc}[/]")
+                errors.print(f"[red]{escape(str(exc))}[/]")
                 raise typer.Exit(2) from None
     total = sum(len(steps) for _, _, steps in plan)
     rows: list[tuple[str, Any]] = []
@@ -164,13 +165,13 @@ def replay(
     ) as progress:
         task = progress.add_task("replaying", total=total)
         for name, site, steps in plan:
-            progress.update(task, description=name)
+            progress.update(task, description=escape(name))
             run = Replay(target, clock=lambda: datetime.now(UTC), site=site, library=library)
             try:
                 for result in run.run_steps(steps, on_step=lambda _r: progress.advance(task)):
                     rows.append((name, result))
             except ReplayError as exc:
-                errors.print(f"[red]{name}: {exc}[/]")
+                errors.print(f"[red]{escape(f'{name}: {exc}')}[/]")
             finally:
                 run.close()
     failed = _summary(rows, time.monotonic() - started)
@@ -192,11 +193,16 @@ def _summary(rows: list[tuple[str, Any]], seconds: float) -> int:
             status += "\n[yellow]clock not moved[/]"
         table.add_row(
             status,
-            name,
-            str(result.number),
-            result.title,
-            json.dumps(result.expected, default=str),
-            json.dumps(got, default=str) + ("" if result.ok else f"\n{result.detail}"),
+            *map(
+                escape,
+                (
+                    name,
+                    str(result.number),
+                    result.title,
+                    json.dumps(result.expected, default=str),
+                    json.dumps(got, default=str) + ("" if result.ok else f"\n{result.detail}"),
+                ),
+            ),
         )
     console.print(table)
     colour = "red" if failed else "green"

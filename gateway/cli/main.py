@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli.fixtures import fixtures_app
@@ -71,7 +72,7 @@ def serve(
     try:
         run(replace(Settings(), host=host, http_port=port, mllp_port=mllp_port), workers)
     except (InsecureBinding, MappingFileError) as exc:
-        errors.print(f"[red]vein2vein did not start:[/] {exc}")
+        errors.print(f"[red]vein2vein did not start:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -101,7 +102,7 @@ def orders_list(
         return
     table = Table("id", "CoI", "therapy", "site", "status", "v", "updated")
     for order in page.orders:
-        table.add_row(
+        cells = (
             order.id,
             order.coi or "-",
             order.therapy.code,
@@ -110,6 +111,7 @@ def orders_list(
             str(order.version),
             order.updated_at.isoformat(" ", "seconds"),
         )
+        table.add_row(*map(escape, cells))
     console.print(table)
 
 
@@ -145,12 +147,12 @@ def audit_verify(
         signatures = signed.verify(conn, signed.public_key(), exported)
     if not report.ok:
         errors.print(
-            f"[red]audit chain BROKEN at entry {report.broken_at}[/]: {report.reason} "
-            f"({report.entries} entries verified before it)"
+            f"[red]audit chain BROKEN at entry {report.broken_at}[/]: "
+            f"{escape(report.reason or '')} ({report.entries} entries verified before it)"
         )
         raise typer.Exit(1)
     if not signatures.ok:
-        errors.print(f"[red]audit checkpoints FAILED[/]: {signatures.reason}")
+        errors.print(f"[red]audit checkpoints FAILED[/]: {escape(signatures.reason or '')}")
         raise typer.Exit(1)
     console.print(
         f"[green]audit chain intact[/]: {report.entries} entries verified, "
@@ -175,7 +177,7 @@ def audit_checkpoint(
         with engine.begin() as conn:
             checkpoint = signed.create(conn, at=datetime.now(UTC), actor="v2v audit checkpoint")
     except signed.CheckpointKeyMissing as exc:
-        errors.print(f"[red]No signing key:[/] {exc}")
+        errors.print(f"[red]No signing key:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if checkpoint is None:
         console.print("the audit chain is empty; nothing to sign")
@@ -193,10 +195,10 @@ def audit_keygen(
     from gateway.store.checkpoints import generate_key
 
     if path.exists():
-        errors.print(f"[red]{path} exists; refusing to overwrite a key.[/]")
+        errors.print(f"[red]{escape(str(path))} exists; refusing to overwrite a key.[/]")
         raise typer.Exit(2)
     public = generate_key(path)
-    console.print(f"private key: {path}\npublic key:  {public}")
+    console.print(f"private key: {path}\npublic key:  {public}", markup=False)
 
 
 @auth_app.command("hash-password")
@@ -241,7 +243,7 @@ def outbox_list(
             items = outbox.list_items(conn, status=status, order_id=order, limit=limit)
     table = Table("id", "destination", "kind", "order", "status", "tries", "last error")
     for item in items:
-        table.add_row(
+        cells = (
             str(item.id),
             item.destination,
             item.kind,
@@ -250,6 +252,7 @@ def outbox_list(
             str(item.attempts),
             (item.last_error or "")[:60],
         )
+        table.add_row(*map(escape, cells))
     console.print(table)
 
 
@@ -330,7 +333,7 @@ def mappings_check(
             console.print(f"[green]ok[/]      {result.name}: {result.files} file(s)")
         else:
             failed = True
-            errors.print(f"[red]BROKEN[/]  {result.name}: {result.error}")
+            errors.print(f"[red]BROKEN[/]  {result.name}: {escape(str(result.error))}")
     if failed:
         raise typer.Exit(1)
 
@@ -353,7 +356,7 @@ def label(
     from labeling.layout import LabelKind
 
     if fmt not in ("png", "svg", "pdf", "zpl"):
-        errors.print(f"[red]Unknown format {fmt!r}; use png, svg, pdf or zpl.[/]")
+        errors.print(f"[red]Unknown format {escape(repr(fmt))}; use png, svg, pdf or zpl.[/]")
         raise typer.Exit(2)
     service = build_service()
     found = _find_order(service, order)
@@ -376,7 +379,7 @@ def label(
                 found, target, label_kind, patient if label_kind.may_carry_patient else None
             )
     except (LabelUnavailable, ValueError) as exc:
-        errors.print(f"[red]Cannot print that label:[/] {exc}")
+        errors.print(f"[red]Cannot print that label:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     content = render(data, fmt)  # type: ignore[arg-type]
     if out is None and fmt in ("png", "pdf"):
@@ -390,7 +393,7 @@ def label(
         sys.stdout.write(content.decode())
         return
     out.write_bytes(content)
-    console.print(f"wrote {out} ({len(content)} bytes)")
+    console.print(f"wrote {out} ({len(content)} bytes)", markup=False)
 
 
 @app.command()
@@ -418,7 +421,7 @@ def scan(
     try:
         point = Checkpoint(checkpoint)
     except ValueError:
-        errors.print(f"[red]Unknown checkpoint {checkpoint!r}.[/]")
+        errors.print(f"[red]Unknown checkpoint {escape(repr(checkpoint))}.[/]")
         raise typer.Exit(2) from None
     service = build_service()
     order_id = _find_order(service, order).id if order else None
@@ -435,11 +438,14 @@ def scan(
     )
     if result.green:
         console.print(
-            f"[bold white on green] GREEN [/] {result.reason} unit {result.unit_id} "
-            f"CoI {result.coi}" + (" — bedside complete" if result.bedside_complete else "")
+            "[bold white on green] GREEN [/] "
+            + escape(f"{result.reason} unit {result.unit_id} CoI {result.coi}")
+            + (" — bedside complete" if result.bedside_complete else "")
         )
         return
-    console.print(f"[bold white on red] RED — STOP [/] {result.reason_code}: {result.reason}")
+    console.print(
+        f"[bold white on red] RED — STOP [/] {escape(f'{result.reason_code}: {result.reason}')}"
+    )
     raise typer.Exit(3)
 
 
@@ -453,7 +459,7 @@ def _find_order(service: OrderService, key: str) -> TherapyOrder:
     try:
         return service.get(key)
     except NotFound:
-        errors.print(f"[red]No order with id, CoI or placer number {key!r}.[/]")
+        errors.print(f"[red]No order with id, CoI or placer number {escape(repr(key))}.[/]")
         raise typer.Exit(1) from None
 
 
