@@ -106,6 +106,12 @@ def problem(
     return MessageProblem(ack, ErrorDetail(code, reason, **_located(path)))  # type: ignore[arg-type]
 
 
+def missing_segment(segment: str, reason: str) -> MessageProblem:
+    """A segment the mapping needs is not in the message: the ERR names it (ERR-2.1, or
+    ERR-1.1 before v2.5), as there is no field to point at."""
+    return MessageProblem("AE", ErrorDetail("100", reason, segment=segment))
+
+
 @dataclass
 class Context:
     """What the mapping has learnt so far; the error path reads it to say where."""
@@ -480,7 +486,7 @@ class InboundHandler:
         with the optional fields the sender explicitly removed: HL7's null, ``""``, means
         "delete the stored value", where an empty field means "not sent, keep it"."""
         if not message.has("PID"):
-            raise problem("100", "the message has no PID segment", None)
+            raise missing_segment("PID", "the message has no PID segment")
         paths = profile.fields
         mrn, mrn_path = self._mrn(message, profile)
         if not mrn or mrn == HL7_NULL:
@@ -537,7 +543,7 @@ class InboundHandler:
         profile = context.profile
         assert profile is not None
         if not message.has("ORC"):
-            raise problem("100", f"{message.message_type} needs an ORC segment", None)
+            raise missing_segment("ORC", f"{message.message_type} needs an ORC segment")
         code, code_path = message.first(profile.fields.control_code)
         if not code:
             raise problem("101", "ORC-1 (order control) is empty", code_path)

@@ -85,3 +85,30 @@ def test_a_rejection_is_kept_with_its_reason_beside_the_whole_ack(
     assert row.status == "rejected"
     assert row.error == "the message has no PID segment"
     assert row.response == reply
+
+
+@pytest.mark.parametrize(
+    ("segment", "reason"),
+    [(b"PID", "the message has no PID segment"), (b"ORC", "ORM^O01 needs an ORC segment")],
+)
+def test_a_missing_segment_is_named_where_the_err_locates(
+    handler: InboundHandler, segment: bytes, reason: str
+) -> None:
+    (reply,) = handler.handle(without(ORM, segment))
+    ack = parse(reply)
+    assert ack.get("MSA-1") == "AE"
+    assert (ack.get("ERR-2.1"), ack.get("ERR-2.2"), ack.get("ERR-2.3")) == (
+        segment.decode(),
+        "1",
+        "",
+    )
+    assert (ack.get("ERR-3.1"), ack.get("ERR-8")) == ("100", reason)
+    assert ack.get("MSA-3") == f"{segment.decode()}: {reason}"
+
+
+def test_a_missing_segment_is_named_in_err_1_before_v2_5(handler: InboundHandler) -> None:
+    v23 = without(ORM, b"PID").replace(b"ORM^O01^ORM_O01|SM-0001|P|2.5.1", b"ORM^O01|SM-0001|P|2.3")
+    ack = parse(handler.handle(v23)[0])
+    assert (ack.get("MSA-1"), ack.get("MSH-12")) == ("AE", "2.3")
+    assert (ack.get("ERR-1.1"), ack.get("ERR-1.2"), ack.get("ERR-1.4.1")) == ("PID", "1", "100")
+    assert ack.get("ERR-2") == ""
