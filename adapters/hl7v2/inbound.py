@@ -112,6 +112,20 @@ def missing_segment(segment: str, reason: str) -> MessageProblem:
     return MessageProblem("AE", ErrorDetail("100", reason, segment=segment))
 
 
+def not_found(message: Message, paths: Sequence[str], what: str) -> MessageProblem:
+    """``what`` is at none of ``paths``. When none of their segments is in the message
+    either (a message cut short, say), the segment is what is missing, not a field."""
+    segments = list(dict.fromkeys(parse_path(path).segment for path in paths))
+    present = [path for path in paths if message.has(parse_path(path).segment)]
+    if segments and not present:
+        others = f" (nor {', '.join(segments[1:])})" if len(segments) > 1 else ""
+        return missing_segment(
+            segments[0], f"the message has no {segments[0]} segment{others} with {what}"
+        )
+    located = present or paths
+    return problem("101", f"{what} is missing", located[0] if located else None)
+
+
 @dataclass
 class Context:
     """What the mapping has learnt so far; the error path reads it to say where."""
@@ -607,7 +621,7 @@ class InboundHandler:
         placer, placer_path = self._placer(message, context)
         product, product_path = message.first(profile.fields.product)
         if not product:
-            raise problem("101", "the product code is missing", profile.fields.product[0])
+            raise not_found(message, profile.fields.product, "the product code")
         therapy = profile.products.get(product)
         if therapy is None:
             raise problem(

@@ -112,3 +112,17 @@ def test_a_missing_segment_is_named_in_err_1_before_v2_5(handler: InboundHandler
     assert (ack.get("MSA-1"), ack.get("MSH-12")) == ("AE", "2.3")
     assert (ack.get("ERR-1.1"), ack.get("ERR-1.2"), ack.get("ERR-1.4.1")) == ("PID", "1", "100")
     assert ack.get("ERR-2") == ""
+
+
+def test_an_order_cut_off_inside_orc_is_told_its_obr_is_missing(handler: InboundHandler) -> None:
+    cut = ORM[: ORM.index(b"ORC|") + len(b"ORC|NW|SM-1001^EPIC|")]
+    ack = parse(handler.handle(cut)[0])
+    assert (ack.get("MSA-1"), ack.get("ERR-3.1")) == ("AE", "100")
+    assert (ack.get("ERR-2.1"), ack.get("ERR-2.3")) == ("OBR", "")
+    assert "no OBR segment" in ack.get("ERR-8")
+    # With OBR there but its product code empty, the field is what is missing.
+    no_product = ORM.replace(b"CART-EXA^Exampleucel autologous CAR-T^LOCAL", b"").replace(
+        b"SM-0001", b"SM-0002"
+    )
+    ack = parse(handler.handle(no_product)[0])
+    assert (ack.get("ERR-3.1"), ack.get("ERR-2.1"), ack.get("ERR-2.3")) == ("101", "OBR", "4")
