@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli.fixtures import fixtures_app
-from gateway.settings import Settings
+from gateway.settings import DatabaseUrlError, Settings
 
 if TYPE_CHECKING:
     from gateway.domain.model import TherapyOrder
@@ -70,7 +70,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        run(replace(Settings(), host=host, http_port=port, mllp_port=mllp_port), workers)
+        run(replace(_settings(), host=host, http_port=port, mllp_port=mllp_port), workers)
     except (InsecureBinding, MappingFileError) as exc:
         errors.print(f"[red]vein2vein did not start:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
@@ -82,7 +82,7 @@ def db_upgrade() -> None:
     from gateway.store.database import make_engine
     from gateway.store.migrate import current_revision, upgrade
 
-    engine = make_engine(Settings().database_url)
+    engine = make_engine(_settings().database_url)
     upgrade(engine)
     console.print(f"schema at revision [bold]{current_revision(engine)}[/]")
 
@@ -96,7 +96,7 @@ def orders_list(
     """List orders, newest first."""
     from gateway.bootstrap import build_service
 
-    page = build_service().search(state=state, limit=limit)
+    page = build_service(_settings()).search(state=state, limit=limit)
     if as_json:
         print(json.dumps([o.model_dump(mode="json") for o in page.orders], indent=2))
         return
@@ -122,7 +122,7 @@ def orders_show(
     """Show one order as canonical JSON (no patient identity)."""
     from gateway.bootstrap import build_service
 
-    order = _find_order(build_service(), order_id)
+    order = _find_order(build_service(_settings()), order_id)
     body = order.model_dump(mode="json")
     body["status"] = order.status
     print(json.dumps(body, indent=2))
@@ -140,7 +140,7 @@ def audit_verify(
     from gateway.store.audit import verify_chain
     from gateway.store.database import make_engine
 
-    engine = make_engine(Settings().database_url)
+    engine = make_engine(_settings().database_url)
     with engine.connect() as conn:
         report = verify_chain(conn)
         exported = signed.read_export(checkpoints) if checkpoints else []
@@ -172,7 +172,7 @@ def audit_checkpoint(
     from gateway.store import checkpoints as signed
     from gateway.store.database import make_engine
 
-    engine = make_engine(Settings().database_url)
+    engine = make_engine(_settings().database_url)
     try:
         with engine.begin() as conn:
             checkpoint = signed.create(conn, at=datetime.now(UTC), actor="v2v audit checkpoint")
@@ -234,7 +234,7 @@ def outbox_list(
     from gateway.store import outbox
     from gateway.store.database import make_engine
 
-    engine = make_engine(Settings().database_url)
+    engine = make_engine(_settings().database_url)
     with engine.connect() as conn:
         if status is None:
             items = outbox.list_items(conn, status=outbox.DEAD, order_id=order, limit=limit)
@@ -264,7 +264,7 @@ def outbox_retry(item_id: Annotated[int, typer.Argument(help="Outbox item id.")]
     from gateway.service.operations import retry_outbox
     from gateway.store.database import make_engine
 
-    engine = make_engine(Settings().database_url)
+    engine = make_engine(_settings().database_url)
     if not retry_outbox(engine, item_id, actor="v2v outbox retry", at=datetime.now(UTC)):
         errors.print(f"[red]No undelivered outbox item {item_id}.[/]")
         raise typer.Exit(1)
@@ -282,7 +282,7 @@ def outbox_dead_letter(
     from gateway.service.operations import dead_letter_outbox
     from gateway.store.database import make_engine
 
-    engine = make_engine(Settings().database_url)
+    engine = make_engine(_settings().database_url)
     if not dead_letter_outbox(
         engine, item_id, reason=reason, actor="v2v outbox dead-letter", at=datetime.now(UTC)
     ):
@@ -358,7 +358,7 @@ def label(
     if fmt not in ("png", "svg", "pdf", "zpl"):
         errors.print(f"[red]Unknown format {escape(repr(fmt))}; use png, svg, pdf or zpl.[/]")
         raise typer.Exit(2)
-    service = build_service()
+    service = build_service(_settings())
     found = _find_order(service, order)
     factory = LabelFactory.default(load_sites())
     patient = service.patient_of(found.id)
@@ -423,7 +423,7 @@ def scan(
     except ValueError:
         errors.print(f"[red]Unknown checkpoint {escape(repr(checkpoint))}.[/]")
         raise typer.Exit(2) from None
-    service = build_service()
+    service = build_service(_settings())
     order_id = _find_order(service, order).id if order else None
     result = ScanStation(service, load_sites()).scan(
         ScanRequest(
@@ -447,6 +447,16 @@ def scan(
         f"[bold white on red] RED — STOP [/] {escape(f'{result.reason_code}: {result.reason}')}"
     )
     raise typer.Exit(3)
+
+
+def _settings() -> Settings:
+    """The environment's settings; a V2V_DATABASE_URL that is no database URL is one line and
+    exit 2, not a traceback from deep in SQLAlchemy."""
+    try:
+        return Settings()
+    except DatabaseUrlError as exc:
+        errors.print(f"[red]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _find_order(service: OrderService, key: str) -> TherapyOrder:
