@@ -871,11 +871,14 @@ def control_id_of(key: str) -> str | None:
     return key.rsplit("|", 1)[-1] or None
 
 
-def parse_timestamp(text: str, tz: tzinfo, path: str) -> datetime:
-    """HL7 DTM (``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]``); no offset means site time."""
+def parse_timestamp(text: str, tz: tzinfo, path: str, *, sent: str | None = None) -> datetime:
+    """HL7 DTM (``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]``); no offset means site time.
+    An error quotes ``sent``, the whole value as the sender wrote it, when ``text`` is
+    only part of it."""
+    quoted = text if sent is None else sent
     match = _DTM.match(text.strip())
     if match is None:
-        raise problem("102", f"'{text}' is not an HL7 date/time", path)
+        raise problem("102", f"'{quoted}' is not an HL7 date/time", path)
     year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
     try:
         moment = datetime(
@@ -888,7 +891,7 @@ def parse_timestamp(text: str, tz: tzinfo, path: str) -> datetime:
             int((fraction or "0").ljust(6, "0")[:6]),
         )
     except ValueError:
-        raise problem("102", f"'{text}' is not a valid date/time", path) from None
+        raise problem("102", f"'{quoted}' is not a valid date/time", path) from None
     if sign:
         offset = timedelta(hours=int(off_h), minutes=int(off_m))
         return moment.replace(tzinfo=timezone(offset if sign == "+" else -offset))
@@ -904,8 +907,8 @@ def parse_date(text: str, path: str) -> date:
         try:
             return date(int(head[:4]), int(head[4:6]), int(head[6:]))
         except ValueError:
-            raise problem("102", f"'{head}' is not a valid date/time", path) from None
-    return parse_timestamp(head, UTC, path).date()
+            raise problem("102", f"'{text}' is not a valid date/time", path) from None
+    return parse_timestamp(head, UTC, path, sent=text).date()
 
 
 def check_unit_id(text: str, path: str) -> str:

@@ -126,3 +126,20 @@ def test_an_order_cut_off_inside_orc_is_told_its_obr_is_missing(handler: Inbound
     )
     ack = parse(handler.handle(no_product)[0])
     assert (ack.get("ERR-3.1"), ack.get("ERR-2.1"), ack.get("ERR-2.3")) == ("101", "OBR", "4")
+
+
+@pytest.mark.parametrize(
+    ("sent", "reason"),
+    [
+        ("1961-04-12", "'1961-04-12' is not an HL7 date/time"),
+        ("19610231", "'19610231' is not a valid date/time"),
+        ("196102311200", "'196102311200' is not a valid date/time"),
+    ],
+)
+def test_a_bad_birth_date_is_quoted_as_it_was_sent(
+    handler: InboundHandler, sent: str, reason: str
+) -> None:
+    (reply,) = handler.handle(ORM.replace(b"|19610412|", f"|{sent}|".encode()))
+    ack = parse(reply)
+    assert (ack.get("ERR-3.1"), ack.get("ERR-2.1"), ack.get("ERR-2.3")) == ("102", "PID", "7")
+    assert ack.get("ERR-8") == reason

@@ -172,7 +172,7 @@ def test_stored_replies_split_back_into_the_messages_joined(codes: list[str]) ->
 )
 def test_a_date_reads_as_the_general_timestamp_reader_reads_it(value: str) -> None:
     """The eight-digit shortcut for birth dates answers exactly what the general DTM reader
-    answers for the same text: the same date, or the same refusal."""
+    answers for the same text: the same date, or the same refusal, quoting the value sent."""
     from datetime import UTC
 
     from adapters.hl7v2.inbound import MessageProblem, parse_date, parse_timestamp
@@ -183,5 +183,5 @@ def test_a_date_reads_as_the_general_timestamp_reader_reads_it(value: str) -> No
         except MessageProblem as problem:
             return (problem.ack, problem.detail)
 
-    general = read(lambda: parse_timestamp(value[:8], UTC, "PID-7").date())
+    general = read(lambda: parse_timestamp(value[:8], UTC, "PID-7", sent=value).date())
     assert read(lambda: parse_date(value, "PID-7")) == general
