@@ -33,6 +33,7 @@ from adapters.fhir.reads import (
     orders_of_patient,
     patient,
     patient_of_pseudonym,
+    patients_with_mrn,
 )
 from adapters.fhir.resources import etag, split_id
 from adapters.fhir.resources import patient as patient_resource
@@ -155,7 +156,10 @@ def require_hospital_role(request: Request) -> str:
     :func:`read_patient`); everyone else is refused here."""
     principal = _principal(request)
     if principal.kind not in ("hospital", "user"):
-        raise FhirError("forbidden", "Patient data is served to hospital credentials only.")
+        hint = ""
+        if auth_config(request) is None:
+            hint = " In development mode send X-V2V-Role: hospital (and X-V2V-Tenant: <site>)."
+        raise FhirError("forbidden", "Patient data is served to hospital credentials only." + hint)
     return principal.tenant or ""
 
 
@@ -682,6 +686,48 @@ def read_patient(
     site = config.sites.get(row.site_id)
     mrn_system = config.profiles.for_site(site).identifiers.mrn_system
     return resource_response(patient_resource(row, mrn_system, pseudonyms, patient_id))
+
+
+@router.get("/Patient", summary="Search Patients by MRN (hospital credentials only)")
+def search_patients(
+    request: Request,
+    service: Service,
+    config: Config,
+    client: Caller,
+    tenant: Annotated[str, Depends(require_hospital_role)],
+) -> Response:
+    """``identifier=[system|]MRN`` at the caller's own site: how hospital IT finds a patient
+    that an ADT message registered before any order names it."""
+    query = _query(request, "Patient")
+    identifier = query.one("identifier")
+    limit = search.count(query)
+    query.finish(frozenset({"identifier"}))
+    if not identifier:
+        raise FhirError("required", "Search Patients by identifier=[system|]MRN.", "identifier")
+    site_id = None if _unrestricted(request, _principal(request)) else tenant
+    found: list[dict[str, Any]] = []
+    with service.uow() as uow:
+        for token in identifier.split(","):
+            system, _, mrn = token.rpartition("|")
+            for row in patients_with_mrn(uow.conn, mrn, site_id):
+                site = config.sites.get(row.site_id)
+                mrn_system = config.profiles.for_site(site).identifiers.mrn_system
+                if system and system != mrn_system:
+                    continue  # a system this site does not use matches nothing
+                pseudonyms = [pseudonym for _, pseudonym in orders_of_patient(uow.conn, row.id)]
+                found.append(patient_resource(row, mrn_system, pseudonyms))
+        if found:
+            # As a read: finding a patient is reading PHI, on no order.
+            audit.append(
+                uow.conn,
+                at=service.clock(),
+                actor=client,
+                action="patient.search",
+                order_id=None,
+                payload={"channel": "fhir", "patients": [item["id"] for item in found]},
+            )
+        uow.commit()
+    return _paged(request, query, found, limit)
 
 
 # --- errors -------------------------------------------------------------------------------

@@ -130,9 +130,14 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                     },
                     {
                         "type": "Patient",
-                        "documentation": "Hospital credentials only; every read is audited",
-                        "interaction": [{"code": "read"}],
+                        "documentation": "Hospital credentials only; every read and every "
+                        "search that finds a patient is audited",
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
                         "versioning": "versioned",
+                        "searchParam": [
+                            _param("identifier", "token", "[system|]MRN at the caller's site"),
+                            _COUNT,
+                        ],
                     },
                 ],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],

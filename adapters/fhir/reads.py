@@ -84,6 +84,15 @@ def patient(conn: Connection, patient_id: str) -> PatientRow | None:
     return PatientRow(row.id, row.site_id, identity, row.updated_at)
 
 
+def patients_with_mrn(conn: Connection, mrn: str, site_id: str | None) -> list[PatientRow]:
+    """The patients with this MRN: at ``site_id`` (one at most), or at every site (None)."""
+    query = select(patients.c.id).where(patients.c.mrn == mrn)
+    if site_id is not None:
+        query = query.where(patients.c.site_id == site_id)
+    found = [patient(conn, str(patient_id)) for patient_id in conn.execute(query).scalars()]
+    return [row for row in found if row is not None]
+
+
 def patient_of_pseudonym(conn: Connection, pseudonym: str) -> str | None:
     """The patient of the order with this pseudonym."""
     found = conn.execute(

@@ -12,6 +12,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from adapters.fhir import resources
 from gateway.domain.model import ScanVerdict
+from gateway.domain.patient import PatientIdentity
 from gateway.service.orders import OrderService
 from gateway.store.audit import entries
 from tests.conftest import FixedClock
@@ -120,6 +121,47 @@ def test_patient_is_for_hospital_credentials_only(
     registered = actions["patient.created"]
     assert registered["action"] == "C"
     assert "MRN-SYN" not in json.dumps(registered)
+
+
+def test_a_patient_registered_without_an_order_is_found_by_mrn(
+    fhir: TestClient, service: OrderService, clock: FixedClock
+) -> None:
+    # As an ADT A04 leaves it: a patient at St Mary's that no order names yet.
+    with service.uow() as uow:
+        service.register_patient(
+            uow,
+            "st-mary",
+            PatientIdentity(mrn="MRN-SYN-0404", family_name="Zz-Testpatient", given_name="Ada"),
+            actor="hl7v2:st-mary",
+            at=clock(),
+        )
+        uow.commit()
+    hospital = {"X-V2V-Role": "hospital", "X-V2V-Tenant": "st-mary"}
+    found = fhir.get("/fhir/Patient?identifier=MRN-SYN-0404", headers=hospital)
+    assert found.status_code == 200, found.text
+    validate(found.json())
+    [entry] = found.json()["entry"]
+    assert entry["resource"]["name"][0]["family"] == "Zz-Testpatient"
+    mrn = entry["resource"]["identifier"][0]
+    assert mrn["value"] == "MRN-SYN-0404"
+    with_system = f"/fhir/Patient?identifier={mrn['system']}|MRN-SYN-0404"
+    assert len(fhir.get(with_system, headers=hospital).json()["entry"]) == 1
+    other_system = "/fhir/Patient?identifier=urn:example:other|MRN-SYN-0404"
+    assert fhir.get(other_system, headers=hospital).json().get("entry", []) == []
+    # Another site's credentials find nothing; a partner is refused; the search is audited.
+    lakeside = {"X-V2V-Role": "hospital", "X-V2V-Tenant": "lakeside"}
+    elsewhere = fhir.get("/fhir/Patient?identifier=MRN-SYN-0404", headers=lakeside)
+    assert elsewhere.json().get("entry", []) == []
+    partner = fhir.get("/fhir/Patient?identifier=MRN-SYN-0404", headers={"X-V2V-Role": "courier"})
+    assert partner.status_code == 403
+    assert "X-V2V-Role: hospital" in partner.json()["issue"][0]["diagnostics"]
+    missing = fhir.get("/fhir/Patient", headers=hospital)
+    assert missing.status_code == 400
+    assert missing.json()["issue"][0]["expression"] == ["identifier"]
+    with service.engine.connect() as conn:
+        searches = [e for e in entries(conn) if e.action == "patient.search"]
+    assert len(searches) == 2  # the two searches that found the patient
+    assert searches[-1].order_id is None
 
 
 def _place(fhir: TestClient, placer: str, mrn: str) -> str:
@@ -309,12 +351,17 @@ def test_capability_statement_claims_only_what_works(fhir: TestClient, journey: 
                 value = "A999926000099"
             if resource["type"] == "ServiceRequest" and param["name"] == "status":
                 value = "active"
+            if resource["type"] == "Patient" and param["name"] == "identifier":
+                value = "MRN-SYN-0001"
             required = {
                 "Provenance": {"target": samples["target"]},
                 "AuditEvent": {"entity": samples["entity"]},
+                "Patient": {"identifier": "MRN-SYN-0001"},
             }.get(resource["type"], {})
             params = {**required, param["name"]: value}
-            response = fhir.get(f"/fhir/{resource['type']}", params=params)
+            # Patient is PHI: only a hospital's credentials may search it.
+            headers = {"X-V2V-Role": "hospital"} if resource["type"] == "Patient" else {}
+            response = fhir.get(f"/fhir/{resource['type']}", params=params, headers=headers)
             assert response.status_code == 200, (resource["type"], param, response.text)
             assert not [e for e in response.json()["entry"] if e["search"]["mode"] == "outcome"]
             assert response.json()["entry"], (resource["type"], param["name"])
