@@ -96,7 +96,7 @@ def orders_list(
     """List orders, newest first."""
     from gateway.bootstrap import build_service
 
-    page = build_service(_settings()).search(state=state, limit=limit)
+    page = build_service(_existing_database()).search(state=state, limit=limit)
     if as_json:
         print(json.dumps([o.model_dump(mode="json") for o in page.orders], indent=2))
         return
@@ -122,7 +122,7 @@ def orders_show(
     """Show one order as canonical JSON (no patient identity)."""
     from gateway.bootstrap import build_service
 
-    order = _find_order(build_service(_settings()), order_id)
+    order = _find_order(build_service(_existing_database()), order_id)
     body = order.model_dump(mode="json")
     body["status"] = order.status
     print(json.dumps(body, indent=2))
@@ -140,7 +140,7 @@ def audit_verify(
     from gateway.store.audit import verify_chain
     from gateway.store.database import make_engine
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(_existing_database().database_url)
     with engine.connect() as conn:
         report = verify_chain(conn)
         exported = signed.read_export(checkpoints) if checkpoints else []
@@ -172,7 +172,7 @@ def audit_checkpoint(
     from gateway.store import checkpoints as signed
     from gateway.store.database import make_engine
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(_existing_database().database_url)
     try:
         with engine.begin() as conn:
             checkpoint = signed.create(conn, at=datetime.now(UTC), actor="v2v audit checkpoint")
@@ -234,7 +234,7 @@ def outbox_list(
     from gateway.store import outbox
     from gateway.store.database import make_engine
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(_existing_database().database_url)
     with engine.connect() as conn:
         if status is None:
             items = outbox.list_items(conn, status=outbox.DEAD, order_id=order, limit=limit)
@@ -264,7 +264,7 @@ def outbox_retry(item_id: Annotated[int, typer.Argument(help="Outbox item id.")]
     from gateway.service.operations import retry_outbox
     from gateway.store.database import make_engine
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(_existing_database().database_url)
     if not retry_outbox(engine, item_id, actor="v2v outbox retry", at=datetime.now(UTC)):
         errors.print(f"[red]No undelivered outbox item {item_id}.[/]")
         raise typer.Exit(1)
@@ -282,7 +282,7 @@ def outbox_dead_letter(
     from gateway.service.operations import dead_letter_outbox
     from gateway.store.database import make_engine
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(_existing_database().database_url)
     if not dead_letter_outbox(
         engine, item_id, reason=reason, actor="v2v outbox dead-letter", at=datetime.now(UTC)
     ):
@@ -358,7 +358,7 @@ def label(
     if fmt not in ("png", "svg", "pdf", "zpl"):
         errors.print(f"[red]Unknown format {escape(repr(fmt))}; use png, svg, pdf or zpl.[/]")
         raise typer.Exit(2)
-    service = build_service(_settings())
+    service = build_service(_existing_database())
     found = _find_order(service, order)
     factory = LabelFactory.default(load_sites())
     patient = service.patient_of(found.id)
@@ -423,7 +423,7 @@ def scan(
     except ValueError:
         errors.print(f"[red]Unknown checkpoint {escape(repr(checkpoint))}.[/]")
         raise typer.Exit(2) from None
-    service = build_service(_settings())
+    service = build_service(_existing_database())
     order_id = _find_order(service, order).id if order else None
     result = ScanStation(service, load_sites()).scan(
         ScanRequest(
@@ -457,6 +457,31 @@ def _settings() -> Settings:
     except DatabaseUrlError as exc:
         errors.print(f"[red]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _existing_database() -> Settings:
+    """Settings for a command that works on what the database holds. SQLite creates a file on
+    first connect, so a mistyped or unset V2V_DATABASE_URL would otherwise leave an empty
+    database behind and answer as if it were the gateway's ("no order ...")."""
+    from sqlalchemy.engine import make_url
+
+    settings = _settings()
+    url = make_url(settings.database_url)
+    path = url.database
+    if (
+        url.get_backend_name() == "sqlite"
+        and path not in (None, "", ":memory:")
+        and not url.query.get("uri")
+        and not Path(path).exists()
+    ):
+        errors.print(
+            f"[red]no database at {escape(str(Path(path).resolve()))}[/]: set V2V_DATABASE_URL "
+            "to the gateway's database, or create one with v2v serve or v2v db upgrade",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    return settings
 
 
 def _find_order(service: OrderService, key: str) -> TherapyOrder:
