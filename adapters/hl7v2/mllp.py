@@ -252,9 +252,18 @@ class MllpClient:
             f"{self.attempts} attempt(s): {last}"
         )
 
-    def _await_ack(self, control_id: str) -> bytes:
+    def await_ack(self, control_id: str, timeout: float | None = None) -> bytes:
+        """The next acknowledgement for ``control_id`` on this connection, such as the
+        application ACK that follows an enhanced-mode accept ACK; raises :class:`MllpError`
+        when none comes within ``timeout`` (the client's own by default)."""
+        if self._sock is None:
+            raise MllpError("not connected: send the message first")
+        return self._await_ack(control_id, timeout)
+
+    def _await_ack(self, control_id: str, timeout: float | None = None) -> bytes:
         assert self._sock is not None
-        deadline = time.monotonic() + self.timeout
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         while True:
             while self._ready:
                 reply = self._ready.pop(0)
@@ -267,14 +276,12 @@ class MllpClient:
                 self.late_acks.append(reply)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise MllpError(f"timed out after {self.timeout:g} s waiting for {control_id}")
+                raise MllpError(f"timed out after {wait:g} s waiting for {control_id}")
             self._sock.settimeout(remaining)
             try:
                 data = self._sock.recv(65536)
             except TimeoutError as exc:
-                raise MllpError(
-                    f"timed out after {self.timeout:g} s waiting for {control_id}"
-                ) from exc
+                raise MllpError(f"timed out after {wait:g} s waiting for {control_id}") from exc
             if not data:
                 raise MllpError("the receiver closed the connection before acknowledging")
             for item in self._decoder.feed(data):

@@ -114,8 +114,24 @@ def test_fixture_patients_are_synthetic() -> None:
 def test_simulator_sender_gets_acks(listener: RunningListener) -> None:
     from fixtures.simulators.ehr_mllp import send
 
-    acks = send("127.0.0.1", listener.port, [fixture_bytes("st-mary-adt-a04.hl7")])
-    assert parse(acks[0]).get("MSA-1") == "AA"
+    [acks] = send("127.0.0.1", listener.port, [fixture_bytes("st-mary-adt-a04.hl7")])
+    assert [parse(ack).get("MSA-1") for ack in acks] == ["AA"]
     with MllpClient("127.0.0.1", listener.port) as client:
         again = client.send(fixture_bytes("st-mary-adt-a04.hl7"))
     assert again == acks[0]
+
+
+def test_simulator_sender_shows_both_acks_of_an_enhanced_mode_message(
+    listener: RunningListener,
+) -> None:
+    from fixtures.simulators.ehr_mllp import send
+
+    enhanced = fixture_bytes("st-mary-orm-o01-enhanced-ack.hl7")  # MSH-15 and MSH-16 AL
+    following = fixture_bytes("st-mary-adt-a04.hl7")
+    answers = send("127.0.0.1", listener.port, [enhanced, following])
+    codes = [
+        [(parse(ack).get("MSA-1"), parse(ack).get("MSA-2")) for ack in acks] for acks in answers
+    ]
+    control = parse(enhanced).control_id
+    assert codes[0] == [("CA", control), ("AA", control)]
+    assert [code for code, _ in codes[1]] == ["AA"]  # not the first message's late AA
