@@ -28,7 +28,7 @@ def _sites(folder: Path) -> int:
     return len(load_sites(folder).sites)
 
 
-def _products(folder: Path) -> int:
+def check_products(folder: Path) -> int:
     """The label product catalogue (``products/*.yaml``), entry by entry."""
     # The catalogue loader's own per-entry rule, so this check cannot pass an entry the
     # gateway would refuse; the loader itself reports no line numbers.
@@ -71,7 +71,7 @@ def _products(folder: Path) -> int:
 CHECKERS: dict[str, Checker] = {
     "therapies": _therapies,
     "sites": _sites,
-    "products": _products,
+    "products": check_products,
 }
 
 

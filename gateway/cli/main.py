@@ -351,6 +351,7 @@ def label(
     """Render a unit's label or the patient's wristband."""
     from gateway.api.scans import render
     from gateway.bootstrap import build_service
+    from gateway.mapping_files import MappingFileError
     from gateway.service.labels import LabelFactory, LabelUnavailable
     from gateway.sites import load_sites
     from labeling.layout import LabelKind
@@ -360,9 +361,9 @@ def label(
         raise typer.Exit(2)
     service = build_service(_existing_database())
     found = _find_order(service, order)
-    factory = LabelFactory.default(load_sites())
     patient = service.patient_of(found.id)
     try:
+        factory = LabelFactory.default(load_sites())
         if kind == "wristband":
             if patient is None:
                 raise LabelUnavailable("the order has no patient record")
@@ -378,7 +379,7 @@ def label(
             data = factory.product_label(
                 found, target, label_kind, patient if label_kind.may_carry_patient else None
             )
-    except (LabelUnavailable, ValueError) as exc:
+    except (LabelUnavailable, ValueError, MappingFileError) as exc:
         errors.print(f"[red]Cannot print that label:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     content = render(data, fmt)  # type: ignore[arg-type]

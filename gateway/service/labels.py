@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 
 from gateway.domain.model import TherapyOrder, Unit
 from gateway.domain.patient import PatientIdentity
+from gateway.mapping_check import check_products
+from gateway.mapping_files import mappings_dir
 from gateway.sites import SiteDirectory
 from labeling import layout
 from labeling.coi import parse_coi
@@ -49,8 +51,16 @@ class LabelFactory:
 
     @classmethod
     def default(cls, sites: SiteDirectory, catalog_path: Path | None = None) -> LabelFactory:
-        catalog = load_product_catalog(catalog_path) if catalog_path else load_product_catalog()
-        return cls(sites, catalog)
+        """The site's product catalogue from the mappings folder (``V2V_MAPPINGS_DIR``, as
+        every other mapping), or from ``catalog_path``. A broken file raises
+        :class:`~gateway.mapping_files.MappingFileError` with its file, line and reason."""
+        if catalog_path is None:
+            folder = mappings_dir()
+            check_products(folder)
+            catalog_path = folder / "products"
+            if not catalog_path.is_dir():
+                return cls(sites, ProductCatalog({}))  # no product labels at this site
+        return cls(sites, load_product_catalog(catalog_path))
 
     def product_label(
         self,

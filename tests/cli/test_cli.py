@@ -247,6 +247,31 @@ def test_serve_stops_when_its_mllp_listener_cannot_start(tmp_path: Path) -> None
     assert "address already in use" in result.stderr
 
 
+def test_serve_refuses_to_start_with_a_broken_product_catalogue(tmp_path: Path) -> None:
+    mappings = tmp_path / "mappings"
+    shutil.copytree(mappings_dir(), mappings)
+    catalogue = mappings / "products" / "site_products.yaml"
+    catalogue.write_text(catalogue.read_text(encoding="utf-8") + "  - code: 12\n", "utf-8")
+    result = _serve(tmp_path, free_port(), V2V_MAPPINGS_DIR=str(mappings))
+    assert result.returncode == 2, result.stderr
+    assert "did not start" in result.stderr and "site_products.yaml" in result.stderr
+
+
+def test_labels_use_the_product_catalogue_of_the_configured_mappings_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.service.labels import LabelFactory
+    from gateway.sites import load_sites
+
+    mappings = tmp_path / "mappings"
+    shutil.copytree(mappings_dir(), mappings)
+    catalogue = mappings / "products" / "site_products.yaml"
+    added = '  - code: S9777\n    collection_type: "1"\n    description: "SITE-LOCAL: test"\n'
+    catalogue.write_text(catalogue.read_text(encoding="utf-8") + added, "utf-8")
+    monkeypatch.setenv("V2V_MAPPINGS_DIR", str(mappings))
+    assert "S9777" in LabelFactory.default(load_sites()).catalog
+
+
 def test_outbox_commands(db_env: Path) -> None:
     runner.invoke(app, ["db", "upgrade"])
     from gateway.bootstrap import build_service
