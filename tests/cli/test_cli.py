@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from gateway.cli.main import app
 from gateway.embedded import free_port
 from gateway.mapping_files import mappings_dir
+from tests.cli.support import enrolled_order_with_pending_notice
 
 runner = CliRunner()
 COMMANDS = [
@@ -274,28 +275,7 @@ def test_labels_use_the_product_catalogue_of_the_configured_mappings_folder(
 
 def test_outbox_commands(db_env: Path) -> None:
     runner.invoke(app, ["db", "upgrade"])
-    from gateway.bootstrap import build_service
-    from gateway.domain.lifecycle import LifecycleEvent
-    from gateway.domain.model import Site
-    from gateway.domain.patient import PatientIdentity
-    from gateway.domain.states import EventType
-    from gateway.service.commands import CreateOrder
-    from gateway.store import outbox
-    from tests.conftest import SYNTHETIC_PATIENTS
-
-    service = build_service()
-    order = service.create_order(
-        CreateOrder(
-            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
-            therapy_code="exa-cel",
-            site=Site(id="st-mary"),
-            placer_number="PL-OB-1",
-        ),
-        actor="cli-test",
-    )
-    service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="cli-test")
-    with service.engine.connect() as conn:
-        item = outbox.list_items(conn, status=outbox.PENDING)[0].id
+    item = enrolled_order_with_pending_notice("PL-OB-1")
     listed = runner.invoke(app, ["outbox", "list"], env={"COLUMNS": "200"})
     assert listed.exit_code == 0 and "hospital:st-mary" in listed.output
     dead = runner.invoke(app, ["outbox", "dead-letter", str(item), "--reason", "test"])
@@ -303,7 +283,6 @@ def test_outbox_commands(db_env: Path) -> None:
     assert runner.invoke(app, ["outbox", "dead-letter", str(item), "--reason", "x"]).exit_code == 1
     assert runner.invoke(app, ["outbox", "retry", str(item)]).exit_code == 0
     assert runner.invoke(app, ["outbox", "retry", "999999"]).exit_code == 1
-    service.engine.dispose()
 
 
 def test_hash_password_round_trips() -> None:

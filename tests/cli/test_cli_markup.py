@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from gateway.cli.main import app
 from gateway.mapping_files import DEFAULT_MAPPINGS_DIR
+from tests.cli.support import enrolled_order_with_pending_notice
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "300"}
@@ -41,29 +42,7 @@ def test_orders_show_echoes_the_key_as_given(db_env: Path) -> None:
 
 
 def test_outbox_list_shows_a_bracketed_error_whole(db_env: Path) -> None:
-    from gateway.bootstrap import build_service
-    from gateway.domain.lifecycle import LifecycleEvent
-    from gateway.domain.model import Site
-    from gateway.domain.patient import PatientIdentity
-    from gateway.domain.states import EventType
-    from gateway.service.commands import CreateOrder
-    from gateway.store import outbox
-    from tests.conftest import SYNTHETIC_PATIENTS
-
-    service = build_service()
-    order = service.create_order(
-        CreateOrder(
-            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
-            therapy_code="exa-cel",
-            site=Site(id="st-mary"),
-            placer_number="PL-MARKUP-1",
-        ),
-        actor="cli-test",
-    )
-    service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="cli-test")
-    with service.engine.connect() as conn:
-        item = outbox.list_items(conn, status=outbox.PENDING)[0].id
-    service.engine.dispose()
+    item = enrolled_order_with_pending_notice("PL-MARKUP-1")
     reason = "EHR refused PID-3[rep].1"
     dead = runner.invoke(app, ["outbox", "dead-letter", str(item), "--reason", reason])
     assert dead.exit_code == 0, dead.output

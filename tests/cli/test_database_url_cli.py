@@ -10,22 +10,11 @@ from typer.testing import CliRunner
 
 from gateway.cli.main import app
 from gateway.settings import DatabaseUrlError, Settings
+from tests.cli.support import NEEDS_A_DATABASE
 
 runner = CliRunner()
 
-DATABASE_COMMANDS = [
-    ["serve"],
-    ["db", "upgrade"],
-    ["orders", "list"],
-    ["orders", "show", "SM-1001"],
-    ["audit", "verify"],
-    ["audit", "checkpoint"],
-    ["outbox", "list"],
-    ["outbox", "retry", "1"],
-    ["outbox", "dead-letter", "1", "--reason", "test"],
-    ["label", "SM-1001", "--format", "zpl"],
-    ["scan", "x", "--user", "u"],
-]
+DATABASE_COMMANDS = [["serve"], ["db", "upgrade"], *NEEDS_A_DATABASE]
 
 
 @pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)

@@ -9,20 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli.main import app
+from tests.cli.support import NEEDS_A_DATABASE
 
 runner = CliRunner()
-
-NEEDS_A_DATABASE = [
-    ["orders", "show", "SM-1001"],
-    ["orders", "list"],
-    ["audit", "verify"],
-    ["audit", "checkpoint"],
-    ["outbox", "list"],
-    ["outbox", "retry", "1"],
-    ["outbox", "dead-letter", "1", "--reason", "test"],
-    ["label", "SM-1001", "--format", "zpl"],
-    ["scan", "x", "--user", "u"],
-]
 
 
 @pytest.fixture
