@@ -89,12 +89,14 @@ def _check_binding(app: FastAPI, settings: Settings) -> None:
 
 
 def _check_background_configuration() -> None:
-    """Read what the background tasks would read only once running, so a broken file stops
-    start-up with its file, line and reason instead of leaving the HTTP API up without an
-    MLLP listener (raises :class:`~gateway.mapping_files.MappingFileError`)."""
-    from adapters.hl7v2.mapping import load_profiles
+    """Check what the background tasks would read only once running, as ``v2v mappings
+    check`` does (cross-references too: a product mapped to an unknown therapy), so a
+    broken file stops start-up with its file, line and reason instead of leaving the HTTP
+    API up without an MLLP listener (raises :class:`~gateway.mapping_files.MappingFileError`)."""
+    from adapters.hl7v2.mapping import check
+    from gateway.mapping_files import mappings_dir
 
-    load_profiles()
+    check(mappings_dir())
 
 
 class BackgroundFailed(RuntimeError):

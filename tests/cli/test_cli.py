@@ -238,6 +238,19 @@ def test_serve_refuses_to_start_with_a_broken_hl7_profile(tmp_path: Path) -> Non
     assert "did not start" in result.stderr and "st-mary.yaml" in result.stderr
 
 
+def test_serve_refuses_a_profile_that_maps_a_product_to_an_unknown_therapy(
+    tmp_path: Path,
+) -> None:
+    mappings = tmp_path / "mappings"
+    shutil.copytree(mappings_dir(), mappings)
+    profile = mappings / "hl7v2" / "st-mary.yaml"
+    text = profile.read_text(encoding="utf-8")
+    profile.write_text(text.replace("CART-EXA: exa-cel", "CART-EXA: no-such-cel"), "utf-8")
+    result = _serve(tmp_path, free_port(), V2V_MAPPINGS_DIR=str(mappings))
+    assert result.returncode == 2, result.stderr
+    assert "st-mary.yaml" in result.stderr and "no-such-cel" in result.stderr
+
+
 def test_serve_stops_when_its_mllp_listener_cannot_start(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
