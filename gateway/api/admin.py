@@ -170,6 +170,13 @@ def _charset_of(content_type: str) -> str | None:
     return None
 
 
+def label_value(value: object) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped, as the text
+    format requires (the values come from the database, not from this code)."""
+    text = str(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def metrics(request: Request, who: Operator) -> str:
     service = _service(request)
@@ -190,7 +197,10 @@ def metrics(request: Request, who: Operator) -> str:
         ):
             by_kind[(destination.partition(":")[0], status)] += count
         for (kind, status), count in sorted(by_kind.items()):
-            lines.append(f'v2v_outbox_items{{destination="{kind}",status="{status}"}} {count}')
+            lines.append(
+                f'v2v_outbox_items{{destination="{label_value(kind)}",'
+                f'status="{label_value(status)}"}} {count}'
+            )
         oldest = conn.execute(
             select(func.min(outbox_table.c.created_at)).where(
                 outbox_table.c.status == outbox.PENDING
@@ -208,10 +218,13 @@ def metrics(request: Request, who: Operator) -> str:
                 inbox.c.channel, inbox.c.status
             )
         ):
-            lines.append(f'v2v_inbox_messages{{channel="{row[0]}",status="{row[1]}"}} {row[2]}')
+            lines.append(
+                f'v2v_inbox_messages{{channel="{label_value(row[0])}",'
+                f'status="{label_value(row[1])}"}} {row[2]}'
+            )
         family("v2v_orders", "Orders by lifecycle state.")
         for row in conn.execute(select(orders.c.state, func.count()).group_by(orders.c.state)):
-            lines.append(f'v2v_orders{{state="{row[0]}"}} {row[1]}')
+            lines.append(f'v2v_orders{{state="{label_value(row[0])}"}} {row[1]}')
         family("v2v_audit_entries", "Entries in the hash-chained audit log.", "counter")
         entries = conn.execute(select(func.count()).select_from(audit_log)).scalar()
         lines.append(f"v2v_audit_entries {entries}")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.states import EventType
 from gateway.service.orders import InboundMessage, Reply
-from gateway.store import outbox
+from gateway.store import inbox, outbox
 
 
 def test_outbox_list_dead_letter_and_retry(api, service, new_order) -> None:  # type: ignore[no-untyped-def]
@@ -143,3 +143,29 @@ def test_metrics_print_each_series_once_with_the_summed_count(api, service, new_
     with service.engine.connect() as conn:
         assert outbox_total == len(outbox.list_items(conn, limit=1000))
     assert orders_total == 2
+
+
+def test_metrics_escape_label_values(api, service) -> None:  # type: ignore[no-untyped-def]
+    # A channel as odd as a database could hold: the exposition must stay one line each.
+    with service.engine.begin() as conn:
+        inbox.record_many(
+            conn,
+            [
+                {
+                    "message_key": "metrics-odd-1",
+                    "channel": 'we"ird\\ch\nan',
+                    "sender": "tester",
+                    "received_at": datetime(2026, 11, 1, tzinfo=UTC),
+                    "content_type": "text/plain",
+                    "body": b"x",
+                    "status": "accepted",
+                    "error": None,
+                    "order_id": None,
+                    "response": b"",
+                    "response_content_type": "text/plain",
+                }
+            ],
+        )
+    text = api.get("/metrics").text
+    assert 'v2v_inbox_messages{channel="we\\"ird\\\\ch\\nan",status="accepted"} 1' in text
+    assert all(line.startswith(("#", "v2v_")) for line in text.splitlines())
