@@ -444,13 +444,10 @@ class InboundHandler:
 
     def _placer(self, message: Message, context: Context) -> tuple[str, str]:
         assert context.profile is not None
-        placer, path = message.first(context.profile.fields.placer_number)
+        paths = context.profile.fields.placer_number
+        placer, path = message.first(paths)
         if not placer:
-            raise problem(
-                "101",
-                "the placer order number is missing",
-                context.profile.fields.placer_number[0],
-            )
+            raise not_found(message, paths, "the placer order number")
         if context.profile.quirks.uppercase_placer:
             placer = placer.upper()
         return placer, path
@@ -773,7 +770,7 @@ class InboundHandler:
         paths = profile.fields
         reference, reference_path = message.first(paths.appointment_order)
         if not reference:
-            raise problem("101", "the appointment names no order", paths.appointment_order[0])
+            raise not_found(message, paths.appointment_order, "the order the appointment is for")
         if profile.quirks.uppercase_placer:
             reference = reference.upper()
         order = uow.orders.find_by_identifier("placer", reference, namespace=site.id)

@@ -106,6 +106,29 @@ def test_a_missing_segment_is_named_where_the_err_locates(
     assert ack.get("MSA-3") == f"{segment.decode()}: {reason}"
 
 
+@pytest.mark.parametrize(
+    ("fixture", "segment", "reason"),
+    [
+        (
+            "st-mary-ras-o17-infusion.hl7",
+            b"ORC",
+            "the message has no ORC segment (nor OBR) with the placer order number",
+        ),
+        (
+            "st-mary-siu-s12-apheresis.hl7",
+            b"SCH",
+            "the message has no SCH segment with the order the appointment is for",
+        ),
+    ],
+)
+def test_a_message_without_the_segment_naming_its_order_is_told_so(
+    handler: InboundHandler, fixture: str, segment: bytes, reason: str
+) -> None:
+    ack = parse(handler.handle(without(fixture_bytes(fixture), segment))[0])
+    assert (ack.get("MSA-1"), ack.get("ERR-3.1")) == ("AE", "100")
+    assert (ack.get("ERR-2.1"), ack.get("ERR-8")) == (segment.decode(), reason)
+
+
 def test_a_missing_segment_is_named_in_err_1_before_v2_5(handler: InboundHandler) -> None:
     v23 = without(ORM, b"PID").replace(b"ORM^O01^ORM_O01|SM-0001|P|2.5.1", b"ORM^O01|SM-0001|P|2.3")
     ack = parse(handler.handle(v23)[0])
