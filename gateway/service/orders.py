@@ -23,6 +23,7 @@ from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.domain.lifecycle import LifecycleEvent, Outcome
 from gateway.domain.model import ExternalIds, Therapy, TherapyOrder
 from gateway.domain.patient import PatientIdentity, new_pseudonym
+from gateway.domain.redaction import redact_patient
 from gateway.domain.rules import TherapyRules
 from gateway.domain.states import EventType
 from gateway.domain.tracking import Amendment, Change
@@ -86,6 +87,33 @@ def _audit_patient(
         order_id=order_id,
         payload=payload,
     )
+
+
+#: The free-text details a hospital types that the order, and so its partners, keep.
+_FREE_TEXT = ("reason", "location")
+
+
+def _without_patient_identifiers(
+    uow: UnitOfWork, order_id: str, event: LifecycleEvent
+) -> tuple[LifecycleEvent, list[str]]:
+    """The event with the order's patient's name, MRN and birth date taken out of its
+    free text (see ``gateway.domain.redaction``), and the names of the fields changed."""
+    details = event.details
+    texts = {name: getattr(details, name) for name in _FREE_TEXT if getattr(details, name)}
+    if not texts:
+        return event, []
+    patient = uow.orders.patient_of(order_id)
+    if patient is None:
+        return event, []
+    changed = {
+        name: cleaned
+        for name, text in texts.items()
+        if (cleaned := redact_patient(text, patient)) != text
+    }
+    if not changed:
+        return event, []
+    update = {"details": details.model_copy(update=changed)}
+    return event.model_copy(update=update), sorted(changed)
 
 
 def notice_key(order_id: str, version: int, notice: Notice) -> str:
@@ -280,6 +308,7 @@ class OrderService:
                 "re-read it and decide again.",
                 current_version=order.version,
             )
+        event, redacted = _without_patient_identifiers(uow, order_id, event)
         now = self.clock()
         if event.type is EventType.ENROLL and not event.details.coi and not order.coi:
             event = event.model_copy(
@@ -308,6 +337,7 @@ class OrderService:
                 "source": event.source.value,
                 "event": event.model_dump(mode="json", exclude_none=True),
                 "note": outcome.note,
+                **({"redacted": redacted} if redacted else {}),
             },
         )
         for notice in notices_for(outcome, event.type.value, event):

@@ -115,3 +115,27 @@ def test_the_scan_catches_a_leak() -> None:
 
 def test_everything_captured_so_far_is_clean() -> None:
     assert hits([(f"{c.partner} {c.method} {c.path}", c.body) for c in captured()]) == []
+
+
+def test_a_reason_naming_the_patient_reaches_partners_without_the_names(service, walk, new_order):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from gateway.api.app import create_app
+
+    api = TestClient(create_app(service))
+    order = walk(new_order(patient=0), "SLOT_CONFIRMED")
+    typed = "Zz-Testpatient ALPHA (MRN-SYN-0001, born 12.04.1961) withdrew consent"
+    answer = api.post(
+        f"/orders/{order.id}/events", json={"type": "cancel", "details": {"reason": typed}}
+    )
+    assert answer.status_code == 200, answer.text
+    kept = service.get(order.id).cancellation_reason
+    assert kept == "[patient] [patient] ([MRN], born [DOB]) withdrew consent"
+    partner = {"X-V2V-Role": "manufacturer", "X-V2V-Tenant": "helix-bio"}
+    read = api.get(f"/orders/{order.id}", headers=partner)
+    audit_trail = api.get(f"/orders/{order.id}/audit", headers=partner)
+    with service.engine.connect() as conn:
+        rows = outbox.list_items(conn, order_id=order.id, limit=100)
+    queued = [(f"outbox {r.destination}", json.dumps(r.payload).encode()) for r in rows]
+    assert any(b"withdrew consent" in body for _, body in queued)
+    assert hits([*queued, ("REST read", read.content), ("audit", audit_trail.content)]) == []
