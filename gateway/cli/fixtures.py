@@ -228,28 +228,32 @@ def sandbox(
     and for partners trying their payloads (prints the URLs and webhook secrets)."""
     from pathlib import Path
 
-    from fixtures.sandbox import SECRET_VARIABLES, Sandbox
+    from fixtures.sandbox import SECRET_VARIABLES, Sandbox, SandboxRefused
 
-    with Sandbox.start(Path(database)) as world:
-        host, port = world.mllp
-        console.print(f"gateway  {world.url}   MLLP {host}:{port}")
-        console.print(f"EHR MLLP {world.ehr['st-mary'].endpoint}   FHIR {world.fhir.base_url}")
-        # Lines to paste into a shell: never wrapped at the terminal's width, never styled.
-        for partner, variable in SECRET_VARIABLES.items():
+    try:
+        with Sandbox.start(Path(database)) as world:
+            host, port = world.mllp
+            console.print(f"gateway  {world.url}   MLLP {host}:{port}")
+            console.print(f"EHR MLLP {world.ehr['st-mary'].endpoint}   FHIR {world.fhir.base_url}")
+            # Lines to paste into a shell: never wrapped at the terminal's width, never styled.
+            for partner, variable in SECRET_VARIABLES.items():
+                console.print(
+                    f"export {variable}={world.secrets[partner]}",
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
             console.print(
-                f"export {variable}={world.secrets[partner]}",
+                f"replay:  v2v fixtures replay all --url {world.url} --mllp {host}:{port} "
+                "(with the exports above)",
                 soft_wrap=True,
-                markup=False,
                 highlight=False,
             )
-        console.print(
-            f"replay:  v2v fixtures replay all --url {world.url} --mllp {host}:{port} "
-            "(with the exports above)",
-            soft_wrap=True,
-            highlight=False,
-        )
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            console.print("stopped")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                console.print("stopped")
+    except SandboxRefused as exc:
+        errors.print(f"[red]The sandbox did not start:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None

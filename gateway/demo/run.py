@@ -46,7 +46,7 @@ def run_demo(out: Path, console: Console) -> int:
     seen_before = len(captured())
     console.rule("[bold]vein2vein demo: one autologous CAR-T order, vein to vein")
     try:
-        with Sandbox.start(database, start_at=start) as world:
+        with Sandbox.start(database, start_at=start, owned=True) as world:
             _banner(console, world, database)
             timeline = Timeline(console, world.clock)
             order = _journey(world, timeline)

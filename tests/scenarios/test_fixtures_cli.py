@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from fixtures.sandbox import Sandbox
 from fixtures.simulators.manufacturer_portal import ManufacturerPortal, new_secret
 from gateway.cli.main import app
 from gateway.embedded import free_port
@@ -177,6 +178,31 @@ def test_the_sandbox_prints_its_exports_whole_for_pasting(
         "replay:  v2v fixtures replay all --url http://127.0.0.1:8080 --mllp 127.0.0.1:2575 "
         "(with the exports above)"
     ]
+
+
+def test_the_sandbox_never_deletes_a_database_that_is_not_its_own(tmp_path: Path) -> None:
+    from fixtures.sandbox import SandboxRefused, is_sandbox_database
+    from gateway.store.database import make_engine
+    from gateway.store.migrate import upgrade
+
+    gateways = tmp_path / "gateway.db"
+    engine = make_engine(f"sqlite:///{gateways}")
+    upgrade(engine)
+    engine.dispose()
+    before = gateways.read_bytes()
+    result = runner.invoke(app, ["fixtures", "sandbox", "--database", str(gateways)])
+    assert result.exit_code == 2
+    assert "is not a sandbox's database" in " ".join(result.output.split())
+    assert gateways.read_bytes() == before
+    with pytest.raises(SandboxRefused), Sandbox.start(gateways):
+        pass
+    # The sandbox's own file is marked, so starting a sandbox on it again is allowed.
+    own = tmp_path / "sandbox.db"
+    with Sandbox.start(own):
+        pass
+    assert is_sandbox_database(own)
+    with Sandbox.start(own):
+        pass
 
 
 def test_sandbox_is_documented() -> None:
