@@ -151,12 +151,17 @@ def find_order(
         order = uow.orders.find_by_identifier("coi", translated.coi)
     if order is None or order.therapy.manufacturer != mapping.id:
         # One answer for "absent" and "someone else's": no probing other partners' orders.
+        named = [
+            f"{label} {value!r}"
+            for label, value in (("CoI", translated.coi), ("order id", translated.order_ref))
+            if value
+        ]
         raise PayloadError(
             422,
             "unknown_order",
-            f"No {mapping.name} order with CoI {translated.coi!r} / order id "
-            f"{translated.order_ref!r}.",
-            field=mapping.inbound.coi or mapping.inbound.order_ref,
+            f"No {mapping.name} order with {' or '.join(named) or 'no CoI or order id given'}.",
+            # The field the lookup went by: the order id when one was sent, else the CoI.
+            field=mapping.inbound.order_ref if translated.order_ref else mapping.inbound.coi,
         )
     if translated.coi and order.coi and translated.coi != order.coi:
         raise PayloadError(

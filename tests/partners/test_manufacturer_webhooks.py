@@ -137,6 +137,16 @@ def test_unknown_order_is_refused(service, api, clock, confirmed, portals):  # t
     response = push(portals, api, clock, slot_confirmed(portals, clock, "W0000 26 000000 X"))
     assert response.status_code == 422
     assert response.json()["code"] == "unknown_order"
+    # Only what was sent is quoted, and the field named is the one looked up.
+    assert "None" not in response.json()["detail"]
+    assert "W0000 26 000000 X" in response.json()["detail"]
+    assert response.json()["field"] == "data.case.coi"
+    by_id = slot_confirmed(portals, clock, "W0000 26 000000 X")
+    del by_id["data"]["case"]["coi"]
+    by_id["data"]["case"]["id"] = "HE-9999"
+    answer = push(portals, api, clock, by_id)
+    assert answer.status_code == 422, answer.text
+    assert (answer.json()["field"], "None" in answer.json()["detail"]) == ("data.case.id", False)
 
 
 def test_another_manufacturers_order_is_unknown(service, api, clock, new_order, walk, portals):  # type: ignore[no-untyped-def]
