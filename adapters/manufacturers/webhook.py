@@ -25,6 +25,7 @@ from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.service.errors import Conflict, ServiceError
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.unit_of_work import UnitOfWork
+from gateway.store import inbox
 
 
 class PayloadError(ValueError):
@@ -227,8 +228,26 @@ async def receive(
                 error=PayloadError(401, exc.code, exc.detail),
                 instance=instance,
             )
+        key = f"webhook:{partner}:{message_id}"
+        if _reused_for_another_body(service, key, body):
+            # A retry resends the same bytes; another message under the same id would
+            # otherwise get the first one's answer and be dropped unapplied.
+            return store_rejection(
+                service,
+                channel=channel,
+                sender=sender,
+                request_body=body,
+                content_type=content_type,
+                error=PayloadError(
+                    422,
+                    "webhook_id_reused",
+                    f"webhook-id {message_id!r} was already used for a different message. "
+                    "A retry must resend the same body; a new message needs a new id.",
+                ),
+                instance=instance,
+            )
         message = InboundMessage(
-            key=f"webhook:{partner}:{message_id}",
+            key=key,
             channel=channel,
             sender=partner,
             content_type=content_type,
@@ -240,6 +259,12 @@ async def receive(
         )
 
     return http_response(await run_in_threadpool(run))
+
+
+def _reused_for_another_body(service: OrderService, key: str, body: bytes) -> bool:
+    with service.uow(readonly=True) as uow:
+        earlier = inbox.body_of(uow.conn, key)
+    return earlier is not None and earlier != body
 
 
 def parse_json(body: bytes) -> Any:

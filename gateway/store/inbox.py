@@ -37,6 +37,12 @@ class InboxRecord:
     response_content_type: str | None
 
 
+def body_of(conn: Connection, message_key: str) -> bytes | None:
+    """The body stored under ``message_key``, or None when there is none."""
+    found = conn.execute(select(inbox.c.body).where(inbox.c.message_key == message_key)).scalar()
+    return None if found is None else bytes(found)
+
+
 def find(conn: Connection, message_key: str) -> InboxRecord | None:
     row = conn.execute(select(inbox).where(inbox.c.message_key == message_key)).first()
     if row is None:

@@ -107,6 +107,27 @@ def test_a_retried_webhook_gets_the_stored_answer_and_changes_nothing(
     assert len(stored(service, "webhook:helix-bio:msg_retry_1")) == 1
 
 
+def test_a_webhook_id_reused_for_another_message_is_refused_and_kept(
+    service, api, clock, confirmed, portals
+):  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    message = slot_confirmed(portals, clock, confirmed.coi)
+    first = push(portals, api, clock, message, webhook_id="msg_reused_1")
+    assert first.status_code == 200, first.text
+    version = service.get(confirmed.id).version
+    changed = slot_confirmed(portals, clock, confirmed.coi)
+    changed["data"]["slot"]["apheresis_at"] = (clock.now + timedelta(days=11)).isoformat()
+    second = push(portals, api, clock, changed, webhook_id="msg_reused_1")
+    assert second.status_code == 422, second.text
+    assert second.json()["code"] == "webhook_id_reused"
+    assert "Webhook-Replayed" not in second.headers
+    assert service.get(confirmed.id).version == version
+    # Nothing is lost: the refused message is stored raw beside the first.
+    kept = [bytes(row.body) for row in stored(service, "rejected:")]
+    assert json.dumps(changed).encode() in kept
+
+
 def test_malformed_json_is_400_and_stored(service, api, clock, confirmed, portals):  # type: ignore[no-untyped-def]
     response = push(portals, api, clock, None, body=b'{"type": "slot.confirmed",', webhook_id="m1")
     assert response.status_code == 400
