@@ -205,46 +205,37 @@ async def receive(
     instance = request.url.path
     sender = partner or request.path_params.get("partner", "unknown")
 
+    def refuse(error: PayloadError) -> Reply:
+        return store_rejection(
+            service,
+            channel=channel,
+            sender=sender,
+            request_body=body,
+            content_type=content_type,
+            error=error,
+            instance=instance,
+        )
+
     def run() -> Reply:
         if partner is None or authenticate is None:
-            return store_rejection(
-                service,
-                channel=channel,
-                sender=sender,
-                request_body=body,
-                content_type=content_type,
-                error=PayloadError(404, "unknown_partner", f"No partner mapping for {sender!r}."),
-                instance=instance,
+            return refuse(
+                PayloadError(404, "unknown_partner", f"No partner mapping for {sender!r}.")
             )
         try:
             message_id = authenticate(headers, body)
         except SignatureError as exc:
-            return store_rejection(
-                service,
-                channel=channel,
-                sender=sender,
-                request_body=body,
-                content_type=content_type,
-                error=PayloadError(401, exc.code, exc.detail),
-                instance=instance,
-            )
+            return refuse(PayloadError(401, exc.code, exc.detail))
         key = f"webhook:{partner}:{message_id}"
         if _reused_for_another_body(service, key, body):
             # A retry resends the same bytes; another message under the same id would
             # otherwise get the first one's answer and be dropped unapplied.
-            return store_rejection(
-                service,
-                channel=channel,
-                sender=sender,
-                request_body=body,
-                content_type=content_type,
-                error=PayloadError(
+            return refuse(
+                PayloadError(
                     422,
                     "webhook_id_reused",
                     f"webhook-id {message_id!r} was already used for a different message. "
                     "A retry must resend the same body; a new message needs a new id.",
-                ),
-                instance=instance,
+                )
             )
         message = InboundMessage(
             key=key,
