@@ -239,6 +239,7 @@ def _late_or_duplicate(
         and order.state is not transition.target
     ):
         return None  # a different manufacturing outcome is a conflict, not a late copy
+    _same_unit_or_refuse(order, event)
     stamped = getattr(order.milestones, transition.milestone)
     before = order.model_copy(deep=True)
     implied = transition.milestone in order.milestones.implied
@@ -256,6 +257,27 @@ def _late_or_duplicate(
         at,
         note=f"late '{event.type.value}': recorded on the timeline, state unchanged",
     )
+
+
+def _same_unit_or_refuse(order: TherapyOrder, event: LifecycleEvent) -> None:
+    """A repeat of a collection or release that names another unit than the one recorded
+    is no copy: it may be a mix-up of bags, and must be looked at, not acknowledged."""
+    sent = event.details.unit
+    if sent is None:
+        return
+    recorded = [
+        unit.unit_id
+        for unit in order.units
+        if unit.kind is sent.kind and unit.collection_cycle == order.collection_cycle
+    ]
+    if recorded and sent.unit_id not in recorded:
+        raise refuse(
+            "unit_mismatch",
+            f"'{event.type.value}' names unit {sent.unit_id}, but this order's "
+            f"{sent.kind.value.replace('_', ' ')} is {', '.join(recorded)}; check the bag.",
+            unit_id=sent.unit_id,
+            recorded=recorded,
+        )
 
 
 def _step(

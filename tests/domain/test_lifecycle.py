@@ -239,6 +239,18 @@ def test_conflicting_manufacturing_outcome_is_refused_not_absorbed() -> None:
     assert refused(order, event("fail_manufacturing")).code == "illegal_transition"
 
 
+def test_a_release_repeated_with_another_unit_is_refused_as_a_possible_mix_up() -> None:
+    order = script_to(fresh_order(), "RELEASED")
+    same = Unit(unit_id="A999126000002", kind=UnitKind.FINAL_PRODUCT)
+    assert apply(order, event("release", unit=same), rules(), T0).kind == "duplicate"
+    other = Unit(unit_id="A999126950399", kind=UnitKind.FINAL_PRODUCT)
+    refusal = refused(order, event("release", unit=other))
+    assert refusal.code == "unit_mismatch"
+    assert "A999126950399" in refusal.message and "A999126000002" in refusal.message
+    # A repeat that names no unit is still a plain copy.
+    assert apply(order, event("release"), rules(), T0).kind == "duplicate"
+
+
 def test_reschedule_rules() -> None:
     order = script_to(fresh_order("sam-cel"), "APHERESIS_SCHEDULED", "sam-cel")
     new_date = APHERESIS + timedelta(days=3)
