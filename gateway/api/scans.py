@@ -187,8 +187,14 @@ def unit_label(
 def wristband_label(order_id: str, fmt: Format, request: Request, principal: Staff) -> Response:
     service = request.app.state.orders
     order = service.get(order_id)
-    if not principal.sees_phi(order):
+    if not principal.may_see(order):
         raise NotFound(f"No order with id {order_id}.")
+    if not principal.sees_phi(order):
+        # The order is theirs to see, so saying why is no leak (as for the bag label).
+        raise Forbidden(
+            "The wristband carries the patient's name, DOB and MRN; only the treating "
+            "site may print it."
+        )
     patient = service.patient_of(order_id)
     service.record_access(order_id, actor=principal.id, what="label:wristband")
     if patient is None:

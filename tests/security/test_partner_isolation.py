@@ -102,11 +102,13 @@ def test_only_the_treating_site_creates_orders_for_itself(secured: Secured) -> N
 
 def test_patient_identity_labels_only_for_the_site_and_audited(secured: Secured) -> None:
     order_id = secured.orders["st-mary"]
-    for who in ("helix-portal", "polar-express", "lakeside-ehr"):
+    # Whoever may see the order is told why (403); anyone else learns nothing of it (404).
+    for who, status in (("helix-portal", 403), ("lakeside-ehr", 404)):
         response = secured.client.get(
             f"/orders/{order_id}/wristband.zpl", headers=headers_for(secured, who)
         )
-        assert response.status_code == 404, who
+        assert response.status_code == status, (who, response.text)
+        assert "ZZ-TESTPATIENT" not in response.text.upper()
     site = secured.client.get(
         f"/orders/{order_id}/wristband.zpl", headers=headers_for(secured, "st-mary-ehr")
     )
