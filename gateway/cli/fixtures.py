@@ -235,6 +235,10 @@ def sandbox(
             host, port = world.mllp
             console.print(f"gateway  {world.url}   MLLP {host}:{port}")
             console.print(f"EHR MLLP {world.ehr['st-mary'].endpoint}   FHIR {world.fhir.base_url}")
+            # Where the gateway's outbound calls land, for partners comparing what they get.
+            for name, simulator in [*world.portals.items(), *world.couriers.items()]:
+                console.print(f"partner  {name:<15} {simulator.url}", highlight=False)
+            console.print(f"ERP SOAP {world.erp.address}", highlight=False)
             # Lines to paste into a shell: never wrapped at the terminal's width, never styled.
             for partner, variable in SECRET_VARIABLES.items():
                 console.print(

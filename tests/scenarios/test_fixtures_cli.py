@@ -154,6 +154,9 @@ def test_the_sandbox_prints_its_exports_whole_for_pasting(
         url="http://127.0.0.1:8080",
         ehr={"st-mary": SimpleNamespace(endpoint="127.0.0.1:2576")},
         fhir=SimpleNamespace(base_url="http://127.0.0.1:8081/fhir"),
+        portals={"helix-bio": SimpleNamespace(url="http://127.0.0.1:8101")},
+        couriers={"polar-express": SimpleNamespace(url="http://127.0.0.1:8102")},
+        erp=SimpleNamespace(address="http://127.0.0.1:8103/soap/purchasing"),
         secrets=secrets,
     )
 
@@ -173,6 +176,9 @@ def test_the_sandbox_prints_its_exports_whole_for_pasting(
     lines = result.output.splitlines()
     for partner, variable in SECRET_VARIABLES.items():
         assert f"export {variable}={secrets[partner]}" in lines
+    assert "partner  helix-bio       http://127.0.0.1:8101" in lines
+    assert "partner  polar-express   http://127.0.0.1:8102" in lines
+    assert "ERP SOAP http://127.0.0.1:8103/soap/purchasing" in lines
     replay = [line for line in lines if line.startswith("replay:")]
     assert replay == [
         "replay:  v2v fixtures replay all --url http://127.0.0.1:8080 --mllp 127.0.0.1:2575 "
