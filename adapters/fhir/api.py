@@ -683,9 +683,13 @@ def read_patient(
             payload={"channel": "fhir", "patient": owner_id, "orders": order_ids},
         )
         uow.commit()
-    site = config.sites.get(row.site_id)
-    mrn_system = config.profiles.for_site(site).identifiers.mrn_system
+    mrn_system = _mrn_system(config, row.site_id)
     return resource_response(patient_resource(row, mrn_system, pseudonyms, patient_id))
+
+
+def _mrn_system(config: FhirConfig, site_id: str) -> str:
+    """The identifier system of the MRNs the site's profile names."""
+    return config.profiles.for_site(config.sites.get(site_id)).identifiers.mrn_system
 
 
 @router.get("/Patient", summary="Search Patients by MRN (hospital credentials only)")
@@ -710,8 +714,7 @@ def search_patients(
         for token in identifier.split(","):
             system, _, mrn = token.rpartition("|")
             for row in patients_with_mrn(uow.conn, mrn, site_id):
-                site = config.sites.get(row.site_id)
-                mrn_system = config.profiles.for_site(site).identifiers.mrn_system
+                mrn_system = _mrn_system(config, row.site_id)
                 if system and system != mrn_system:
                     continue  # a system this site does not use matches nothing
                 pseudonyms = [pseudonym for _, pseudonym in orders_of_patient(uow.conn, row.id)]

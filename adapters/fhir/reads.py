@@ -9,8 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, false, func, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    false,
+    func,
+    or_,
+    select,
+    true,
+)
 
 from gateway.domain.model import TherapyOrder
 from gateway.domain.patient import PatientIdentity
@@ -72,8 +84,18 @@ def patient_id_by_mrn(conn: Connection, site_id: str, mrn: str) -> str | None:
 
 def patient(conn: Connection, patient_id: str) -> PatientRow | None:
     row = conn.execute(select(patients).where(patients.c.id == patient_id)).first()
-    if row is None:
-        return None
+    return None if row is None else _patient_row(row)
+
+
+def patients_with_mrn(conn: Connection, mrn: str, site_id: str | None) -> list[PatientRow]:
+    """The patients with this MRN: at ``site_id`` (one at most), or at every site (None)."""
+    query = select(patients).where(patients.c.mrn == mrn)
+    if site_id is not None:
+        query = query.where(patients.c.site_id == site_id)
+    return [_patient_row(row) for row in conn.execute(query)]
+
+
+def _patient_row(row: Row[Any]) -> PatientRow:
     identity = PatientIdentity(
         mrn=row.mrn,
         family_name=row.family_name,
@@ -82,15 +104,6 @@ def patient(conn: Connection, patient_id: str) -> PatientRow | None:
         sex=row.sex,
     )
     return PatientRow(row.id, row.site_id, identity, row.updated_at)
-
-
-def patients_with_mrn(conn: Connection, mrn: str, site_id: str | None) -> list[PatientRow]:
-    """The patients with this MRN: at ``site_id`` (one at most), or at every site (None)."""
-    query = select(patients.c.id).where(patients.c.mrn == mrn)
-    if site_id is not None:
-        query = query.where(patients.c.site_id == site_id)
-    found = [patient(conn, str(patient_id)) for patient_id in conn.execute(query).scalars()]
-    return [row for row in found if row is not None]
 
 
 def patient_of_pseudonym(conn: Connection, pseudonym: str) -> str | None:
