@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.mapping_files import MappingFileError, line_of, load_yaml
+from labeling.products import ProductCatalog
 
 Checker = Callable[[Path], int]
 
@@ -28,8 +29,9 @@ def _sites(folder: Path) -> int:
     return len(load_sites(folder).sites)
 
 
-def check_products(folder: Path) -> int:
-    """The label product catalogue (``products/*.yaml``), entry by entry."""
+def checked_products(folder: Path) -> tuple[ProductCatalog, int]:
+    """The label product catalogue (``products/*.yaml``), checked entry by entry with
+    file and line, and how many files it came from (empty without a products folder)."""
     # The catalogue loader's own per-entry rule, so this check cannot pass an entry the
     # gateway would refuse; the loader itself reports no line numbers.
     from labeling.products import _entry, load_product_catalog
@@ -59,19 +61,23 @@ def check_products(folder: Path) -> int:
                     f"product code {code} is configured twice (also in {first_seen[code]})",
                 )
             first_seen[code] = path
-    if files:
-        try:
-            load_product_catalog(directory)
-        except ValueError as exc:
-            raise MappingFileError(directory, None, str(exc)) from exc
-    return len(files)
+    if not files:
+        return ProductCatalog({}), 0
+    try:
+        return load_product_catalog(directory), len(files)
+    except ValueError as exc:
+        raise MappingFileError(directory, None, str(exc)) from exc
+
+
+def _products(folder: Path) -> int:
+    return checked_products(folder)[1]
 
 
 #: name → checker. Adapters append theirs (see adapters/*/mapping.py).
 CHECKERS: dict[str, Checker] = {
     "therapies": _therapies,
     "sites": _sites,
-    "products": check_products,
+    "products": _products,
 }
 
 

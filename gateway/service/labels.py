@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.domain.model import TherapyOrder, Unit
 from gateway.domain.patient import PatientIdentity
-from gateway.mapping_check import check_products
+from gateway.mapping_check import checked_products
 from gateway.mapping_files import mappings_dir
 from gateway.sites import SiteDirectory
 from labeling import layout
@@ -55,11 +55,7 @@ class LabelFactory:
         every other mapping), or from ``catalog_path``. A broken file raises
         :class:`~gateway.mapping_files.MappingFileError` with its file, line and reason."""
         if catalog_path is None:
-            folder = mappings_dir()
-            check_products(folder)
-            catalog_path = folder / "products"
-            if not catalog_path.is_dir():
-                return cls(sites, ProductCatalog({}))  # no product labels at this site
+            return cls(sites, checked_products(mappings_dir())[0])
         return cls(sites, load_product_catalog(catalog_path))
 
     def product_label(
