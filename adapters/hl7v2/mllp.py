@@ -159,7 +159,7 @@ def _control_id(message: bytes) -> str:
         raise ValueError(f"cannot send a message without a readable MSH: {exc}") from exc
 
 
-def _ack_for(reply: bytes) -> tuple[str, str] | None:
+def ack_of(reply: bytes) -> tuple[str, str] | None:
     """(MSA-1, MSA-2) of a reply, or None when it is not an acknowledgement."""
     try:
         message = parse(reply)
@@ -267,7 +267,7 @@ class MllpClient:
         while True:
             while self._ready:
                 reply = self._ready.pop(0)
-                ack = _ack_for(reply)
+                ack = ack_of(reply)
                 if ack is not None and ack[1] == control_id:
                     return reply
                 log.warning(
