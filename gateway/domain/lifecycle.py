@@ -175,7 +175,7 @@ def apply(
     working = order.model_copy(deep=True)
 
     if order.state not in transition.sources:
-        repeat = _late_or_duplicate(working, event, transition, at)
+        repeat = _late_or_duplicate(working, event, transition, rules, at, now)
         if repeat is not None:
             return repeat
         implied = transition.implies
@@ -221,7 +221,12 @@ def _finish(
 
 
 def _late_or_duplicate(
-    order: TherapyOrder, event: LifecycleEvent, transition: Transition, at: datetime
+    order: TherapyOrder,
+    event: LifecycleEvent,
+    transition: Transition,
+    rules: TherapyRules,
+    at: datetime,
+    now: datetime,
 ) -> Outcome | None:
     """Recognise a milestone that is already behind the order."""
     if transition.target is None or transition.milestone is None:
@@ -243,8 +248,22 @@ def _late_or_duplicate(
     stamped = getattr(order.milestones, transition.milestone)
     before = order.model_copy(deep=True)
     implied = transition.milestone in order.milestones.implied
+    # The unit may come only with the repeat (a release sent before the bag was labelled,
+    # then again with its unit id): recording it is the point of the repeat, not a copy.
+    new_unit = _unrecorded_unit(order, event)
+    if new_unit is not None:
+        _UNIT_EFFECTS[event.type](order, event, rules, at, now)
     if stamped is not None and not implied:
-        return Outcome("duplicate", before, order.state, (), "milestone already recorded")
+        if new_unit is None:
+            return Outcome("duplicate", before, order.state, (), "milestone already recorded")
+        return _finish(
+            before,
+            order,
+            "late",
+            (event.type,),
+            at,
+            note=f"unit {new_unit} recorded from a repeated '{event.type.value}'",
+        )
     if implied:
         order.milestones.implied.remove(transition.milestone)
     setattr(order.milestones, transition.milestone, at)
@@ -257,6 +276,14 @@ def _late_or_duplicate(
         at,
         note=f"late '{event.type.value}': recorded on the timeline, state unchanged",
     )
+
+
+def _unrecorded_unit(order: TherapyOrder, event: LifecycleEvent) -> str | None:
+    """The id of a unit a repeated collection or release names and the order lacks."""
+    sent = event.details.unit
+    if sent is None or event.type not in _UNIT_EFFECTS or order.unit(sent.unit_id) is not None:
+        return None
+    return sent.unit_id
 
 
 def _same_unit_or_refuse(order: TherapyOrder, event: LifecycleEvent) -> None:
@@ -688,6 +715,9 @@ def _cancel(
             )
     order.cancellation_reason = event.details.reason
 
+
+#: The effects that record a unit, run again when a repeat brings a unit the order lacks.
+_UNIT_EFFECTS: dict[EventType, Effect] = {E.COLLECT: _collect, E.RELEASE: _release}
 
 _GUARDS_AND_EFFECTS: dict[EventType, Effect] = {
     E.ENROLL: _enroll,

@@ -350,3 +350,29 @@ def test_a_tracking_update_names_the_identity_it_changed() -> None:
     assert again is not None
     assert again.summary["changed"] == {"logger_id": ["LG-1", "LG-2"]}
     assert record_tracking(swapped)(again.order, rules(), T0) is None
+
+
+def test_a_release_repeated_with_its_unit_records_the_unit_it_first_lacked() -> None:
+    order = script_to(fresh_order(), "MANUFACTURING")
+    released = apply(order, event("release"), rules(), T0).order
+    assert released.final_products() == []
+    unit = Unit(unit_id="A999126000002", kind=UnitKind.FINAL_PRODUCT)
+    repeat = apply(released, event("release", unit=unit), rules(), T0)
+    assert repeat.kind == "late" and repeat.order.state is OrderState.RELEASED
+    assert [u.unit_id for u in repeat.order.final_products()] == ["A999126000002"]
+    assert repeat.order.final_products()[0].expires_at is not None
+    assert repeat.order.version == released.version + 1
+    # Once recorded, the same repeat again is a plain copy.
+    assert apply(repeat.order, event("release", unit=unit), rules(), T0).kind == "duplicate"
+
+
+def test_a_collection_repeated_with_its_bag_records_the_bag() -> None:
+    order = script_to(fresh_order(), "APHERESIS_SCHEDULED")
+    collected = apply(order, event("collect"), rules(), T0).order
+    assert collected.units == []
+    bag = Unit(unit_id="A999126000010", kind=UnitKind.APHERESIS)
+    repeat = apply(collected, event("collect", unit=bag), rules(), T0)
+    assert repeat.kind == "late" and repeat.order.state is OrderState.COLLECTED
+    assert [(u.unit_id, u.collection_cycle) for u in repeat.order.units] == [
+        ("A999126000010", collected.collection_cycle)
+    ]
