@@ -241,6 +241,7 @@ class ScanStation:
                 "The wristband is not for a patient of this site. Check the patient and the "
                 "wristband; do not use the bag.",
                 read.notes,
+                unit.unit_id,
             )
         if expected is not None and owner is not None and owner.id != expected.id:
             # Another site's order is not named to this one (its CoI is that site's record).
@@ -256,6 +257,7 @@ class ScanStation:
                     "quarantine the bag.",
                 ),
                 notes=read.notes,
+                unit_id=unit.unit_id,
             )
         order = expected or owner
         if order is not None and request.site is not None and order.site.id != request.site:
@@ -266,6 +268,7 @@ class ScanStation:
                 f"Unit {unit.unit_id} is not for this site. Do not use it; quarantine the bag "
                 "and call the cell-therapy lab.",
                 read.notes,
+                unit.unit_id,
             )
         if order is None:
             return self._red_without_order(
@@ -275,6 +278,7 @@ class ScanStation:
                 f"Unit {unit.unit_id} is not known to vein2vein. "
                 "Do not use it; quarantine the bag and call the cell-therapy lab.",
                 read.notes,
+                unit.unit_id,
             )
         if label_expiry:
             expiry = one_expiry(label_expiry, site_zone(order, self.sites))
@@ -289,6 +293,7 @@ class ScanStation:
                         "quarantine it and call the cell-therapy lab.",
                     ),
                     notes=read.notes,
+                    unit_id=unit.unit_id,
                 )
             unit = unit.model_copy(update={"expires_at": expiry[0], "expiry_date_only": expiry[1]})
         wristband = None
@@ -300,10 +305,13 @@ class ScanStation:
                     at,
                     red=("unreadable_wristband", band.reason or "The wristband could not be read."),
                     notes=band.notes,
+                    unit_id=unit.unit_id,
                 )
             refused = _not_a_wristband(band)
             if refused is not None:
-                return self._record(order, request, at, red=refused, notes=band.notes)
+                return self._record(
+                    order, request, at, red=refused, notes=band.notes, unit_id=unit.unit_id
+                )
             wristband = scanned_wristband(band)
         return self._verify_and_record(order, request, unit, wristband, at, read.notes)
 
@@ -360,11 +368,13 @@ class ScanStation:
         *,
         red: tuple[str, str],
         notes: tuple[str, ...] = (),
+        unit_id: str | None = None,
     ) -> ScanResult:
         verdict = ScanVerdict(
             at=at,
             checkpoint=request.checkpoint.value,
             user=request.user,
+            unit_id=unit_id,
             green=False,
             reason_code=red[0],
             reason=red[1],
@@ -426,11 +436,22 @@ class ScanStation:
         raise RuntimeError(f"order {order.id} kept changing while recording a scan")
 
     def _red_without_order(
-        self, request: ScanRequest, at: datetime, code: str, reason: str, notes: tuple[str, ...]
+        self,
+        request: ScanRequest,
+        at: datetime,
+        code: str,
+        reason: str,
+        notes: tuple[str, ...],
+        unit_id: str | None = None,
     ) -> ScanResult:
         if request.order_id is not None:
             return self._record(
-                self.orders.get(request.order_id), request, at, red=(code, reason), notes=notes
+                self.orders.get(request.order_id),
+                request,
+                at,
+                red=(code, reason),
+                notes=notes,
+                unit_id=unit_id,
             )
         with self.orders.uow() as uow:
             audit.append(
@@ -444,10 +465,18 @@ class ScanStation:
                     "green": False,
                     "reason_code": code,
                     "reason": reason,
+                    "unit_id": unit_id,
                     "location": request.location,
                 },
             )
             uow.commit()
         return ScanResult(
-            False, request.checkpoint.value, request.user, reason, code, at=at, notes=notes
+            False,
+            request.checkpoint.value,
+            request.user,
+            reason,
+            code,
+            unit_id=unit_id,
+            at=at,
+            notes=notes,
         )

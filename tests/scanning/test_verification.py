@@ -260,3 +260,30 @@ def test_a_wristband_that_cannot_be_checked_is_red(service: OrderService, prepar
     assert not unchecked.green and unchecked.reason_code == "unverifiable_wristband"
     assert bedside(ScannedWristband(patient_id="P12345"), "P12345").green
     assert bedside(ScannedWristband(coi=order.coi), None).green
+
+
+def test_a_red_for_the_wrong_patients_bag_names_the_bag_in_the_custody_log(
+    service: OrderService, station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    """The custody event, the audit entry and the station's red screen name the bag that was
+    refused, so the bag to quarantine is on record, not only inside the reason's text."""
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+    result = scan(
+        station, "bedside", alpha.bag_text, user="rn.a", wristband_scan=bravo.wristband_text
+    )
+    assert not result.green and result.reason_code == "wrong_order"
+    assert result.unit_id == alpha.unit_id
+    order = service.get(bravo.order_id)
+    assert order.scans[-1].unit_id == alpha.unit_id
+    assert order.custody_events[-1].unit_id == alpha.unit_id
+    with service.engine.connect() as conn:
+        last = list(entries(conn, bravo.order_id))[-1]
+    assert last.payload["unit_id"] == alpha.unit_id
+    # A bag vein2vein has never heard of is named in the audit entry too.
+    stranger = alpha.bag_text.replace(alpha.unit_id[7:], "999999", 1)
+    unknown = scan(station, "thaw", stranger)
+    assert unknown.reason_code == "unknown_unit" and unknown.unit_id == alpha.unit_id[:7] + "999999"
+    with service.engine.connect() as conn:
+        unattached = [e for e in entries(conn, None) if e.action == "scan.verdict"][-1]
+    assert unattached.payload["unit_id"] == unknown.unit_id
