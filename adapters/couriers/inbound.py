@@ -23,6 +23,7 @@ from adapters.couriers.mapping import CourierMapping, ReadingSpec, courier, load
 from adapters.manufacturers.inbound import authenticator
 from adapters.manufacturers.paths import MISSING, get_path, parse_time
 from adapters.manufacturers.webhook import (
+    JSON,
     Context,
     Handle,
     PayloadError,
@@ -344,12 +345,20 @@ def _hold_for_excursions(
     return placed
 
 
+CSV_TYPES = ("text/csv", "application/csv")
+
+
+def accepted_types(mapping: CourierMapping) -> tuple[str, ...]:
+    """The media types a courier's webhook body may be: JSON, and CSV if it sends logger files."""
+    return (JSON, *CSV_TYPES) if mapping.logger_csv is not None else (JSON,)
+
+
 def handler(
     service: OrderService, mapping: CourierMapping, content_type: str
 ) -> Callable[[bytes, Context], Handle]:
     def make(body: bytes, context: Context) -> Handle:
         def run(uow: UnitOfWork) -> Reply:
-            if content_type.split(";")[0].strip().lower() in ("text/csv", "application/csv"):
+            if content_type.split(";")[0].strip().lower() in CSV_TYPES:
                 batch = translate_csv(mapping, body)
             else:
                 batch = translate(mapping, parse_json(body))
@@ -381,6 +390,7 @@ async def courier_webhook(partner: str, request: Request) -> Response:
         partner=mapping.id,
         authenticate=authenticator(mapping.webhook, service.clock),
         handle=handler(service, mapping, request.headers.get("content-type", "")),
+        accepts=accepted_types(mapping),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ class PayloadError(ValueError):
         *,
         field: str | None = None,
         order_id: str | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -46,6 +47,7 @@ class PayloadError(ValueError):
         self.detail = detail
         self.field = field
         self.order_id = order_id
+        self.extensions = extensions or {}
 
 
 @dataclass
@@ -59,7 +61,46 @@ class Context:
 Authenticate = Callable[[dict[str, str], bytes], str]
 Handle = Callable[[UnitOfWork], Reply]
 
-TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Transition refused"}
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    409: "Transition refused",
+    415: "Unsupported media type",
+}
+
+JSON = "application/json"
+#: What a webhook body may be declared as unless the partner kind says otherwise.
+JSON_ONLY: tuple[str, ...] = (JSON,)
+
+
+def media_type_refusal(content_type: str | None, accepts: Sequence[str]) -> PayloadError | None:
+    """Why a declared Content-Type is refused (415), or None when the body may be read.
+
+    Parameters (``charset=utf-8``) are ignored; where JSON is accepted, so is any
+    ``application/*+json``. A missing Content-Type is not refused: the signature already
+    vouches for the bytes, and the body is then parsed strictly as JSON, so a body that is
+    not JSON still gets its own 400 naming what is wrong with it.
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if not media or media in accepts:
+        return None
+    kind, _, subtype = media.partition("/")
+    if (
+        JSON in accepts
+        and kind == "application"
+        and subtype.endswith("+json")
+        and subtype != "+json"
+    ):
+        return None
+    named = " or ".join([", ".join(accepts[:-1]), accepts[-1]] if len(accepts) > 1 else accepts)
+    return PayloadError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {media} is not accepted; send the body as {named} "
+        "(a charset parameter is fine).",
+        extensions={"accepted": list(accepts)},
+    )
 
 
 def problem_reply(
@@ -105,6 +146,7 @@ def error_reply(instance: str, context: Context | None = None) -> Callable[[Exce
                 instance,
                 order_id=exc.order_id or order_id,
                 field=exc.field,
+                **exc.extensions,
             )
         if isinstance(exc, TransitionRefused):
             return problem_reply(
@@ -152,12 +194,18 @@ def error_reply(instance: str, context: Context | None = None) -> Callable[[Exce
 
 def http_response(reply: Reply) -> Response:
     status = 200
+    headers = {"Webhook-Replayed": "true"} if reply.duplicate else {}
     if reply.status != "accepted":
         try:
-            status = int(json.loads(reply.body).get("status", 500))
+            problem = json.loads(reply.body)
+            status = int(problem.get("status", 500))
         except (ValueError, AttributeError):
             status = 500
-    headers = {"Webhook-Replayed": "true"} if reply.duplicate else {}
+        else:
+            accepted = problem.get("accepted")
+            if status == 415 and isinstance(accepted, list):
+                # RFC 9110 15.5.16: a 415 should say which media types the resource takes.
+                headers["Accept-Post"] = ", ".join(str(media) for media in accepted)
     return Response(reply.body, status_code=status, media_type=reply.content_type, headers=headers)
 
 
@@ -197,11 +245,17 @@ async def receive(
     partner: str | None,
     authenticate: Authenticate | None,
     handle: Callable[[bytes, Context], Handle],
+    accepts: Sequence[str] = JSON_ONLY,
 ) -> Response:
-    """The whole inbound webhook exchange; ``partner`` None means the partner is unknown."""
+    """The whole inbound webhook exchange; ``partner`` None means the partner is unknown.
+
+    ``accepts`` lists the media types the partner's body may be declared as; any other
+    Content-Type is refused with 415 and the body kept raw, as every refusal is.
+    """
     body = await request.body()
     headers = {key.lower(): value for key, value in request.headers.items()}
-    content_type = headers.get("content-type", "application/octet-stream")
+    declared = headers.get("content-type")
+    content_type = declared or "application/octet-stream"
     instance = request.url.path
     sender = partner or request.path_params.get("partner", "unknown")
 
@@ -225,6 +279,9 @@ async def receive(
             message_id = authenticate(headers, body)
         except SignatureError as exc:
             return refuse(PayloadError(401, exc.code, exc.detail))
+        unsupported = media_type_refusal(declared, accepts)
+        if unsupported is not None:
+            return refuse(unsupported)
         key = f"webhook:{partner}:{message_id}"
         if _reused_for_another_body(service, key, body):
             # A retry resends the same bytes; another message under the same id would
