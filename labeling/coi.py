@@ -103,6 +103,15 @@ class CoiIdentifier(DataStructure):
     def _from_content(cls, content: str, content_start: int) -> Self:
         return cls(content[2:7], int(content[7:9]), content[9:])
 
+    @classmethod
+    def from_value(cls, value: str) -> Self:
+        """The CoI whose 15-character :attr:`value` vein2vein recorded (an order's ``coi``).
+
+        No check character: the record is the gateway's own, written from :func:`new_coi`,
+        not keyed by a person. Text from a scanner or a keyboard goes to :func:`parse_coi`.
+        """
+        return cls.parse(cls.PREFIX + value)
+
 
 def new_coi(fin: str, year: int, rng: random.Random | None = None) -> CoiIdentifier:
     """Assign a new CoI identifier for facility ``fin`` in ``year`` (two or four digits).
@@ -121,9 +130,13 @@ def new_coi(fin: str, year: int, rng: random.Random | None = None) -> CoiIdentif
 def parse_coi(text: str) -> CoiIdentifier:
     """Read a CoI identifier as scanned or typed.
 
-    Accepts the data structure (``&/CH…``), the bare 15-character value, or the eye-readable
-    form with spaces, each optionally followed by the check character. A check character that
-    is present is validated. Positions in errors refer to ``text`` as given.
+    The data structure (``&/CH…``) is what a symbol carries: ISBT 128 encodes no check
+    character in it (the symbol's own error correction covers a scan), so one may follow but
+    need not. What a person types, the bare 15-character value or the eye-readable form with
+    spaces, must end with its check character, the boxed one printed after it: keying errors
+    are what that character exists to catch, and without it one wrong character is another
+    well-formed CoI, perhaps another patient's. A value read back from vein2vein's own record
+    is :meth:`CoiIdentifier.from_value`'s to read. Positions in errors refer to ``text``.
     """
     positions = [i for i, ch in enumerate(text) if ch != " "]
     compact = "".join(text[i] for i in positions)
@@ -161,6 +174,14 @@ def parse_coi(text: str) -> CoiIdentifier:
             position=where(len(prefix) + exc.position),
         ) from None
     coi = CoiIdentifier._from_content(value, 0)
+    if len(body) == 15 and not prefix:
+        raise BadCheckCharacter(
+            f"a typed CoI identifier ends with its check character (the boxed character after "
+            f"{coi.grouped}); type it too, so that a mistyped character is caught",
+            structure_number=CoiIdentifier.NUMBER,
+            structure_name=CoiIdentifier.NAME,
+            position=len(text.rstrip(" ")),
+        )
     if len(body) == 16:
         check = body[15]
         position = where(len(prefix) + 15)

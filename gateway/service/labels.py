@@ -18,7 +18,7 @@ from gateway.mapping_check import checked_products
 from gateway.mapping_files import mappings_dir
 from gateway.sites import SiteDirectory
 from labeling import layout
-from labeling.coi import parse_coi
+from labeling.coi import CoiIdentifier
 from labeling.products import ProductCatalog, load_product_catalog
 from labeling.structures import DonationId
 
@@ -78,7 +78,7 @@ class LabelFactory:
         with_patient = patient if kind.may_carry_patient else None
         return layout.LabelData(
             kind=kind,
-            coi=parse_coi(order.coi),
+            coi=CoiIdentifier.from_value(order.coi),
             unit=donation_id(unit.unit_id),
             product=product.product_code(unit.division or "00"),
             product_description=product.description.removeprefix("SITE-LOCAL: "),
@@ -94,7 +94,9 @@ class LabelFactory:
         identity = _label_identity(patient)
         assert identity is not None
         return layout.LabelData(
-            kind=layout.LabelKind.WRISTBAND, coi=parse_coi(order.coi), patient=identity
+            kind=layout.LabelKind.WRISTBAND,
+            coi=CoiIdentifier.from_value(order.coi),
+            patient=identity,
         )
 
 

@@ -40,13 +40,31 @@ def test_structure_and_eye_readable_forms() -> None:
     assert coi.eye_readable == f"CH A9997 26 7KQ2PX {check}"
     for text in (
         coi.data_structure,
-        coi.value,
         coi.value + check,
         coi.data_structure + check,
         coi.eye_readable,
-        coi.grouped,
     ):
         assert parse_coi(text) == coi
+
+
+def test_a_typed_coi_without_its_check_character_is_refused() -> None:
+    """What a person keys must carry the boxed check character: one mistyped character of
+    a CoI without it is another well-formed CoI, which the check would have caught."""
+    coi = CoiIdentifier("A9997", 26, "7KQ2PX")
+    mistyped = CoiIdentifier("A9997", 26, "7KQ2PY")
+    for typed in (coi.value, coi.grouped, mistyped.grouped, mistyped.grouped + " "):
+        with pytest.raises(BadCheckCharacter) as caught:
+            parse_coi(typed)
+        assert "check character" in caught.value.reason
+        assert caught.value.position == len(typed.rstrip())
+    with pytest.raises(BadCheckCharacter):  # the slip the check character is there for
+        parse_coi(f"{mistyped.grouped} {coi.check_character}")
+    # A symbol's data structure carries none (the symbol's error correction covers it), and
+    # the gateway's own record of an order's CoI is read without one.
+    assert parse_coi(coi.data_structure) == coi
+    assert CoiIdentifier.from_value(coi.value) == coi
+    with pytest.raises(BadCharacter):
+        CoiIdentifier.from_value("CHA9997267kQ2PX")
 
 
 @given(cois)
