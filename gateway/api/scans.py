@@ -111,6 +111,7 @@ async def scan_image(
     order_id: Annotated[str | None, Form()] = None,
     wristband_scan: Annotated[str | None, Form()] = None,
     location: Annotated[str | None, Form()] = None,
+    role: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
     data = await image.read()
     if len(data) > 20 * 1024 * 1024:
@@ -125,6 +126,7 @@ async def scan_image(
             wristband_scan=wristband_scan,
             order_id=order_id,
             location=location,
+            role=role or principal.role,
         )
     )
     return result_body(result)

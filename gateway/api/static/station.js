@@ -91,6 +91,7 @@ async function submitPhoto(file) {
   const form = new FormData();
   form.append("checkpoint", checkpoint());
   form.append("user", state.user);
+  form.append("role", state.role);
   form.append("image", file);
   if ($("location").value) form.append("location", $("location").value);
   if (checkpoint() === "bedside") {
