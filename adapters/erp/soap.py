@@ -1,7 +1,10 @@
 """The hospital ERP's purchasing service over SOAP 1.1, through zeep.
 
 A SOAP fault is a :class:`DeliveryError`: a client fault (we sent something the ERP
-refuses) is permanent, a server fault or a network failure is retried by the relay.
+refuses) is permanent, a server fault or a network failure is retried by the relay. A
+reply refused as unsafe XML (a DTD, entity declarations: an entity-expansion "bomb") is
+permanent too: asking again brings the same reply, and only a person can tell whether
+the ERP acted on the request.
 """
 
 from __future__ import annotations
@@ -13,8 +16,14 @@ from typing import Any
 
 import requests
 import zeep
+from zeep.exceptions import (
+    DTDForbidden,
+    EntitiesForbidden,
+    ExternalReferenceForbidden,
+    Fault,
+    TransportError,
+)
 from zeep.exceptions import Error as ZeepError
-from zeep.exceptions import Fault, TransportError
 from zeep.transports import Transport as ZeepTransport
 
 from adapters.erp.mapping import ErpMapping
@@ -49,12 +58,23 @@ class PurchasingService:
     def __init__(self, mapping: ErpMapping, address: str | None = None) -> None:
         self.mapping = mapping
         self.address = address or mapping.endpoint.base_url()
-        client = _client(mapping.wsdl_location(), mapping.timeout_seconds)
-        self.service = client.create_service(BINDING, self.address)  # type: ignore[no-untyped-call]
+        self.client = _client(mapping.wsdl_location(), mapping.timeout_seconds)
+        self.service = self.client.create_service(BINDING, self.address)  # type: ignore[no-untyped-call]
 
     def _call(self, operation: str, **arguments: Any) -> Any:
         try:
-            return getattr(self.service, operation)(**arguments)
+            # SOAP 1.1 section 3: a SOAP message must not contain a DTD. Set for the reply
+            # only (per thread), so loading the site's WSDL is unchanged.
+            with self.client.settings(forbid_dtd=True, forbid_entities=True):
+                return getattr(self.service, operation)(**arguments)
+        except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
+            raise DeliveryError(
+                f"ERP {self.mapping.site} {operation}: the reply was refused as unsafe XML "
+                f"({str(exc)[:200]}); SOAP allows no DTD or entities, so "
+                "asking again would bring the same reply. The ERP may have acted on the "
+                "request: check it there before retrying (a retry reuses the request id).",
+                permanent=True,
+            ) from exc
         except Fault as fault:
             raise DeliveryError(
                 f"ERP {self.mapping.site} {operation} fault {fault.code}: {fault.message}",
