@@ -354,7 +354,11 @@ def read_separators(header: str) -> Separators:
         raise Er7Error("MSH is too short to declare its separators", field=2)
     field_sep = header[3]
     if field_sep.isalnum() or field_sep in " \r\n":
-        raise Er7Error(f"MSH-1 must be the field separator (usually |), got {field_sep!r}", field=1)
+        raise Er7Error(
+            "MSH-1 must be the field separator (usually the vertical bar), "
+            f"got {_named(field_sep)}",
+            field=1,
+        )
     end = header.find(field_sep, 4)
     return _declared(field_sep, header[4:] if end == -1 else header[4:end])
 
@@ -362,14 +366,27 @@ def read_separators(header: str) -> Separators:
 @lru_cache(maxsize=64)
 def _declared(field_sep: str, encoding: str) -> Separators:
     # Nearly every sender declares |^~\& : checked and built once, shared by its messages.
+    # The reasons name the characters rather than quote them: quoted in the ACK they would
+    # be escaped into \F\S\... and say nothing to the person reading it.
     chars = field_sep + encoding
-    if (
-        len(encoding) not in (4, 5)
-        or len(set(chars)) != len(chars)
-        or any(char.isalnum() or char in " \r\n" for char in chars)
-    ):
+    if len(encoding) not in (4, 5):
         raise Er7Error(
-            f"MSH-1/MSH-2 must declare distinct separators (usually |^~\\&), got {chars!r}",
+            f"MSH-2 declares {len(encoding)} encoding character(s); it needs 4: component, "
+            "repetition, escape and subcomponent separators (usually caret, tilde, "
+            "backslash, ampersand)",
+            field=2,
+        )
+    if len(set(chars)) != len(chars):
+        twice = next(char for char in chars if chars.count(char) > 1)
+        raise Er7Error(
+            f"MSH-1/MSH-2 declare {_named(twice)} as two different separators; each must differ",
+            field=2,
+        )
+    odd = next((char for char in chars if char.isalnum() or char in " \r\n"), None)
+    if odd is not None:
+        raise Er7Error(
+            f"MSH-2 declares {_named(odd)} as a separator; letters, digits and spaces "
+            "cannot separate",
             field=2,
         )
     return Separators(
@@ -380,6 +397,22 @@ def _declared(field_sep: str, encoding: str) -> Separators:
         subcomponent=encoding[3],
         truncation=encoding[4] if len(encoding) == 5 else None,
     )
+
+
+_CHARACTER_NAMES = {
+    "|": "the vertical bar",
+    "^": "the caret",
+    "~": "the tilde",
+    "\\": "the backslash",
+    "&": "the ampersand",
+    "#": "the hash",
+    " ": "a space",
+}
+
+
+def _named(char: str) -> str:
+    """A separator character as words, or quoted when it cannot clash with a separator."""
+    return _CHARACTER_NAMES.get(char) or (f"'{char}'" if char.isalnum() else f"U+{ord(char):04X}")
 
 
 _SEGMENT_NAMES: set[str] = set()

@@ -166,3 +166,17 @@ def test_a_bad_birth_date_is_quoted_as_it_was_sent(
     ack = parse(reply)
     assert (ack.get("ERR-3.1"), ack.get("ERR-2.1"), ack.get("ERR-2.3")) == ("102", "PID", "7")
     assert ack.get("ERR-8") == reason
+
+
+@pytest.mark.parametrize(
+    ("encoding", "named"),
+    [(b"^~", b"2 encoding character"), (b"^~\\^", b"the caret"), (b"^~x&", b"'x'")],
+)
+def test_a_bad_separator_declaration_is_explained_in_words(
+    handler: InboundHandler, encoding: bytes, named: bytes
+) -> None:
+    # Quoted, the separators would reach the sender escaped (\F\\S\...), which says nothing.
+    (reply,) = handler.handle(ADT.replace(b"MSH|^~\\&|", b"MSH|" + encoding + b"|", 1))
+    assert reply.split(b"\r")[1].startswith(b"MSA|AR|")
+    assert named in reply
+    assert b"\\F\\" not in reply and b"\\S\\" not in reply and b"\\E\\" not in reply
