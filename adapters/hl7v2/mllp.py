@@ -226,7 +226,14 @@ class MllpClient:
 
     def send(self, message: bytes) -> bytes:
         """Send one message and return the acknowledgement whose MSA-2 is its MSH-10."""
-        control_id = _control_id(message)
+        return self._send(message, _control_id(message))
+
+    def send_unreadable(self, message: bytes) -> bytes:
+        """Send a message whose MSH cannot be read, as a test of the receiver's refusal, and
+        return the acknowledgement with an empty MSA-2: the receiver cannot name it either."""
+        return self._send(message, "")
+
+    def _send(self, message: bytes, control_id: str) -> bytes:
         last: Exception | None = None
         for attempt in range(1, self.attempts + 1):
             try:
@@ -248,8 +255,8 @@ class MllpClient:
                 if attempt < self.attempts:
                     time.sleep(self.backoff * 2 ** (attempt - 1))
         raise MllpError(
-            f"no acknowledgement for {control_id} from {self.host}:{self.port} after "
-            f"{self.attempts} attempt(s): {last}"
+            f"no acknowledgement for {control_id or 'the message'} from {self.host}:{self.port} "
+            f"after {self.attempts} attempt(s): {last}"
         )
 
     def await_ack(self, control_id: str, timeout: float | None = None) -> bytes:

@@ -135,3 +135,34 @@ def test_simulator_sender_shows_both_acks_of_an_enhanced_mode_message(
     control = parse(enhanced).control_id
     assert codes[0] == [("CA", control), ("AA", control)]
     assert [code for code, _ in codes[1]] == ["AA"]  # not the first message's late AA
+
+
+def test_simulator_sender_sends_a_broken_header_and_shows_its_refusal(
+    listener: RunningListener,
+) -> None:
+    from fixtures.simulators.ehr_mllp import send
+
+    answers = send("127.0.0.1", listener.port, [fixture_bytes("malformed-msh.hl7")])
+    [[ack]] = answers
+    assert parse(ack).get("MSA-1") == "AR" and parse(ack).get("MSA-2") == ""
+    assert "MSH" in parse(ack).get("ERR-2.1")
+
+
+def test_simulator_sender_says_in_one_line_when_the_gateway_cannot_be_reached() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    command = [sys.executable, "-m", "fixtures.simulators.ehr_mllp", "--send"]
+    done = subprocess.run(
+        [*command, f"127.0.0.1:{port}", str(FIXTURES / "st-mary-adt-a04.hl7")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"cannot send to 127.0.0.1:{port}: ")
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
