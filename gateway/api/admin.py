@@ -62,10 +62,14 @@ def list_outbox(
     status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
     order_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[int | None, Query(ge=0, description="Continue after this item id")] = None,
 ) -> dict[str, Any]:
     with _service(request).engine.connect() as conn:
-        items = outbox.list_items(conn, status=status, order_id=order_id, limit=limit)
-    return {"items": [_item(item) for item in items]}
+        items = outbox.list_items(conn, status=status, order_id=order_id, limit=limit, after=after)
+    page: dict[str, Any] = {"items": [_item(item) for item in items]}
+    if len(items) == limit:
+        page["next"] = str(request.url.include_query_params(after=items[-1].id))
+    return page
 
 
 class DeadLetterBody(BaseModel):
@@ -96,10 +100,16 @@ def dead_letter(
 def list_inbox(
     request: Request,
     who: Operator,
-    status: str | None = None,
+    status: Annotated[str | None, Query(pattern="^(accepted|rejected|error)$")] = None,
     channel: str | None = None,
     order_id: str | None = None,
+    key: Annotated[
+        str | None,
+        Query(description="The message key, e.g. hl7v2:<MSH-3>|<MSH-4>|<MSH-10>"),
+    ] = None,
+    sender: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="Continue below this message id")] = None,
 ) -> dict[str, Any]:
     query = select(
         inbox.c.id,
@@ -117,11 +127,20 @@ def list_inbox(
         query = query.where(inbox.c.channel == channel)
     if order_id:
         query = query.where(inbox.c.order_id == order_id)
+    if key:
+        query = query.where(inbox.c.message_key == key)
+    if sender:
+        query = query.where(inbox.c.sender == sender)
+    if before is not None:
+        query = query.where(inbox.c.id < before)
     with _service(request).engine.connect() as conn:
         rows = conn.execute(query.order_by(inbox.c.id.desc()).limit(limit)).all()
-    return {
+    page: dict[str, Any] = {
         "items": [{**row._asdict(), "received_at": row.received_at.isoformat()} for row in rows]
     }
+    if len(rows) == limit:
+        page["next"] = str(request.url.include_query_params(before=rows[-1].id))
+    return page
 
 
 @router.get("/admin/inbox/{message_id}", summary="One stored inbound message, raw")

@@ -217,8 +217,12 @@ def list_items(
     order_id: str | None = None,
     destination: str | None = None,
     limit: int = 100,
+    after: int | None = None,
 ) -> list[OutboxItem]:
+    """Items in the order they were queued, from the one after id ``after``."""
     query = select(outbox).order_by(outbox.c.id)
+    if after is not None:
+        query = query.where(outbox.c.id > after)
     if status:
         query = query.where(outbox.c.status == status)
     if order_id:

@@ -169,3 +169,50 @@ def test_metrics_escape_label_values(api, service) -> None:  # type: ignore[no-u
     text = api.get("/metrics").text
     assert 'v2v_inbox_messages{channel="we\\"ird\\\\ch\\nan",status="accepted"} 1' in text
     assert all(line.startswith(("#", "v2v_")) for line in text.splitlines())
+
+
+def _store(service, key: str, status: str = "accepted") -> None:  # type: ignore[no-untyped-def]
+    service.process_inbound(
+        InboundMessage(key, "hl7v2", "EHR|SITE", "x-application/hl7-v2+er7", b"MSH|^~\\&|EHR"),
+        lambda uow: Reply(status, b"MSA|AA", "x-application/hl7-v2+er7"),
+        lambda exc: Reply("rejected", b"", "text/plain"),
+    )
+
+
+def test_every_stored_message_can_be_reached_page_by_page(api, service) -> None:  # type: ignore[no-untyped-def]
+    for n in range(7):
+        _store(service, f"hl7v2:EHR|SITE|{n}")
+    seen: list[str] = []
+    page = api.get("/admin/inbox", params={"limit": 3}).json()
+    while True:
+        seen += [item["message_key"] for item in page["items"]]
+        if "next" not in page:
+            break
+        page = api.get(page["next"]).json()
+    assert seen == [f"hl7v2:EHR|SITE|{n}" for n in reversed(range(7))]
+
+
+def test_a_message_is_found_by_its_key_and_a_wrong_status_is_refused(api, service) -> None:  # type: ignore[no-untyped-def]
+    for n in range(3):
+        _store(service, f"hl7v2:EHR|SITE|{n}")
+    found = api.get("/admin/inbox", params={"key": "hl7v2:EHR|SITE|1"}).json()["items"]
+    assert [item["message_key"] for item in found] == ["hl7v2:EHR|SITE|1"]
+    wrong = api.get("/admin/inbox", params={"status": "refused"})
+    assert wrong.status_code in (400, 422)
+    assert wrong.headers["content-type"].startswith("application/problem+json")
+
+
+def test_every_outbox_item_can_be_reached_page_by_page(api, service, new_order) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        order = new_order()
+        service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="t")
+    everything = [i["id"] for i in api.get("/admin/outbox").json()["items"]]
+    assert len(everything) >= 4
+    seen: list[int] = []
+    page = api.get("/admin/outbox", params={"limit": 2}).json()
+    while True:
+        seen += [item["id"] for item in page["items"]]
+        if "next" not in page:
+            break
+        page = api.get(page["next"]).json()
+    assert seen == everything
