@@ -55,13 +55,46 @@ function looksLikeWristband(text) {
   return body.includes("&#") && !/=[A-NP-Z1-9]\d{4}/.test(body);
 }
 
+// How long a scan waits for the gateway before the station says it got no answer.
+const ANSWER_TIMEOUT_MS = 20000;
+
+// Every way a scan can go unanswered is a red screen that says so: the person holding the bag
+// must never be left with an empty scan field and no verdict.
+function unanswered(code, reason) {
+  return { green: false, verdict: "red", reason_code: code, reason, checkpoint: checkpoint() };
+}
+
 async function post(url, body, isForm) {
-  const response = await fetch(url, isForm ? { method: "POST", body } : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  const payload = await response.json().catch(() => ({}));
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ANSWER_TIMEOUT_MS);
+  const init = isForm ? { method: "POST", body } : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+  let response;
+  let payload;
+  try {
+    response = await fetch(url, { ...init, signal: controller.signal });
+    payload = await response.json().catch(() => null);
+  } catch (error) {
+    if (error && error.name === "AbortError") {
+      return unanswered("no_answer", `vein2vein did not answer within ${ANSWER_TIMEOUT_MS / 1000} ` +
+        "seconds: this bag was not checked, and it is not known whether the scan was recorded. " +
+        "Do not use the bag on this scan; scan it again.");
+    }
+    return unanswered("station_offline", "The station cannot reach vein2vein: this bag was not " +
+      "checked and nothing was recorded. Do not use the bag on this scan; check the station's " +
+      "network connection, then scan again.");
+  } finally {
+    clearTimeout(timer);
+  }
   if (!response.ok) {
-    return { green: false, verdict: "red", reason_code: payload.code || `http_${response.status}`,
-             reason: payload.detail || "The gateway did not accept the scan.", checkpoint: checkpoint() };
+    const problem = payload || {};
+    return unanswered(problem.code || `http_${response.status}`, (typeof problem.detail === "string"
+      && problem.detail) || `vein2vein refused the scan (HTTP ${response.status}) without a ` +
+      "reason: this bag was not checked. Do not use the bag on this scan; scan it again.");
+  }
+  if (!payload || typeof payload.green !== "boolean") {
+    return unanswered("unexpected_answer", "vein2vein's answer was not a verdict: this bag was " +
+      "not checked. Do not use the bag on this scan; scan it again.");
   }
   return payload;
 }

@@ -1,0 +1,89 @@
+"""The scan station page's own logic (gateway/api/static/station.js), run under Node with a
+scripted gateway where no Chromium is installed: what the person at the station sees when
+the gateway cannot be reached, when a scan arrives over a verdict, and at the bedside."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.api.station import STATIC
+
+NODE = shutil.which("node")
+HARNESS = Path(__file__).with_name("station_harness.js")
+pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+
+BAG = "]d1=+04000=A99912600010200=<S9101100&>0270610900&/CHA999126MJPS4A"
+WRISTBAND = "]d1=+03000&/CHA999126MJPS4A=#0019610412&#0010MRNSYN0001"
+WRISTBAND_CODE128 = "]C0&/CHA999126MJPS4A"
+
+
+def run(steps: list[dict[str, Any]], answers: list[dict[str, Any]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    assert NODE is not None
+    scenario = json.dumps({"steps": steps, "answers": list(answers)})
+    done = subprocess.run(
+        [NODE, str(HARNESS), str(STATIC), scenario],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def verdict(green: bool, code: str | None = None, **extra: Any) -> dict[str, Any]:
+    body = {
+        "verdict": "green" if green else "red",
+        "green": green,
+        "checkpoint": "thaw",
+        "user": "pharm.ng",
+        "reason_code": code,
+        "reason": "All checks passed." if green else f"{code}: the reason",
+        "order_id": "ord-1",
+        "coi": "CHA999126MJPS4A",
+        "unit_id": "A999126000102",
+        "bedside_complete": False,
+        **extra,
+    }
+    return {"status": 200, "json": body}
+
+
+SIGNED_IN_AT_THAW = [{"signin": "pharm.ng", "role": "pharmacist"}, {"checkpoint": "thaw"}]
+
+
+def test_a_green_scan_shows_green_and_the_harness_is_faithful() -> None:
+    shown = run([*SIGNED_IN_AT_THAW, {"wedge": BAG}], [verdict(True)])
+    screen = shown["snapshots"][-1]
+    assert screen["verdict_shown"] and "green" in screen["verdict_class"]
+    assert screen["word"] == "GREEN"
+    assert shown["requests"][-1]["body"]["unit_scan"] == BAG
+    assert not shown["problems"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "words"),
+    [
+        ({"network": True}, "station_offline", "nothing was recorded"),
+        ({"hang": True}, "no_answer", "not known whether"),
+        ({"status": 200}, "unexpected_answer", "not a verdict"),
+        ({"status": 502}, "http_502", "502"),
+    ],
+)
+def test_a_scan_the_gateway_does_not_answer_is_a_red_screen_with_the_reason(
+    answer: dict[str, Any], code: str, words: str
+) -> None:
+    """Before, a station that could not reach the gateway showed nothing at all: the scan
+    field emptied and no screen said the bag had not been checked."""
+    shown = run([*SIGNED_IN_AT_THAW, {"wedge": BAG}], [answer])
+    screen = shown["snapshots"][-1]
+    assert screen["verdict_shown"] and "red" in screen["verdict_class"], screen
+    assert screen["word"] == "RED — STOP"
+    assert code in screen["detail"]
+    assert words in screen["reason"]
+    assert not shown["problems"]
