@@ -215,4 +215,16 @@ class Relay:
                 )
         if give_up:
             log.warning("outbox item %s dead-lettered: %s", item.id, error)
+        elif failed and count_attempt and retry_at is not None:
+            # An operator watching the log must see a partner that stopped answering long
+            # before its messages run out of attempts.
+            log.warning(
+                "outbox item %s to %s not delivered (attempt %d of %d), next try at %s: %s",
+                item.id,
+                item.destination,
+                attempts,
+                self.policy.max_attempts,
+                retry_at.isoformat(timespec="seconds"),
+                error,
+            )
         return give_up

@@ -211,3 +211,28 @@ def test_an_item_whose_lease_ran_out_is_sent_only_by_its_new_holder(
     ids = [item_id for _, item_id in sent]
     assert len(ids) == len(set(ids)), sent  # nothing went out twice
     assert all(who == "B" for who, _ in sent)
+
+
+def test_a_failed_attempt_is_logged_as_a_warning_with_its_next_try(
+    service: OrderService,
+    new_order,  # type: ignore[no-untyped-def]
+    clock,
+    caplog,  # type: ignore[no-untyped-def]
+) -> None:
+    enrol(service, new_order)
+
+    def down(item: OutboxItem) -> None:
+        raise DeliveryError("connection refused")
+
+    relay = Relay(service.engine, clock=clock, policy=RelayPolicy(max_attempts=5))
+    relay.register("hospital", down)
+    relay.register("manufacturer", lambda item: None)
+    with caplog.at_level("WARNING", logger="gateway.service.relay"):
+        relay.run_once()
+    [warning] = [r for r in caplog.records if "not delivered" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    text = warning.getMessage()
+    assert "hospital" in text and "attempt 1 of 5" in text and "next try at" in text
+    assert text.endswith("connection refused")
+    # The items held behind it are not attempts, and are not logged as failures.
+    assert len([r for r in caplog.records if "not delivered" in r.getMessage()]) == 1
