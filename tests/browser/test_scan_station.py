@@ -140,3 +140,25 @@ def test_after_a_completed_or_red_bedside_check_the_next_bag_needs_a_wristband(
     assert "complete" in page.get_by_test_id("progress").inner_text().lower()
     wedge(page, bravo.bag_text)  # the next bed: nothing carries over
     assert "wristband first" in verdict()
+
+
+def test_a_scan_over_a_red_screen_does_not_dismiss_it(
+    page,
+    gateway_url: str,
+    prepare,  # type: ignore[no-untyped-def]
+) -> None:
+    """The scanner's Enter used to press the focused Acknowledge button: the red vanished."""
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+    sign_in(page, gateway_url, "rn.adeyemi")
+    page.get_by_test_id("checkpoint").select_option("bedside")
+    page.get_by_test_id("scan").focus()
+    wedge(page, alpha.wristband_text)
+    wedge(page, bravo.bag_text)
+    verdict = page.get_by_test_id("verdict")
+    verdict.wait_for(state="visible")
+    wedge(page, bravo.bag_text)  # scanned again over the red screen
+    expect(page.get_by_test_id("verdict-note")).to_contain_text("was not used")
+    assert verdict.is_visible() and "red" in (verdict.get_attribute("class") or "")
+    page.get_by_test_id("verdict-ok").click()
+    assert not verdict.is_visible()

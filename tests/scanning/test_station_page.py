@@ -87,3 +87,22 @@ def test_a_scan_the_gateway_does_not_answer_is_a_red_screen_with_the_reason(
     assert code in screen["detail"]
     assert words in screen["reason"]
     assert not shown["problems"]
+
+
+def test_a_scan_arriving_over_a_red_screen_does_not_dismiss_it() -> None:
+    """The red screen's Acknowledge button has the focus, so the Enter a scanner types after
+    the next read used to press it: a RED — STOP vanished unread and that read was lost.
+    Now the read is refused on the screen and the red stays until someone acknowledges it."""
+    shown = run(
+        [*SIGNED_IN_AT_THAW, {"wedge": BAG}, {"wedge": BAG}, {"wedge": ""}, {"wedge": BAG}],
+        [verdict(False, "wrong_order"), verdict(True)],
+    )
+    red, scanned_over, acknowledged, next_scan = shown["snapshots"][-4:]
+    assert red["verdict_shown"] and "red" in red["verdict_class"]
+    assert scanned_over["verdict_shown"] and "red" in scanned_over["verdict_class"]
+    assert scanned_over["reason"] == red["reason"]
+    assert "was not used" in scanned_over["note"]
+    assert [r["url"] for r in shown["requests"]].count("/scans") == 2  # the first and the last
+    assert not acknowledged["verdict_shown"]  # Enter alone still acknowledges
+    assert acknowledged["focused"] == "scan"
+    assert next_scan["word"] == "GREEN" and not next_scan["note"]

@@ -2,7 +2,7 @@
 // and the bedside flow (wristband first, then the bag, then a second person).
 "use strict";
 
-const state = { user: null, role: null, wristband: null, bedsideOrder: null };
+const state = { user: null, role: null, wristband: null, bedsideOrder: null, typedOverVerdict: "" };
 const $ = (id) => document.getElementById(id);
 
 async function signIn() {
@@ -143,6 +143,8 @@ function show(result) {
   const detail = [result.reason_code, result.unit_id && `unit ${result.unit_id}`,
                   result.coi && `CoI ${result.coi}`, `${result.checkpoint || checkpoint()} · ${state.user}`];
   $("verdict-detail").textContent = detail.filter(Boolean).join(" · ");
+  $("verdict-note").hidden = true;
+  state.typedOverVerdict = "";
   panel.hidden = false;
   $("verdict-ok").focus();
   const item = document.createElement("li");
@@ -166,7 +168,28 @@ function show(result) {
   }
 }
 
+// While a verdict shows, its Acknowledge button has the focus, and a scanner types the next
+// read and then Enter: that Enter would press the button, so a red screen would vanish unread
+// and the read be lost. Keys typed over a verdict are kept from the page; Enter after them
+// says the read was not used, and only Enter on its own (or a click) acknowledges.
+function keyOverVerdict(e) {
+  if ($("verdict").hidden) return;
+  if (e.key === "Enter") {
+    if (!state.typedOverVerdict) return;
+    e.preventDefault();
+    e.stopPropagation();
+    state.typedOverVerdict = "";
+    $("verdict-note").textContent = "A scan arrived while this screen was showing; it was not " +
+      "used. Read this screen, press Acknowledge, then scan again.";
+    $("verdict-note").hidden = false;
+  } else if (e.key.length === 1) {
+    e.preventDefault();
+    state.typedOverVerdict += e.key;
+  }
+}
+
 function dismiss() {
+  state.typedOverVerdict = "";
   $("verdict").hidden = true;
   $("scan").value = "";
   focusScan();
@@ -179,6 +202,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("signout").addEventListener("click", signOut);
   $("checkpoint").addEventListener("change", onCheckpoint);
   $("verdict-ok").addEventListener("click", dismiss);
+  document.addEventListener("keydown", keyOverVerdict, true);
   $("scan").addEventListener("keydown", (e) => {
     if (e.key === "Enter") { e.preventDefault(); const text = $("scan").value; $("scan").value = ""; submitText(text); }
   });
