@@ -106,3 +106,27 @@ def test_a_scan_arriving_over_a_red_screen_does_not_dismiss_it() -> None:
     assert not acknowledged["verdict_shown"]  # Enter alone still acknowledges
     assert acknowledged["focused"] == "scan"
     assert next_scan["word"] == "GREEN" and not next_scan["note"]
+
+
+@pytest.mark.parametrize("band", [WRISTBAND, WRISTBAND_CODE128], ids=["datamatrix", "code128"])
+def test_the_wristbands_datamatrix_or_its_code_128_starts_the_bedside_check(band: str) -> None:
+    """The wristband's linear Code 128 carries the CoI alone (no patient id): it used to be
+    taken for a bag, and the nurse who had just scanned the wristband was told to scan it
+    first."""
+    shown = run(
+        [{"signin": "rn.a"}, {"checkpoint": "bedside"}, {"wedge": band}, {"wedge": BAG}],
+        [verdict(True, bedside_complete=True, checkpoint="bedside")],
+    )
+    after_band, after_bag = shown["snapshots"][-2:]
+    assert not after_band["verdict_shown"] and "wristband scanned" in after_band["band_status"]
+    scans = [r["body"] for r in shown["requests"] if r["url"] == "/scans"]
+    assert len(scans) == 1 and scans[0]["wristband_scan"] == band
+    assert scans[0]["unit_scan"] == BAG
+    assert after_bag["word"] == "GREEN"
+
+
+def test_a_bag_is_never_taken_for_the_wristband() -> None:
+    shown = run([{"signin": "rn.a"}, {"checkpoint": "bedside"}, {"wedge": BAG}])
+    screen = shown["snapshots"][-1]
+    assert screen["verdict_shown"] and "wristband first" in screen["reason"]
+    assert not [r for r in shown["requests"] if r["url"] == "/scans"]

@@ -49,10 +49,13 @@ function onCheckpoint() {
   focusScan();
 }
 
-// A wristband carries a CoI and a patient id but no unit number (no "=" DIN structure).
+// A wristband carries the CoI (&/) and, in its DataMatrix, the patient id (&#); its linear
+// Code 128 holds the CoI alone. A bag's label always has a unit number (= + FIN) or a product
+// code (=<). The gateway refuses a bag sent as the wristband whatever this guess says.
 function looksLikeWristband(text) {
   const body = text.replace(/^\][A-Za-z]\d/, "");
-  return body.includes("&#") && !/=[A-NP-Z1-9]\d{4}/.test(body);
+  return (body.includes("&/") || body.includes("&#")) && !/=[A-NP-Z1-9]\d{4}/.test(body)
+    && !body.includes("=<");
 }
 
 // How long a scan waits for the gateway before the station says it got no answer.
