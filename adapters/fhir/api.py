@@ -258,9 +258,11 @@ async def create_service_request(request: Request, config: Config, client: Calle
     config = _restricted_config(request, config)
     body = await request.body()
     condition = request.headers.get("If-None-Exist")
+    condition_at = "http.If-None-Exist"
     if condition is None and request.query_params:
         # fhirpy's resource.create(identifier=...) sends the condition as query parameters.
         condition = str(request.query_params)
+        condition_at = "http." + next(iter(request.query_params))
     answer = await inbound.create_order_resource(
         committer(request),
         config,
@@ -269,6 +271,7 @@ async def create_service_request(request: Request, config: Config, client: Calle
         client=client,
         content_type=content_type,
         if_none_exist=condition,
+        condition_at=condition_at,
     )
     headers = dict(answer.headers)
     if answer.replayed:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
+from sqlalchemy import Connection
 
 from adapters.fhir import terminology as t
 from adapters.fhir.elements import Element, first_string, resource_id
@@ -69,6 +70,9 @@ class Entry:
     method: str
     url: str
     if_none_exist: str | None
+    #: Where the condition was sent, for the OperationOutcome: the entry's request, or
+    #: ``http.If-None-Exist`` for the header of a one-resource POST.
+    condition_at: str = ""
 
     @property
     def path(self) -> str:
@@ -166,6 +170,7 @@ def _entry(index: int, item: Element) -> Entry:
         method,
         url,
         request.string("ifNoneExist"),
+        request.at("ifNoneExist"),
     )
 
 
@@ -539,9 +544,7 @@ def plan_order(
         ) from None
     criteria = None
     if entry.if_none_exist is not None:
-        criteria = parse_if_none_exist(
-            entry.if_none_exist, f"Bundle.entry[{entry.index}].request.ifNoneExist"
-        )
+        criteria = parse_if_none_exist(entry.if_none_exist, entry.condition_at)
     patient_entry = subject.container if subject.container.resource is subject.element else None
     return OrderPlan(entry, command, profile, patient_entry, criteria)
 
@@ -578,7 +581,7 @@ def place(service: OrderService, uow: UnitOfWork, plan: OrderPlan, actor: str) -
     conn = uow.conn
     existing = _find(uow, plan) if plan.criteria else None
     if existing is not None:
-        return Placed(existing, False, patient_id_of(conn, existing.id) or "", False)
+        return _matched(conn, plan, existing)
     site_id, mrn = plan.command.site.id, plan.command.patient.mrn
     known_patient = patient_id_by_mrn(conn, site_id, mrn)
     # Where writers run side by side (PostgreSQL), a concurrent conditional create can claim
@@ -601,7 +604,7 @@ def place(service: OrderService, uow: UnitOfWork, plan: OrderPlan, actor: str) -
             found = _find(uow, plan) if plan.criteria else None
         if found is not None:
             # A concurrent request created it first: the conditional create is satisfied.
-            return Placed(found, False, patient_id_of(conn, found.id) or "", False)
+            return _matched(conn, plan, found)
         existing_id = conflict.details.get("existing_order_id")
         raise FhirError(
             "duplicate",
@@ -624,6 +627,28 @@ _ROLLBACK_TO = driver_sql.Statement("ROLLBACK TO SAVEPOINT v2v_place", orders, (
 _RELEASE = driver_sql.Statement("RELEASE SAVEPOINT v2v_place", orders, ())
 
 
+def _matched(conn: Connection, plan: OrderPlan, found: TherapyOrder) -> Placed:
+    """The order a conditional create matched, if it is this order: the same patient and
+    therapy. A placer number reused or mistyped for another patient would otherwise be
+    answered with that patient's order and Patient id, and the EHR would file them as this
+    patient's, so a mismatch is refused and nothing is created."""
+    patient_id = patient_id_of(conn, found.id) or ""
+    site_id, mrn = plan.command.site.id, plan.command.patient.mrn
+    if not patient_id or patient_id != patient_id_by_mrn(conn, site_id, mrn):
+        other = "another patient"
+    elif found.therapy.code != plan.command.therapy_code:
+        other = f"another therapy ({found.therapy.code})"
+    else:
+        return Placed(found, False, patient_id, False)
+    raise FhirError(
+        "conflict",
+        f"The condition {plan.entry.if_none_exist!r} matched ServiceRequest/{found.id}, "
+        f"an order for {other}; nothing was created. One order number names one order of "
+        "one patient: check the number, or send a new order with its own number.",
+        plan.entry.condition_at,
+    )
+
+
 def _find(uow: UnitOfWork, plan: OrderPlan) -> TherapyOrder | None:
     assert plan.criteria is not None
     system, value = plan.criteria
@@ -642,7 +667,7 @@ def _find(uow: UnitOfWork, plan: OrderPlan) -> TherapyOrder | None:
         "not-supported",
         f"ifNoneExist system '{system}' is neither the placer order number system "
         f"({plan.profile.identifiers.placer_system}) nor the CoI system ({t.COI_SYSTEM}).",
-        f"Bundle.entry[{plan.entry.index}].request.ifNoneExist",
+        plan.entry.condition_at,
     )
 
 

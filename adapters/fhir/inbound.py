@@ -170,6 +170,7 @@ async def create_order_resource(
     client: str,
     content_type: str,
     if_none_exist: str | None,
+    condition_at: str = "http.If-None-Exist",
 ) -> Answer:
     """``POST /fhir/ServiceRequest``: one resource with its Patient contained, answered with
     the order as a ServiceRequest (201, or 200 when If-None-Exist matched)."""
@@ -182,6 +183,7 @@ async def create_order_resource(
         client=client,
         content_type=content_type,
         if_none_exist=if_none_exist,
+        condition_at=condition_at,
     )
     work, created = await _checked(prepare, len(body))
     reply = await _committed(committer, work)
@@ -207,9 +209,11 @@ def resource_work(
     client: str,
     content_type: str,
     if_none_exist: str | None,
+    condition_at: str = "http.If-None-Exist",
 ) -> tuple[InboundWork, list[bool]]:
     """The resource parsed and checked, as work for the group committer, and the list
-    its handler appends to whether it created the order."""
+    its handler appends to whether it created the order. ``condition_at`` names where the
+    condition came from (the header, or fhirpy's query parameters) for OperationOutcomes."""
     parsed: dict[str, Any] | None = None
     bundle: ParsedBundle | None = None
     plans: list[OrderPlan] | None = None
@@ -225,6 +229,7 @@ def resource_work(
         bundle = parse_bundle(single_resource_bundle(parsed, if_none_exist))
         entry = bundle.entries[0]
         entry.resource = Element(entry.resource.data, resource_type)
+        entry.condition_at = condition_at
         plans = plan_transaction(bundle, config)
     except Exception as exc:
         # Raised again inside the transaction, so the refusal is stored with the message.

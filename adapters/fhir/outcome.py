@@ -79,7 +79,10 @@ class Issue:
             "diagnostics": self.diagnostics,
         }
         if self.expression:
-            issue["expression"] = [self.expression]
+            # FHIR R4 names an HTTP header or parameter at fault in ``location`` as
+            # "http." + its name; ``expression`` is FHIRPath into a resource.
+            where = "location" if self.expression.startswith("http.") else "expression"
+            issue[where] = [self.expression]
         if self.status is not None and self.status != status_for(self.code):
             issue["extension"] = [{"url": HTTP_STATUS_EXTENSION, "valueInteger": self.status}]
         return issue
