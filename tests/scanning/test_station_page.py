@@ -130,3 +130,46 @@ def test_a_bag_is_never_taken_for_the_wristband() -> None:
     screen = shown["snapshots"][-1]
     assert screen["verdict_shown"] and "wristband first" in screen["reason"]
     assert not [r for r in shown["requests"] if r["url"] == "/scans"]
+
+
+def test_a_wristband_scanned_before_sign_out_is_not_the_next_persons_check() -> None:
+    """The pending wristband outlived sign-out: the next person's first bag scan was sent
+    with it and recorded as their wristband check, a wristband they never scanned. The
+    first person's green check still carries over, so a second person can confirm it."""
+    shown = run(
+        [
+            {"signin": "rn.a"},
+            {"checkpoint": "bedside"},
+            {"wedge": WRISTBAND},
+            {"signout": True},
+            {"signin": "rn.b"},
+            {"wedge": BAG},
+        ]
+    )
+    after_signout = shown["snapshots"][3]
+    assert "wristband scanned" not in after_signout["band_status"]
+    screen = shown["snapshots"][-1]
+    assert screen["verdict_shown"] and "wristband first" in screen["reason"]
+    assert not [r for r in shown["requests"] if r["url"] == "/scans"]
+
+
+def test_the_second_person_confirms_the_first_persons_green_check() -> None:
+    first = verdict(True, checkpoint="bedside", bedside_complete=False)
+    second = verdict(True, checkpoint="bedside", bedside_complete=True)
+    shown = run(
+        [
+            {"signin": "rn.a"},
+            {"checkpoint": "bedside"},
+            {"wedge": WRISTBAND},
+            {"wedge": BAG},
+            {"ack": True},
+            {"signout": True},
+            {"signin": "rn.b"},
+            {"wedge": BAG},
+        ],
+        [first, second],
+    )
+    scans = [r["body"] for r in shown["requests"] if r["url"] == "/scans"]
+    assert scans[1]["order_id"] == "ord-1" and "wristband_scan" not in scans[1]
+    assert scans[1]["user"] == "rn.b"
+    assert "complete" in shown["snapshots"][-1]["progress"]

@@ -29,8 +29,12 @@ async function signIn() {
 }
 
 function signOut() {
-  fetch("/auth/logout", { method: "POST" });
+  fetch("/auth/logout", { method: "POST" }).catch(() => {});
   state.user = null;
+  // A wristband is only ever the check of the person who scanned it. The order of a first
+  // green check stays, for the second person who signs in next to confirm.
+  state.wristband = null;
+  $("band-status").textContent = "—";
   $("who").textContent = "not signed in";
   $("work").hidden = true;
   $("signin").hidden = false;
