@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from fixtures.library import Fixture
 
 fixtures_app = typer.Typer(
     help="The fixture library: list, show and replay sample messages and scenarios.",
@@ -24,6 +30,34 @@ fixtures_app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+
+
+#: Narrower than this, the five-column table squeezes its free-text columns to a word or two
+#: (the id column alone takes up to 72) and cuts values short, so fixtures are stacked.
+TABLE_WIDTH = 200
+
+
+def _print_stacked(library: list[Fixture]) -> None:
+    """One block per fixture, grouped by protocol: its id on a line of its own, then its step,
+    expected outcome and response wrapped beneath it. Readable at any width, 80 included."""
+    counts = Counter(f.protocol for f in library)
+    console.print(Text(f"fixtures ({len(library)})", style="bold"))
+    console.print(Text("id, then step: expected outcome → response", style="dim"))
+    current: str | None = None
+    for f in library:
+        if f.protocol != current:
+            current = f.protocol
+            console.print()
+            console.print(Text(f"{current} ({counts[current]})", style="bold underline"))
+        console.print(
+            Padding(Text(f.id, style="cyan", overflow="fold"), (0, 0, 0, 2), expand=False)
+        )
+        detail = Text(f"{f.step}: ", style="dim")
+        detail.append(f.expected)
+        detail.append(" → ", style="dim")
+        detail.append(f.response)
+        console.print(Padding(detail, (0, 0, 0, 6), expand=False))
+    console.print()
 
 
 @fixtures_app.command("list")
@@ -44,11 +78,14 @@ def list_fixtures(
     if as_json:
         print(json.dumps([{k: v for k, v in vars(f).items()} for f in library], indent=2))
         return
-    table = Table("protocol", "step", "expected", "response", title="fixtures")
-    table.add_column("id", no_wrap=True)
-    for f in library:
-        table.add_row(*map(escape, (f.protocol, f.step, f.expected, f.response, f.id)))
-    console.print(table)
+    if console.width >= TABLE_WIDTH:
+        table = Table("protocol", "step", "expected", "response", title="fixtures")
+        table.add_column("id", no_wrap=True)
+        for f in library:
+            table.add_row(*map(escape, (f.protocol, f.step, f.expected, f.response, f.id)))
+        console.print(table)
+    else:
+        _print_stacked(library)
     if protocol is None and contains is None:
         scenarios = Table("scenario", "steps", "what it shows", title="scenarios")
         for name in scenario_names():
