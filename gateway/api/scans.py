@@ -65,27 +65,28 @@ Staff = Annotated[Principal, Depends(current_principal)]
 
 
 def scanning_user(
-    request: Request, principal: Principal, claimed: str | None
-) -> tuple[str, str | None]:
-    """Who goes into the custody log, and the station's site. With authentication that is
-    the signed-in person, whatever the request claims."""
+    request: Request, principal: Principal, claimed: str | None, claimed_role: str | None
+) -> tuple[str, str | None, str | None]:
+    """Who goes into the custody log, in what role, and the station's site. With
+    authentication that is the signed-in person in their configured role, whatever the
+    request claims."""
     if auth_config(request) is None:
         if not claimed:
             raise Forbidden("Sign in first: every verdict is recorded under a name.")
-        return claimed, None
+        return claimed, None, claimed_role
     if principal.kind not in ("user", "hospital", "admin"):
         raise Forbidden("Only the treating site's staff scan products.")
     if principal.kind != "admin" and not principal.tenant:
         # The site is what keeps another site's bags off this station's verdicts.
         raise Forbidden("Your sign-in belongs to no site; scans are recorded for a site.")
     need(principal, "u")  # a verdict is written to the order's custody log
-    return principal.id, principal.tenant if principal.kind != "admin" else None
+    return principal.id, principal.tenant if principal.kind != "admin" else None, principal.role
 
 
 @router.post("/scans", summary="Check a scanned unit against its order (green or red)")
 def scan(body: ScanBody, request: Request, principal: Staff) -> dict[str, Any]:
     """A red verdict is a normal answer (HTTP 200): the check ran and said no."""
-    user, site = scanning_user(request, principal, body.user)
+    user, site, role = scanning_user(request, principal, body.user, body.role)
     result = station(request).scan(
         ScanRequest(
             checkpoint=body.checkpoint,
@@ -95,7 +96,7 @@ def scan(body: ScanBody, request: Request, principal: Staff) -> dict[str, Any]:
             wristband_scan=body.wristband_scan,
             order_id=body.order_id,
             location=body.location,
-            role=body.role or principal.role,
+            role=role,
         )
     )
     return result_body(result)
@@ -116,7 +117,7 @@ async def scan_image(
     data = await image.read()
     if len(data) > 20 * 1024 * 1024:
         raise ServiceError("The image is larger than 20 MB.")
-    who, site = scanning_user(request, principal, user)
+    who, site, role = scanning_user(request, principal, user, role)
     result = station(request).scan(
         ScanRequest(
             checkpoint=checkpoint,
@@ -126,7 +127,7 @@ async def scan_image(
             wristband_scan=wristband_scan,
             order_id=order_id,
             location=location,
-            role=role or principal.role,
+            role=role,
         )
     )
     return result_body(result)
