@@ -185,16 +185,20 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
-def _check_content_type(request: Request) -> str:
+def _media_refusal(
+    request: Request, accepted: tuple[str, ...] = _JSON_TYPES
+) -> tuple[str, FhirError | None]:
+    """The declared Content-Type, and the 415 refusal when it is not one we read. The
+    refusal is not raised here: the body is stored with it, as every refused message is."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
-    if media and media not in _JSON_TYPES:
-        raise FhirError(
+    if media and media not in accepted:
+        return content_type, FhirError(
             "not-supported",
             f"Content-Type {media} is not accepted; send application/fhir+json.",
             status=415,
         )
-    return content_type
+    return content_type, None
 
 
 def _query(request: Request, resource_type: str) -> search.Query:
@@ -242,11 +246,16 @@ async def post_bundle(request: Request) -> Response:
     # No Depends(): FastAPI runs plain-function dependencies in the thread pool, and each
     # round trip costs more than the dependency's work.
     client = fhir_client(request)
-    content_type = _check_content_type(request)
+    content_type, refusal = _media_refusal(request)
     config = _restricted_config(request, fhir_config(request))
     body = await request.body()
     answer = await inbound.ingest_bundle(
-        committer(request), config, body, client=client, content_type=content_type
+        committer(request),
+        config,
+        body,
+        client=client,
+        content_type=content_type,
+        refusal=refusal,
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return fhir_response(answer.body, answer.status, headers)
@@ -254,7 +263,7 @@ async def post_bundle(request: Request) -> Response:
 
 @router.post("/ServiceRequest", summary="Create an order (Patient contained); If-None-Exist")
 async def create_service_request(request: Request, config: Config, client: Caller) -> Response:
-    content_type = _check_content_type(request)
+    content_type, refusal = _media_refusal(request)
     config = _restricted_config(request, config)
     body = await request.body()
     condition = request.headers.get("If-None-Exist")
@@ -272,6 +281,7 @@ async def create_service_request(request: Request, config: Config, client: Calle
         content_type=content_type,
         if_none_exist=condition,
         condition_at=condition_at,
+        refusal=refusal,
     )
     headers = dict(answer.headers)
     if answer.replayed:
@@ -421,13 +431,15 @@ async def _update_task(
 ) -> Response:
     """A Task update is a partner's message like a bundle: stored with its answer in the
     transaction that applies it, refused or not, and a retry gets the stored answer."""
-    content_type = _check_content_type(request)
+    content_type, refusal = _media_refusal(request)
     body = await request.body()
     if_match = request.headers.get("If-Match", "")
     principal = _principal(request)
     role = SOURCE_BY_KIND[principal.kind].value if principal.kind in SOURCE_BY_KIND else None
 
     def handle(uow: UnitOfWork) -> Reply:
+        if refusal is not None:
+            raise refusal
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -466,7 +478,10 @@ async def _update_task(
         with service.uow(readonly=True) as uow:
             version = order_version(uow.conn, task_id)
         basis = if_match or f"v{version or 0}"
-        key = inbound.task_update_key(client, task_id, request.method, basis, body)
+        # A refused media type is its own message: the same body resent with the right
+        # Content-Type must be read, not answered with the stored 415.
+        keyed = body if refusal is None else content_type.encode() + b"\n" + body
+        key = inbound.task_update_key(client, task_id, request.method, basis, keyed)
         message = InboundMessage(key, inbound.CHANNEL, client, content_type or FHIR_JSON, body)
         reply = service.process_inbound(message, handle, inbound.failure_reply)
         resource = json.loads(reply.body)

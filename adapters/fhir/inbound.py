@@ -113,11 +113,24 @@ async def _committed(committer: GroupCommitter, work: InboundWork) -> Reply:
 
 
 async def ingest_bundle(
-    committer: GroupCommitter, config: FhirConfig, body: bytes, *, client: str, content_type: str
+    committer: GroupCommitter,
+    config: FhirConfig,
+    body: bytes,
+    *,
+    client: str,
+    content_type: str,
+    refusal: FhirError | None = None,
 ) -> Answer:
-    """``POST /fhir``: a transaction or batch Bundle, answered once it is committed."""
+    """``POST /fhir``: a transaction or batch Bundle, answered once it is committed.
+    ``refusal`` (a Content-Type we do not read) is stored with the body and answered."""
     prepare = functools.partial(
-        bundle_work, committer.service, config, body, client=client, content_type=content_type
+        bundle_work,
+        committer.service,
+        config,
+        body,
+        client=client,
+        content_type=content_type,
+        refusal=refusal,
     )
     work = await _checked(prepare, len(body))
     reply = await _committed(committer, work)
@@ -128,7 +141,13 @@ async def ingest_bundle(
 
 
 def bundle_work(
-    service: OrderService, config: FhirConfig, body: bytes, *, client: str, content_type: str
+    service: OrderService,
+    config: FhirConfig,
+    body: bytes,
+    *,
+    client: str,
+    content_type: str,
+    refusal: FhirError | None = None,
 ) -> InboundWork:
     """The bundle parsed and checked (everything that needs no database), as work for the
     group committer."""
@@ -137,6 +156,8 @@ def bundle_work(
     plans: list[OrderPlan] | None = None
     early_error: Exception | None = None
     try:
+        if refusal is not None:
+            raise refusal
         parsed = load_json(body)
         bundle = parse_bundle(parsed)
         if bundle.type == "transaction":
@@ -156,9 +177,15 @@ def bundle_work(
         single = result.order_ids[0] if len(result.order_ids) == 1 else None
         return Reply("accepted", dumps(result.response), FHIR_JSON, order_id=single)
 
-    key = message_key(client, body, parsed, "Bundle")
+    key = message_key(client, _keyed(body, content_type, refusal), parsed, "Bundle")
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
     return InboundWork(message, handle, failure_reply, _unstored)
+
+
+def _keyed(body: bytes, content_type: str, refusal: FhirError | None) -> bytes:
+    """What the inbox key digests: a body refused for its media type is keyed with that
+    type, so the same body resent with the right Content-Type is read, not answered 415."""
+    return body if refusal is None else content_type.encode() + b"\n" + body
 
 
 async def create_order_resource(
@@ -171,6 +198,7 @@ async def create_order_resource(
     content_type: str,
     if_none_exist: str | None,
     condition_at: str = "http.If-None-Exist",
+    refusal: FhirError | None = None,
 ) -> Answer:
     """``POST /fhir/ServiceRequest``: one resource with its Patient contained, answered with
     the order as a ServiceRequest (201, or 200 when If-None-Exist matched)."""
@@ -184,6 +212,7 @@ async def create_order_resource(
         content_type=content_type,
         if_none_exist=if_none_exist,
         condition_at=condition_at,
+        refusal=refusal,
     )
     work, created = await _checked(prepare, len(body))
     reply = await _committed(committer, work)
@@ -210,6 +239,7 @@ def resource_work(
     content_type: str,
     if_none_exist: str | None,
     condition_at: str = "http.If-None-Exist",
+    refusal: FhirError | None = None,
 ) -> tuple[InboundWork, list[bool]]:
     """The resource parsed and checked, as work for the group committer, and the list
     its handler appends to whether it created the order. ``condition_at`` names where the
@@ -219,6 +249,8 @@ def resource_work(
     plans: list[OrderPlan] | None = None
     early_error: Exception | None = None
     try:
+        if refusal is not None:
+            raise refusal
         parsed = load_json(body)
         if parsed.get("resourceType") != resource_type:
             raise FhirError(
@@ -247,6 +279,7 @@ def resource_work(
         created.append(placed.created)
         return Reply("accepted", dumps(resource), FHIR_JSON, placed.order.id)
 
-    key = message_key(client, (if_none_exist or "").encode() + b"\n" + body, parsed, resource_type)
+    keyed = (if_none_exist or "").encode() + b"\n" + _keyed(body, content_type, refusal)
+    key = message_key(client, keyed, parsed, resource_type)
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
     return InboundWork(message, handle, failure_reply, _unstored), created

@@ -76,3 +76,48 @@ def test_a_single_resource_condition_matching_another_patient_is_refused(
     assert issue["code"] == "conflict"
     assert issue["location"] == ["http.If-None-Exist"]
     assert _order_count(service) == 1
+
+
+def _inbox(service: OrderService) -> list[Any]:
+    from gateway.store.tables import inbox
+
+    with service.engine.connect() as conn:
+        return list(conn.execute(select(inbox).order_by(inbox.c.id)))
+
+
+def test_a_body_of_another_media_type_is_stored_with_its_415(
+    fhir: TestClient, service: OrderService
+) -> None:
+    """An EHR sending XML (or text/plain) is refused, and the message is kept like every
+    refused one, so nothing an EHR sent leaves no trace."""
+    xml = b'<Bundle xmlns="http://hl7.org/fhir"><type value="transaction"/></Bundle>'
+    response = fhir.post("/fhir", content=xml, headers={"Content-Type": "application/fhir+xml"})
+    assert response.status_code == 415, response.text
+    assert response.json()["issue"][0]["code"] == "not-supported"
+    again = fhir.post("/fhir", content=xml, headers={"Content-Type": "application/fhir+xml"})
+    assert (again.status_code, again.content) == (415, response.content)
+    stored = _inbox(service)
+    assert len(stored) == 1
+    assert (stored[0].status, bytes(stored[0].body)) == ("rejected", xml)
+
+
+def test_a_bundle_refused_for_its_media_type_is_read_when_resent_as_json(
+    fhir: TestClient, service: OrderService
+) -> None:
+    body = json.dumps({k: v for k, v in _bundle().items() if k != "id"})
+    refused = fhir.post("/fhir", content=body, headers={"Content-Type": "text/plain"})
+    assert refused.status_code == 415
+    accepted = fhir.post("/fhir", content=body)
+    assert accepted.status_code == 200, accepted.text
+    assert _order_count(service) == 1
+
+
+def test_a_service_request_and_a_task_update_of_another_media_type_are_stored(
+    fhir: TestClient, service: OrderService, ordered: dict[str, Any]
+) -> None:
+    order_id = ordered["entry"][4]["response"]["location"].split("/")[1]
+    text = {"Content-Type": "text/plain"}
+    assert fhir.post("/fhir/ServiceRequest", content=b"{}", headers=text).status_code == 415
+    assert fhir.put(f"/fhir/Task/{order_id}", content=b"{}", headers=text).status_code == 415
+    refused = [row for row in _inbox(service) if row.status == "rejected"]
+    assert len(refused) == 2
