@@ -135,6 +135,8 @@ Service = Annotated[OrderService, Depends(order_service)]
 Caller = Annotated[str, Depends(fhir_client)]
 
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
+#: PATCH also takes a merge patch under its own media type (RFC 7396), as docs/fhir.md says.
+_PATCH_TYPES = (*_JSON_TYPES, "application/merge-patch+json")
 _STARTED = datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
@@ -431,7 +433,9 @@ async def _update_task(
 ) -> Response:
     """A Task update is a partner's message like a bundle: stored with its answer in the
     transaction that applies it, refused or not, and a retry gets the stored answer."""
-    content_type, refusal = _media_refusal(request)
+    content_type, refusal = _media_refusal(
+        request, _PATCH_TYPES if request.method == "PATCH" else _JSON_TYPES
+    )
     body = await request.body()
     if_match = request.headers.get("If-Match", "")
     principal = _principal(request)

@@ -121,3 +121,20 @@ def test_a_service_request_and_a_task_update_of_another_media_type_are_stored(
     assert fhir.put(f"/fhir/Task/{order_id}", content=b"{}", headers=text).status_code == 415
     refused = [row for row in _inbox(service) if row.status == "rejected"]
     assert len(refused) == 2
+
+
+def test_a_merge_patch_under_its_own_media_type_is_applied(
+    fhir: TestClient, ordered: dict[str, Any]
+) -> None:
+    """docs/fhir.md: PATCH takes a merge patch; RFC 7396 names its media type."""
+    order_id = ordered["entry"][4]["response"]["location"].split("/")[1]
+    patch = {"status": "cancelled", "statusReason": {"text": "patient withdrew consent"}}
+    response = fhir.patch(
+        f"/fhir/Task/{order_id}",
+        content=json.dumps(patch),
+        headers={"Content-Type": "application/merge-patch+json", "If-Match": 'W/"1"'},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["businessStatus"]["coding"][0]["code"] == "CANCELLED"
+    metadata = fhir.get("/fhir/metadata").json()
+    assert "application/merge-patch+json" in metadata["patchFormat"]
