@@ -8,15 +8,22 @@ says to check there first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from adapters.erp import transport as erp_transport
 from fixtures.simulators.erp_soap import ErpSoapSimulator
 from fixtures.simulators.partner_http import Answer, Request
+from gateway.domain.model import TherapyOrder
+from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Relay
 from gateway.store import outbox
+from gateway.store.outbox import OutboxItem
+from tests.conftest import FixedClock
+from tests.partners.conftest import Walk
+
+NewOrder = Callable[[], TherapyOrder]
 
 ENVELOPE = (
     b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
@@ -64,7 +71,7 @@ def erp() -> Iterator[UnsafeErp]:
         yield simulator
 
 
-def erp_item(service, order_id):  # type: ignore[no-untyped-def]
+def erp_item(service: OrderService, order_id: str) -> OutboxItem:
     with service.engine.connect() as conn:
         [item] = [
             i
@@ -75,7 +82,9 @@ def erp_item(service, order_id):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("reply", list(REPLIES), ids=list(REPLIES))
-def test_an_unsafe_xml_reply_is_a_permanent_delivery_error(reply, service, erp, walk, new_order):  # type: ignore[no-untyped-def]
+def test_an_unsafe_xml_reply_is_a_permanent_delivery_error(
+    reply: str, service: OrderService, erp: UnsafeErp, walk: Walk, new_order: NewOrder
+) -> None:
     erp.reply = REPLIES[reply]
     order = walk(new_order(), "SLOT_CONFIRMED")
     deliver = erp_transport(service, addresses={"st-mary": erp.address})
@@ -89,8 +98,8 @@ def test_an_unsafe_xml_reply_is_a_permanent_delivery_error(reply, service, erp, 
 
 
 def test_the_relay_dead_letters_it_at_the_first_attempt_with_the_reason(
-    service, clock, erp, walk, new_order
-):  # type: ignore[no-untyped-def]
+    service: OrderService, clock: FixedClock, erp: UnsafeErp, walk: Walk, new_order: NewOrder
+) -> None:
     erp.reply = LAUGHS
     order = walk(new_order(), "SLOT_CONFIRMED")
     relay = Relay(service.engine, clock=clock)
@@ -106,7 +115,7 @@ def test_the_relay_dead_letters_it_at_the_first_attempt_with_the_reason(
     assert "refused as unsafe XML (DTDForbidden(" in (item.last_error or "")
 
 
-def test_a_safe_reply_is_still_read(service, walk, new_order):  # type: ignore[no-untyped-def]
+def test_a_safe_reply_is_still_read(service: OrderService, walk: Walk, new_order: NewOrder) -> None:
     order = walk(new_order(), "SLOT_CONFIRMED")
     with ErpSoapSimulator("st-mary") as erp:
         erp_transport(service, addresses={"st-mary": erp.address})(erp_item(service, order.id))

@@ -9,20 +9,40 @@ body with no Content-Type at all, which is then read strictly as JSON.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from adapters.manufacturers.signing import sign
+from fixtures.simulators.courier import CourierSimulator
+from fixtures.simulators.manufacturer_portal import ManufacturerPortal
+from gateway.domain.model import TherapyOrder
+from gateway.service.orders import OrderService
 from gateway.store.tables import inbox
+from tests.conftest import FixedClock
+from tests.partners.conftest import Walk
+
+Portals = dict[str, ManufacturerPortal]
+NewOrder = Callable[[], TherapyOrder]
 
 
-def stored(service, key_prefix):  # type: ignore[no-untyped-def]
+def stored(service: OrderService, key_prefix: str) -> Sequence[Row[Any]]:
     with service.engine.connect() as conn:
         return conn.execute(select(inbox).where(inbox.c.message_key.like(f"{key_prefix}%"))).all()
 
 
-def post_manufacturer(api, portals, clock, body, content_type, webhook_id):  # type: ignore[no-untyped-def]
+def post_manufacturer(
+    api: httpx.Client,
+    portals: Portals,
+    clock: FixedClock,
+    body: bytes,
+    content_type: str | None,
+    webhook_id: str,
+) -> httpx.Response:
     portal = portals["helix-bio"]
     headers = sign(portal.keys, webhook_id, int(clock.now.timestamp()), body)
     if content_type is not None:
@@ -30,9 +50,7 @@ def post_manufacturer(api, portals, clock, body, content_type, webhook_id):  # t
     return api.post("/webhooks/manufacturers/helix-bio", content=body, headers=headers)
 
 
-def slot_confirmed(portals, clock, coi):  # type: ignore[no-untyped-def]
-    from datetime import timedelta
-
+def slot_confirmed(portals: Portals, clock: FixedClock, coi: str | None) -> dict[str, Any]:
     return portals["helix-bio"].event(
         "slot.confirmed",
         at=clock.now,
@@ -46,8 +64,14 @@ def slot_confirmed(portals, clock, coi):  # type: ignore[no-untyped-def]
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "text/json"]
 )
 def test_a_manufacturer_webhook_not_declared_json_is_415_and_kept_raw(
-    content_type, service, api, clock, new_order, walk, portals
-):  # type: ignore[no-untyped-def]
+    content_type: str,
+    service: OrderService,
+    api: httpx.Client,
+    clock: FixedClock,
+    new_order: NewOrder,
+    walk: Walk,
+    portals: Portals,
+) -> None:
     order = walk(new_order(), "SLOT_REQUESTED")
     body = json.dumps(slot_confirmed(portals, clock, order.coi)).encode()
 
@@ -82,8 +106,14 @@ def test_a_manufacturer_webhook_not_declared_json_is_415_and_kept_raw(
     ],
 )
 def test_json_however_declared_or_undeclared_is_accepted(
-    content_type, service, api, clock, new_order, walk, portals
-):  # type: ignore[no-untyped-def]
+    content_type: str | None,
+    service: OrderService,
+    api: httpx.Client,
+    clock: FixedClock,
+    new_order: NewOrder,
+    walk: Walk,
+    portals: Portals,
+) -> None:
     order = walk(new_order(), "SLOT_REQUESTED")
     body = json.dumps(slot_confirmed(portals, clock, order.coi)).encode()
 
@@ -93,7 +123,9 @@ def test_json_however_declared_or_undeclared_is_accepted(
     assert service.get(order.id).state.value == "SLOT_CONFIRMED"
 
 
-def test_an_unsigned_webhook_is_401_whatever_its_content_type(service, api):  # type: ignore[no-untyped-def]
+def test_an_unsigned_webhook_is_401_whatever_its_content_type(
+    service: OrderService, api: httpx.Client
+) -> None:
     response = api.post(
         "/webhooks/manufacturers/helix-bio",
         content=b"status=released",
@@ -103,7 +135,12 @@ def test_an_unsigned_webhook_is_401_whatever_its_content_type(service, api):  # 
     assert len(stored(service, "rejected:webhook:manufacturer")) == 1
 
 
-def test_a_courier_webhook_not_declared_json_is_415_and_kept_raw(service, api, clock, couriers):  # type: ignore[no-untyped-def]
+def test_a_courier_webhook_not_declared_json_is_415_and_kept_raw(
+    service: OrderService,
+    api: httpx.Client,
+    clock: FixedClock,
+    couriers: dict[str, CourierSimulator],
+) -> None:
     polar = couriers["polar-express"]
     body = json.dumps(polar.milestone("PX123", "PUP", clock.now)).encode()
 
@@ -119,7 +156,12 @@ def test_a_courier_webhook_not_declared_json_is_415_and_kept_raw(service, api, c
     assert bytes(row.body) == body and row.content_type == "text/plain"
 
 
-def test_a_courier_that_sends_logger_files_also_takes_csv(service, api, clock, couriers):  # type: ignore[no-untyped-def]
+def test_a_courier_that_sends_logger_files_also_takes_csv(
+    service: OrderService,
+    api: httpx.Client,
+    clock: FixedClock,
+    couriers: dict[str, CourierSimulator],
+) -> None:
     cryo = couriers["cryoroute"]
     form = cryo.push(
         api,
