@@ -77,6 +77,7 @@ async def _scoped(request: Request) -> None:
     ``Order.s``, a create (a Bundle, a ServiceRequest) ``Order.c`` and a Task update
     ``Order.u``. Async: a plain function would cost every request a thread-pool hop, which
     the hot reads avoid."""
+    _check_format(request)
     path = request.url.path.removeprefix(PREFIX).strip("/")
     if path == "metadata":
         return
@@ -88,6 +89,39 @@ async def _scoped(request: Request) -> None:
             "forbidden",
             f"Your credential has no scope for this: it needs system/Order.{action}.",
             status=403,
+        )
+
+
+#: What ``_format`` and ``Accept`` may ask for: JSON is the only format served.
+_JSON_FORMATS = frozenset(
+    {"json", "application/json", "application/fhir+json", "*/*", "application/*"}
+)
+
+
+def _check_format(request: Request) -> None:
+    """406 when the client asks only for a format we do not write (XML, Turtle, HTML):
+    answering JSON anyway leaves its parser to fail on a 200."""
+    wanted = request.query_params.get("_format")
+    if wanted is not None:
+        if wanted.split(";", 1)[0].strip().lower() not in _JSON_FORMATS:
+            raise FhirError(
+                "not-supported",
+                f"_format={wanted} is not served; this server writes FHIR JSON only "
+                "(_format=json or application/fhir+json).",
+                "http._format",
+                status=406,
+            )
+        return  # _format overrides Accept
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    media = [part.split(";", 1)[0].strip().lower() for part in accept.split(",")]
+    if not any(item in _JSON_FORMATS or item.endswith("+json") for item in media):
+        raise FhirError(
+            "not-supported",
+            f"Accept: {accept} names no format this server writes; accept application/fhir+json.",
+            "http.Accept",
+            status=406,
         )
 
 

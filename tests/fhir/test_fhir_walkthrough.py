@@ -138,3 +138,24 @@ def test_a_merge_patch_under_its_own_media_type_is_applied(
     assert response.json()["businessStatus"]["coding"][0]["code"] == "CANCELLED"
     metadata = fhir.get("/fhir/metadata").json()
     assert "application/merge-patch+json" in metadata["patchFormat"]
+
+
+def test_a_format_other_than_json_is_refused_406_not_answered_as_json(
+    fhir: TestClient, ordered: dict[str, Any]
+) -> None:
+    order_id = ordered["entry"][4]["response"]["location"].split("/")[1]
+    for path in (f"/fhir/Task/{order_id}?_format=xml", "/fhir/Task?_format=application/fhir+xml"):
+        response = fhir.get(path)
+        assert response.status_code == 406, (path, response.text)
+        issue = response.json()["issue"][0]
+        assert (issue["code"], issue["location"]) == ("not-supported", ["http._format"])
+    xml_only = {"Accept": "application/fhir+xml"}
+    response = fhir.get("/fhir/metadata", headers=xml_only)
+    assert response.status_code == 406
+    assert response.json()["issue"][0]["location"] == ["http.Accept"]
+    for accept in ("*/*", "application/fhir+json", "application/fhir+xml;q=1, application/json"):
+        assert fhir.get("/fhir/metadata", headers={"Accept": accept}).status_code == 200
+    assert fhir.get(f"/fhir/Task/{order_id}?_format=json").status_code == 200
+    # _format overrides Accept, as FHIR says
+    json_format = f"/fhir/Task/{order_id}?_format=application/fhir%2Bjson"
+    assert fhir.get(json_format, headers=xml_only).status_code == 200
