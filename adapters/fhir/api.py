@@ -388,7 +388,11 @@ def _search_orders(
     for include in includes_wanted:
         if resource_type != "Task" or include != "Task:focus":
             query.ignored.append(f"_include={include}")
-    query.finish(frozenset({"_id", "status", "identifier", "patient", "for", "_lastUpdated"}))
+    query.finish(
+        frozenset(
+            {"_id", "status", "identifier", "_lastUpdated", *search.patient_params(resource_type)}
+        )
+    )
     from adapters.fhir.reads import count_orders, search_orders
 
     with service.uow() as uow:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.fhir.search import patient_params
 from adapters.fhir.terminology import V2V
 
 FHIR_VERSION = "4.0.1"
@@ -27,12 +28,15 @@ _ORDER_IDENTIFIER = _param(
 )
 
 
-def _order_params(status_doc: str, patient: str) -> list[dict[str, str]]:
+def _order_params(status_doc: str, resource_type: str) -> list[dict[str, str]]:
     return [
         _param("_id", "token", "The order id"),
         _param("status", "token", status_doc),
         _ORDER_IDENTIFIER,
-        _param(patient, "reference", "Patient/<id>: the patient's orders"),
+        *(
+            _param(name, "reference", "Patient/<id>: the patient's orders")
+            for name in patient_params(resource_type)
+        ),
         _LAST_UPDATED,
         _COUNT,
     ]
@@ -78,7 +82,7 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                         "conditionalDelete": "not-supported",
                         "searchInclude": ["Task:focus"],
                         "searchParam": _order_params(
-                            "Task.status (see docs/fhir.md for the lifecycle mapping)", "patient"
+                            "Task.status (see docs/fhir.md for the lifecycle mapping)", "Task"
                         ),
                     },
                     {
@@ -92,7 +96,7 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                         "conditionalCreate": True,
                         "conditionalUpdate": False,
                         "conditionalDelete": "not-supported",
-                        "searchParam": _order_params("ServiceRequest.status", "patient"),
+                        "searchParam": _order_params("ServiceRequest.status", "ServiceRequest"),
                     },
                     {
                         "type": "BiologicallyDerivedProduct",

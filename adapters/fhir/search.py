@@ -191,6 +191,13 @@ def _references(value: str, resource_type: str, name: str) -> list[str]:
     return found
 
 
+def patient_params(resource_type: str, patient_param: str = "patient") -> tuple[str, ...]:
+    """The search parameters that name an order's patient on ``resource_type``."""
+    return (
+        (patient_param, "subject", "for") if resource_type == "Task" else (patient_param, "subject")
+    )
+
+
 def order_criteria(
     query: Query,
     profiles: FhirProfiles,
@@ -221,15 +228,13 @@ def order_criteria(
             continue
         # A comma is OR, also across systems: the order ids join the other alternatives.
         identifiers.append(options + [(ORDER_ID, None, order_id) for order_id in order_ids])
+    # R4 names the patient of a ServiceRequest or Task by `patient` and `subject` (and
+    # Task.for by `for`); each given one must hold, as FHIR ANDs repeated parameters.
     patients = [
-        _references(value, "Patient", patient_param)
-        for value in query.values(patient_param, same_as=(f"{patient_param}:Patient",))
+        _references(value, "Patient", name)
+        for name in patient_params(query.resource_type, patient_param)
+        for value in query.values(name, same_as=(f"{name}:Patient",))
     ]
-    if query.resource_type == "Task" and not patients:
-        patients = [
-            _references(value, "Patient", "for")
-            for value in query.values("for", same_as=("for:Patient",))
-        ]
     updated = [bound for value in query.values("_lastUpdated") for bound in last_updated(value)]
     return OrderCriteria(
         ids=ids,

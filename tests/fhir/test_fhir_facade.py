@@ -338,6 +338,10 @@ def test_capability_statement_claims_only_what_works(fhir: TestClient, journey: 
         "status": "in-progress",
         "identifier": "LS-ORD-0001",
         "patient": fhir.get(f"/fhir/Task/{journey}").json()["for"]["reference"],
+    }
+    samples |= {
+        "subject": samples["patient"],
+        "for": samples["patient"],
         "_lastUpdated": "ge2026-01-01",
         "_count": "1",
         "request": f"ServiceRequest/{journey}",

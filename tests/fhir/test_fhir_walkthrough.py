@@ -159,3 +159,40 @@ def test_a_format_other_than_json_is_refused_406_not_answered_as_json(
     # _format overrides Accept, as FHIR says
     json_format = f"/fhir/Task/{order_id}?_format=application/fhir%2Bjson"
     assert fhir.get(json_format, headers=xml_only).status_code == 200
+
+
+def _two_patients(fhir: TestClient) -> tuple[str, str]:
+    """Two orders of two patients; returns the first one's order id and patient reference."""
+    first = fhir.post("/fhir", content=json.dumps(_bundle())).json()
+    other = json.loads(_another_patient(json.dumps(_bundle()).replace("LS-ORD-0001", "LS-2")))
+    other["id"] = "lakeside-order-2"
+    assert fhir.post("/fhir", content=json.dumps(other)).status_code == 200
+    order_id = first["entry"][4]["response"]["location"].split("/")[1]
+    task = fhir.get(f"/fhir/Task/{order_id}").json()
+    return order_id, task["for"]["reference"]
+
+
+def test_subject_finds_the_patients_orders_instead_of_being_ignored(fhir: TestClient) -> None:
+    """R4's ServiceRequest and Task take `subject` as well as `patient`; ignoring it
+    answered every order of the site to a client asking for one patient's."""
+    order_id, patient = _two_patients(fhir)
+    for path in (f"/fhir/ServiceRequest?subject={patient}", f"/fhir/Task?subject={patient}"):
+        found = fhir.get(path).json()
+        assert [entry["resource"]["id"] for entry in found["entry"]] == [order_id], path
+
+
+def test_for_on_a_service_request_is_reported_not_silently_dropped(fhir: TestClient) -> None:
+    _, patient = _two_patients(fhir)
+    found = fhir.get(f"/fhir/ServiceRequest?for={patient}").json()
+    outcome = found["entry"][-1]
+    assert outcome["search"]["mode"] == "outcome"
+    assert outcome["resource"]["issue"][0]["expression"] == ["for"]
+
+
+def test_patient_and_for_together_must_both_hold(fhir: TestClient) -> None:
+    order_id, patient = _two_patients(fhir)
+    other_task = fhir.get("/fhir/Task?identifier=" + PLACER + "|LS-2").json()
+    other = other_task["entry"][0]["resource"]["for"]["reference"]
+    assert fhir.get(f"/fhir/Task?patient={patient}&for={other}").json()["entry"] == []
+    both = fhir.get(f"/fhir/Task?patient={patient}&for={patient}").json()
+    assert [entry["resource"]["id"] for entry in both["entry"]] == [order_id]
