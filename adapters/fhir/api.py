@@ -508,9 +508,12 @@ async def _update_task(
                 "Task.businessStatus",
                 status=403,
             )
-        outcome = service.apply_event(
-            task_id, event, actor=client, expected_version=row.order.version, uow=uow
-        )
+        try:
+            outcome = service.apply_event(
+                task_id, event, actor=client, expected_version=row.order.version, uow=uow
+            )
+        except (ServiceError, DomainError) as exc:
+            raise error_from(exc, _changed_element(current, proposed)) from exc
         updated = facade.task(config, OrderRow(outcome.order))
         return Reply("accepted", inbound.dumps(updated), FHIR_JSON, order_id=task_id)
 
@@ -548,6 +551,21 @@ async def patch_task(
     request: Request, task_id: str, service: Service, config: Config, client: Caller
 ) -> Response:
     return await _update_task(request, task_id, service, config, client, task_update.apply_patch)
+
+
+def _changed_element(current: dict[str, Any], proposed: dict[str, Any]) -> str:
+    """The element whose change the refused event came from, for the OperationOutcome."""
+
+    def codes(task: dict[str, Any]) -> list[Any]:
+        concept = task.get("businessStatus")
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        return [c.get("code") for c in codings if isinstance(c, dict)] if codings else []
+
+    if codes(proposed) != codes(current):
+        return "Task.businessStatus"
+    if proposed.get("status") != current.get("status"):
+        return "Task.status"
+    return "Task.input"
 
 
 def _as_task(payload: Any) -> dict[str, Any]:

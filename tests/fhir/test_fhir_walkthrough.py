@@ -14,6 +14,7 @@ from gateway.store.tables import orders
 from tests.fhir.fhir_support import fixture_body, load_fixture
 
 PLACER = "http://lakeside.example.org/fhir/sid/order-number"
+STATES = "https://vein2vein.dev/fhir/CodeSystem/order-state"
 
 
 def _order_count(service: OrderService) -> int:
@@ -196,3 +197,19 @@ def test_patient_and_for_together_must_both_hold(fhir: TestClient) -> None:
     assert fhir.get(f"/fhir/Task?patient={patient}&for={other}").json()["entry"] == []
     both = fhir.get(f"/fhir/Task?patient={patient}&for={patient}").json()
     assert [entry["resource"]["id"] for entry in both["entry"]] == [order_id]
+
+
+def test_a_refused_transition_names_the_element_that_asked_for_it(
+    fhir: TestClient, ordered: dict[str, Any]
+) -> None:
+    order_id = ordered["entry"][4]["response"]["location"].split("/")[1]
+    task = fhir.get(f"/fhir/Task/{order_id}").json()
+    completed = fhir.put(f"/fhir/Task/{order_id}", json={**task, "status": "completed"})
+    assert completed.status_code == 422, completed.text
+    issue = completed.json()["issue"][0]
+    assert (issue["code"], issue["expression"]) == ("business-rule", ["Task.status"])
+    assert issue["diagnostics"].startswith("illegal_transition")
+    infused = {"coding": [{"system": STATES, "code": "INFUSED"}]}
+    response = fhir.put(f"/fhir/Task/{order_id}", json={**task, "businessStatus": infused})
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["Task.businessStatus"]
