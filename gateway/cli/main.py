@@ -495,8 +495,30 @@ def _find_order(service: OrderService, key: str) -> TherapyOrder:
     try:
         return service.get(key)
     except NotFound:
-        errors.print(f"[red]No order with id, CoI or placer number {escape(repr(key))}.[/]")
+        pass
+    typed = _typed_coi(key)
+    if typed is not None:
+        found = service.find("coi", typed)
+        if found is not None:
+            return found
+    errors.print(f"[red]No order with id, CoI or placer number {escape(repr(key))}.[/]")
+    raise typer.Exit(1)
+
+
+def _typed_coi(key: str) -> str | None:
+    """The CoI value of a key typed as the label prints it (with spaces and its check
+    character), or None when the key is no CoI. A wrong check character is a typing error:
+    the person is told so rather than that no order exists."""
+    from labeling.coi import parse_coi
+    from labeling.errors import BadCheckCharacter, LabelDataError
+
+    try:
+        return parse_coi(key).value
+    except BadCheckCharacter as exc:
+        errors.print(f"[red]{escape(str(exc))}: check the CoI as typed.[/]")
         raise typer.Exit(1) from None
+    except LabelDataError:
+        return None
 
 
 @app.command()

@@ -306,3 +306,35 @@ def test_hash_password_round_trips() -> None:
     assert verify_password("twelve chars ok", result.output.strip())
     assert not verify_password("wrong", result.output.strip())
     assert runner.invoke(app, ["auth", "hash-password", "--password", "short"]).exit_code == 2
+
+
+def test_an_order_is_found_by_its_coi_typed_as_the_label_prints_it(db_env: Path) -> None:
+    from gateway.bootstrap import build_service
+    from gateway.domain.lifecycle import LifecycleEvent
+    from gateway.domain.model import Site
+    from gateway.domain.patient import PatientIdentity
+    from gateway.domain.states import EventType
+    from gateway.service.commands import CreateOrder
+    from labeling.coi import CoiIdentifier
+    from tests.conftest import SYNTHETIC_PATIENTS
+
+    service = build_service()
+    order = service.create_order(
+        CreateOrder(
+            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
+            therapy_code="sam-cel",
+            site=Site(id="lakeside"),
+            placer_number="PL-CLI-2",
+        ),
+        actor="cli-test",
+    )
+    service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="cli-test")
+    coi = CoiIdentifier.from_value(str(service.get(order.id).coi))
+    for typed in (coi.eye_readable, coi.value + coi.check_character):
+        shown = runner.invoke(app, ["orders", "show", typed])
+        assert shown.exit_code == 0 and order.id in shown.output, (typed, shown.output)
+    wrong = "0" if coi.check_character != "0" else "1"
+    mistyped = runner.invoke(app, ["orders", "show", coi.value + wrong])
+    assert mistyped.exit_code == 1
+    assert "check character" in mistyped.output and "No order" not in mistyped.output
+    service.engine.dispose()
