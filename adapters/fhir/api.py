@@ -485,7 +485,7 @@ async def _update_task(
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise FhirError("structure", f"The body is not valid JSON: {exc}") from None
+            raise FhirError("structure", f"The body is not valid JSON: {exc}", "Task") from None
         expected = _expected_version(request)
         row = _row(service, task_id, "Task", request)
         if expected is not None and row.order.version != expected:

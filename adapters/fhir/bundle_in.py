@@ -87,13 +87,14 @@ class ParsedBundle:
     by_reference: dict[str, int] = field(default_factory=dict)
 
 
-def load_json(body: bytes) -> dict[str, Any]:
+def load_json(body: bytes, root: str = "Bundle") -> dict[str, Any]:
+    """The body as a JSON object; ``root`` is the resource type the endpoint expects."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise FhirError("structure", f"The body is not valid JSON: {exc}", "Bundle") from None
+        raise FhirError("structure", f"The body is not valid JSON: {exc}", root) from None
     except RecursionError:
-        raise FhirError("structure", "The body nests JSON too deeply to read.", "Bundle") from None
+        raise FhirError("structure", "The body nests JSON too deeply to read.", root) from None
     if not isinstance(data, dict):
         raise FhirError("structure", "The body must be a JSON object (a FHIR resource).")
     return data

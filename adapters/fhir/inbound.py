@@ -251,7 +251,7 @@ def resource_work(
     try:
         if refusal is not None:
             raise refusal
-        parsed = load_json(body)
+        parsed = load_json(body, resource_type)
         if parsed.get("resourceType") != resource_type:
             raise FhirError(
                 "invalid",

@@ -213,3 +213,19 @@ def test_a_refused_transition_names_the_element_that_asked_for_it(
     response = fhir.put(f"/fhir/Task/{order_id}", json={**task, "businessStatus": infused})
     assert response.status_code == 422, response.text
     assert response.json()["issue"][0]["expression"] == ["Task.businessStatus"]
+
+
+def test_malformed_json_is_located_at_the_resource_the_endpoint_reads(
+    fhir: TestClient, ordered: dict[str, Any]
+) -> None:
+    order_id = ordered["entry"][4]["response"]["location"].split("/")[1]
+    broken = b'{"resourceType": "ServiceRequest",'
+    for method, path, root in (
+        ("POST", "/fhir", "Bundle"),
+        ("POST", "/fhir/ServiceRequest", "ServiceRequest"),
+        ("PUT", f"/fhir/Task/{order_id}", "Task"),
+    ):
+        response = fhir.request(method, path, content=broken)
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert (issue["code"], issue["expression"]) == ("structure", [root]), path
