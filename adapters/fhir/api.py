@@ -221,6 +221,34 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
+#: The largest body read. An order bundle is a few kilobytes (tens with its Observations);
+#: a body many times that is a client fault, and reading it whole would hold it in memory
+#: and then in the inbox.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused with 413 once it passes :data:`MAX_BODY_BYTES` (by its
+    Content-Length, or while it streams in when it has none)."""
+    too_large = FhirError(
+        "too-costly",
+        f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB; an order bundle is "
+        "a few kilobytes. Send one order per bundle, without attachments.",
+        status=413,
+    )
+    declared = ascii_integer(request.headers.get("content-length", "").strip())
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _media_refusal(
     request: Request, accepted: tuple[str, ...] = _JSON_TYPES
 ) -> tuple[str, FhirError | None]:
@@ -284,7 +312,7 @@ async def post_bundle(request: Request) -> Response:
     client = fhir_client(request)
     content_type, refusal = _media_refusal(request)
     config = _restricted_config(request, fhir_config(request))
-    body = await request.body()
+    body = await _body(request)
     answer = await inbound.ingest_bundle(
         committer(request),
         config,
@@ -301,7 +329,7 @@ async def post_bundle(request: Request) -> Response:
 async def create_service_request(request: Request, config: Config, client: Caller) -> Response:
     content_type, refusal = _media_refusal(request)
     config = _restricted_config(request, config)
-    body = await request.body()
+    body = await _body(request)
     condition = request.headers.get("If-None-Exist")
     condition_at = "http.If-None-Exist"
     if condition is None and request.query_params:
@@ -474,7 +502,7 @@ async def _update_task(
     content_type, refusal = _media_refusal(
         request, _PATCH_TYPES if request.method == "PATCH" else _JSON_TYPES
     )
-    body = await request.body()
+    body = await _body(request)
     if_match = request.headers.get("If-Match", "")
     principal = _principal(request)
     role = SOURCE_BY_KIND[principal.kind].value if principal.kind in SOURCE_BY_KIND else None

@@ -229,3 +229,23 @@ def test_malformed_json_is_located_at_the_resource_the_endpoint_reads(
         assert response.status_code == 400, response.text
         issue = response.json()["issue"][0]
         assert (issue["code"], issue["expression"]) == ("structure", [root]), path
+
+
+def test_a_body_over_the_limit_is_refused_413_before_it_is_read_whole(
+    fhir: TestClient, service: OrderService
+) -> None:
+    bundle = _bundle()
+    bundle["entry"][4]["resource"]["note"] = [{"text": "x" * (5 * 1024 * 1024)}]
+    body = json.dumps(bundle).encode()
+    response = fhir.post("/fhir", content=body)
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["issue"][0]["code"] == "too-costly"
+
+    def chunks() -> Any:  # no Content-Length: counted as it streams in
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    streamed = fhir.post("/fhir/ServiceRequest", content=chunks())
+    assert streamed.status_code == 413, streamed.text[:300]
+    assert _order_count(service) == 0
+    assert fhir.post("/fhir", content=json.dumps(_bundle())).status_code == 200
