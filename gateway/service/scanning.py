@@ -208,6 +208,7 @@ class ScanStation:
                 "unreadable_scan",
                 read.reason or "The scan could not be read.",
                 read.notes,
+                patient=self._patient_at_hand(band, request),
             )
         conflict = conflict_in(read)
         if conflict is not None:
@@ -218,6 +219,7 @@ class ScanStation:
                 f"That scan holds two different {conflict}: more than one label was read at "
                 "once. Scan one bag's label on its own.",
                 read.notes,
+                patient=self._patient_at_hand(band, request),
             )
         unit, label_expiry = scanned_unit(read)
         if unit.unit_id is None:
@@ -228,6 +230,7 @@ class ScanStation:
                 "That scan has no unit number. Scan the bag's "
                 "DataMatrix (or its unit-number barcode), not the wristband.",
                 read.notes,
+                patient=self._patient_at_hand(band, request),
             )
         owner = self.orders.find("unit", unit.unit_id)
         expected = named or self._order_of_wristband(band)
@@ -328,6 +331,14 @@ class ScanStation:
             return None
         coi = scanned_wristband(band).coi
         return self.orders.find("coi", coi) if coi else None
+
+    def _patient_at_hand(self, band: ScanRead | None, request: ScanRequest) -> TherapyOrder | None:
+        """The order of the wristband scanned with a bag that could not be used: the red
+        belongs in that patient's custody log. Not another site's patient's."""
+        order = self._order_of_wristband(band)
+        if order is None or (request.site is not None and order.site.id != request.site):
+            return None
+        return order
 
     def _verify_and_record(
         self,
@@ -443,10 +454,13 @@ class ScanStation:
         reason: str,
         notes: tuple[str, ...],
         unit_id: str | None = None,
+        *,
+        patient: TherapyOrder | None = None,
     ) -> ScanResult:
-        if request.order_id is not None:
+        order = self.orders.get(request.order_id) if request.order_id is not None else patient
+        if order is not None:
             return self._record(
-                self.orders.get(request.order_id),
+                order,
                 request,
                 at,
                 red=(code, reason),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from gateway.domain.lifecycle import LifecycleEvent
 from gateway.domain.model import Actor
 from gateway.domain.states import EventType
@@ -287,3 +289,29 @@ def test_a_red_for_the_wrong_patients_bag_names_the_bag_in_the_custody_log(
     with service.engine.connect() as conn:
         unattached = [e for e in entries(conn, None) if e.action == "scan.verdict"][-1]
     assert unattached.payload["unit_id"] == unknown.unit_id
+
+
+@pytest.mark.parametrize(
+    ("bag", "code"), [("]d2garbage", "unreadable_scan"), ("=<S0001100", "no_unit_id")]
+)
+def test_an_unusable_bag_scan_beside_a_wristband_is_in_that_patients_custody_log(
+    service: OrderService, station: ScanStation, prepare, bag: str, code: str
+) -> None:  # type: ignore[no-untyped-def]
+    """At the bedside the wristband names the patient: a bag scan that cannot be used (not
+    read, or no unit number in it) is that patient's red, not an orphan audit entry."""
+    prepared = prepare("THAWED")
+    before = len(service.get(prepared.order_id).custody_events)
+    result = station.scan(
+        ScanRequest(
+            checkpoint=Checkpoint.BEDSIDE,
+            user="rn.a",
+            unit_scan=bag,
+            wristband_scan=prepared.wristband_text,
+        )
+    )
+    assert not result.green and result.reason_code == code
+    assert result.order_id == prepared.order_id
+    order = service.get(prepared.order_id)
+    assert len(order.custody_events) == before + 1
+    assert order.custody_events[-1].verification == "red"
+    assert order.scans[-1].reason_code == result.reason_code
