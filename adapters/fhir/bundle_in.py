@@ -454,11 +454,51 @@ def _site(
     return Site(id=site_id, name=config_site.name, facility_code=config_site.facility_code), profile
 
 
+def _refuse_modifiers(element: Element) -> None:
+    """Modifiers change what a resource means, so one we do not read must not be ignored
+    (FHIR: a system SHALL NOT ignore a modifier it does not understand): doNotPerform
+    turns an order into an order not to treat, and a modifierExtension may as well."""
+    if element.data.get("doNotPerform") is True:
+        raise FhirError(
+            "business-rule",
+            f"{element.at('doNotPerform')} is true: this is a request not to treat, and "
+            "cannot be placed as an order.",
+            element.at("doNotPerform"),
+        )
+    found = _modifier_extension(element.data, element.path)
+    if found is not None:
+        raise FhirError(
+            "not-supported",
+            f"{found} is not understood here, and a modifier extension changes the meaning "
+            "of its element; send the order without it or agree the extension with us.",
+            found,
+        )
+
+
+def _modifier_extension(value: Any, path: str) -> str | None:
+    if isinstance(value, dict):
+        if value.get("modifierExtension"):
+            return f"{path}.modifierExtension"
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                found = _modifier_extension(item, f"{path}.{key}")
+                if found is not None:
+                    return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list):
+                found = _modifier_extension(item, f"{path}[{index}]")
+                if found is not None:
+                    return found
+    return None
+
+
 def plan_order(
     entry: Entry, resolver: Resolver, bundle: ParsedBundle, config: FhirConfig
 ) -> OrderPlan:
     request = entry.resource
     is_service_request = entry.resource_type == "ServiceRequest"
+    _refuse_modifiers(request)
     statuses = t.REQUEST_STATUS if is_service_request else t.MEDICATION_REQUEST_STATUS
     intents = t.REQUEST_INTENT if is_service_request else t.MEDICATION_REQUEST_INTENT
     status = request.code("status", statuses, required=True)
@@ -486,6 +526,7 @@ def plan_order(
             request.at("subject.reference"),
         )
     site, profile = _site(resolver, Resolved(request, entry.resource_type, entry), bundle, config)
+    _refuse_modifiers(subject.element)
     patient = patient_identity(subject.element, profile)
 
     concept_name = "code" if is_service_request else "medicationCodeableConcept"

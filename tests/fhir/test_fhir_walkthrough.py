@@ -249,3 +249,36 @@ def test_a_body_over_the_limit_is_refused_413_before_it_is_read_whole(
     assert streamed.status_code == 413, streamed.text[:300]
     assert _order_count(service) == 0
     assert fhir.post("/fhir", content=json.dumps(_bundle())).status_code == 200
+
+
+def test_a_request_not_to_treat_is_not_placed_as_an_order(
+    fhir: TestClient, service: OrderService
+) -> None:
+    bundle = _bundle()
+    bundle["entry"][4]["resource"]["doNotPerform"] = True
+    response = fhir.post("/fhir", content=json.dumps(bundle))
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[4].resource.doNotPerform"]
+    assert _order_count(service) == 0
+
+
+def test_a_modifier_extension_is_refused_not_ignored(
+    fhir: TestClient, service: OrderService
+) -> None:
+    modifier = [{"url": "http://ehr.example/fhir/ext/on-trial-hold", "valueBoolean": True}]
+    bundle = _bundle()
+    bundle["entry"][4]["resource"]["code"]["modifierExtension"] = modifier
+    response = fhir.post("/fhir", content=json.dumps(bundle))
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "not-supported"
+    assert issue["expression"] == ["Bundle.entry[4].resource.code.modifierExtension"]
+    patient_modified = _bundle()
+    patient_modified["entry"][0]["resource"]["modifierExtension"] = modifier
+    response = fhir.post("/fhir", content=json.dumps(patient_modified))
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == [
+        "Bundle.entry[0].resource.modifierExtension"
+    ]
+    assert _order_count(service) == 0
