@@ -30,6 +30,7 @@ from labeling.errors import (
     TrailingCharacters,
     TruncatedStructure,
 )
+from labeling.keyed import KEYED_NOTE, read_keyed_unit_number
 from labeling.parsing import STRUCTURE_TYPES, parse_structures
 from labeling.structures import FIN_FIRST_CHARACTERS, DataStructure, DonationId
 from labeling.symbols import Decoded, ImageInput, decode_image
@@ -257,6 +258,18 @@ def read_scan(
     common = {"aim_id": aim, "source": source, "notes": tuple(notes)}
     if not text:
         return _reject(raw, "The scanner sent no data. Scan again.", **common)
+    if source == "keyboard" and aim is None and text[:1] not in ("=", "&"):
+        keyed = read_keyed_unit_number(text)
+        if keyed is not None:
+            if keyed.unit is None:
+                return _reject(raw, keyed.reason or "The typed unit number is wrong.", **common)
+            return ScanRead(
+                raw=raw,
+                accepted=True,
+                structures=(keyed.unit,),
+                source=source,
+                notes=(*notes, KEYED_NOTE),
+            )
     try:
         parsed = parse_structures(text, orders=orders)
     except LabelDataError as error:

@@ -30,6 +30,7 @@ from gateway.sites import SiteDirectory
 from gateway.store import audit
 from gateway.store.repository import ConcurrencyConflict
 from labeling.coi import CoiIdentifier
+from labeling.keyed import KEYED_NOTE
 from labeling.scan import ScanRead, read_image, read_scan
 from labeling.structures import (
     DonationId,
@@ -100,6 +101,10 @@ def label_expiries(read: ScanRead) -> list[LabelExpiry]:
 
 
 _END_OF_DAY = time(23, 59)
+KEYED_GREEN = (
+    "The unit number, typed by hand, matches this order and passed its checks. The label "
+    "itself was not read: check its product, expiry and CoI by eye against the order."
+)
 
 
 def one_expiry(expiries: list[LabelExpiry], zone: ZoneInfo) -> tuple[datetime, bool] | None:
@@ -357,7 +362,7 @@ class ScanStation:
             expected_patient = label_patient_id(patient.mrn) if patient else None
 
         def decide(current: TherapyOrder) -> ScanVerdict:
-            return verify(
+            verdict = verify(
                 current,
                 request.checkpoint,
                 unit,
@@ -368,6 +373,10 @@ class ScanStation:
                 expected_patient_id=expected_patient,
                 method=None if wristband else "second_person",
             )
+            if verdict.green and KEYED_NOTE in notes:
+                # "All checks passed" would claim checks of a label that was never read.
+                return verdict.model_copy(update={"reason": KEYED_GREEN})
+            return verdict
 
         return self._save(order, request, decide, notes)
 
@@ -426,6 +435,9 @@ class ScanStation:
                         "location": request.location,
                         "method": verdict.method,
                         "version": updated.version,
+                        # How the scan was read (a unit number keyed by hand, a prefix
+                        # removed): part of what the verdict rests on.
+                        **({"read": list(notes)} if notes else {}),
                     },
                 )
                 uow.commit()

@@ -315,3 +315,40 @@ def test_an_unusable_bag_scan_beside_a_wristband_is_in_that_patients_custody_log
     assert len(order.custody_events) == before + 1
     assert order.custody_events[-1].verification == "red"
     assert order.scans[-1].reason_code == result.reason_code
+
+
+def _keyed(unit_id: str, check: str | None = None) -> str:
+    from labeling.checkchar import check_character
+
+    typed = check or check_character(unit_id)
+    return f"{unit_id[:5]} {unit_id[5:7]} {unit_id[7:]} {typed}"
+
+
+def test_a_unit_number_typed_from_a_damaged_label_is_checked_against_the_order(
+    service: OrderService, station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("RECEIVED_AT_SITE")
+    result = scan(station, "receipt", _keyed(prepared.unit_id), order_id=prepared.order_id)
+    assert result.green and result.unit_id == prepared.unit_id
+    # The green does not claim the label was read, and the audit keeps how it was entered.
+    assert "typed by hand" in result.reason and "All checks passed" not in result.reason
+    with service.engine.connect() as conn:
+        entry = list(entries(conn, prepared.order_id))[-1]
+    assert entry.action == "scan.verdict"
+    assert any("typed by hand" in note for note in entry.payload["read"])
+
+
+def test_a_mistyped_unit_number_is_red_and_never_matches_another_unit(
+    station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare("RECEIVED_AT_SITE")
+    other = prepare("RECEIVED_AT_SITE", patient=1)
+    from labeling.checkchar import check_character
+
+    wrong = "0" if check_character(prepared.unit_id) != "0" else "1"
+    mistyped = scan(station, "receipt", _keyed(prepared.unit_id, wrong), order_id=prepared.order_id)
+    assert not mistyped.green and mistyped.reason_code == "unreadable_scan"
+    assert "mistyped" in mistyped.reason
+    # Another patient's unit number, correctly typed, is still the wrong bag.
+    wrong_bag = scan(station, "receipt", _keyed(other.unit_id), order_id=prepared.order_id)
+    assert not wrong_bag.green and wrong_bag.reason_code == "wrong_order"
