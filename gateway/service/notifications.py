@@ -179,8 +179,11 @@ def notices_for(
     source = event.source if event is not None else None
     at = (event.at if event is not None else None) or order.updated_at
 
+    # A manufacturer hears of an order at its enrolment: an order cancelled before then is
+    # none of its business, and has no CoI to address the cancellation by.
+    told = order.milestones.enrolled_at is not None
     for step in sorted(applied & MANUFACTURER_EVENTS):
-        if source is not Source.MANUFACTURER:
+        if source is not Source.MANUFACTURER and (told or step is not E.CANCEL):
             notices.append(
                 Notice(
                     f"manufacturer:{order.therapy.manufacturer}",

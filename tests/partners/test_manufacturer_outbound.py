@@ -173,3 +173,17 @@ def test_a_second_pin_keeps_the_first_request(service, walk, new_order) -> None:
         second = outbox.pin_request(uow.conn, item.id, {"path": "/a", "body": {"n": 2}})
         uow.commit()
     assert first == second == {"path": "/a", "body": {"n": 1}}
+
+
+def test_an_order_cancelled_before_enrolment_sends_the_manufacturer_nothing(service, new_order):  # type: ignore[no-untyped-def]
+    """The manufacturer first hears of an order at its enrolment; a cancellation before then
+    used to be queued for it, and was dead-lettered for want of a CoI to address it by."""
+    order = new_order()
+    service.apply_event(
+        order.id,
+        LifecycleEvent(type=EventType.CANCEL, details=EventDetails(reason="patient unwell")),
+        actor="test",
+    )
+    assert service.get(order.id).state.value == "CANCELLED"
+    kinds = [i.kind for i in items(service, order.id)]
+    assert not [kind for kind in kinds if kind.startswith("manufacturer.")], kinds
