@@ -256,26 +256,14 @@ def _late_or_duplicate(
     if stamped is not None and not implied:
         if new_unit is None:
             return Outcome("duplicate", before, order.state, (), "milestone already recorded")
-        return _finish(
-            before,
-            order,
-            "late",
-            (event.type,),
-            at,
-            note=f"unit {new_unit} recorded from a repeated '{event.type.value}'",
-        )
-    if implied:
-        order.milestones.implied.remove(transition.milestone)
-    setattr(order.milestones, transition.milestone, at)
-    _record_custody(order, event, at)
-    return _finish(
-        before,
-        order,
-        "late",
-        (event.type,),
-        at,
-        note=f"late '{event.type.value}': recorded on the timeline, state unchanged",
-    )
+        note = f"unit {new_unit} recorded from a repeated '{event.type.value}'"
+    else:
+        if implied:
+            order.milestones.implied.remove(transition.milestone)
+        setattr(order.milestones, transition.milestone, at)
+        _record_custody(order, event, at)
+        note = f"late '{event.type.value}': recorded on the timeline, state unchanged"
+    return _finish(before, order, "late", (event.type,), at, note=note)
 
 
 def _unrecorded_unit(order: TherapyOrder, event: LifecycleEvent) -> str | None:

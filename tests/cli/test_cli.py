@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -60,6 +61,23 @@ def test_serve_names_its_options() -> None:
         assert option in result.output
 
 
+def _lakeside_order(service: Any, placer: str) -> Any:
+    from gateway.domain.model import Site
+    from gateway.domain.patient import PatientIdentity
+    from gateway.service.commands import CreateOrder
+    from tests.conftest import SYNTHETIC_PATIENTS
+
+    return service.create_order(
+        CreateOrder(
+            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
+            therapy_code="sam-cel",
+            site=Site(id="lakeside"),
+            placer_number=placer,
+        ),
+        actor="cli-test",
+    )
+
+
 @pytest.fixture
 def db_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     database = tmp_path / "cli.db"
@@ -73,21 +91,9 @@ def test_db_upgrade_orders_and_audit_verify(db_env: Path) -> None:
 
     assert result.exit_code == 0 and str(head_revision()) in result.output
     from gateway.bootstrap import build_service
-    from gateway.domain.model import Site
-    from gateway.domain.patient import PatientIdentity
-    from gateway.service.commands import CreateOrder
-    from tests.conftest import SYNTHETIC_PATIENTS
 
     service = build_service()
-    order = service.create_order(
-        CreateOrder(
-            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
-            therapy_code="sam-cel",
-            site=Site(id="lakeside"),
-            placer_number="PL-CLI-1",
-        ),
-        actor="cli-test",
-    )
+    order = _lakeside_order(service, "PL-CLI-1")
     listed = runner.invoke(app, ["orders", "list", "--json"])
     assert listed.exit_code == 0 and order.id in listed.output
     shown = runner.invoke(app, ["orders", "show", "PL-CLI-1"])
@@ -311,23 +317,11 @@ def test_hash_password_round_trips() -> None:
 def test_an_order_is_found_by_its_coi_typed_as_the_label_prints_it(db_env: Path) -> None:
     from gateway.bootstrap import build_service
     from gateway.domain.lifecycle import LifecycleEvent
-    from gateway.domain.model import Site
-    from gateway.domain.patient import PatientIdentity
     from gateway.domain.states import EventType
-    from gateway.service.commands import CreateOrder
     from labeling.coi import CoiIdentifier
-    from tests.conftest import SYNTHETIC_PATIENTS
 
     service = build_service()
-    order = service.create_order(
-        CreateOrder(
-            patient=PatientIdentity(**SYNTHETIC_PATIENTS[0]),
-            therapy_code="sam-cel",
-            site=Site(id="lakeside"),
-            placer_number="PL-CLI-2",
-        ),
-        actor="cli-test",
-    )
+    order = _lakeside_order(service, "PL-CLI-2")
     service.apply_event(order.id, LifecycleEvent(type=EventType.ENROLL), actor="cli-test")
     coi = CoiIdentifier.from_value(str(service.get(order.id).coi))
     for typed in (coi.eye_readable, coi.value + coi.check_character):
