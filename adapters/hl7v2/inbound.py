@@ -136,6 +136,7 @@ class Context:
     order_id: str | None = None
     location: str | None = None  # the field that triggered the current command
     notes: list[str] = field(default_factory=list)
+    peer: str = ""  # the sending connection's host:port, "" when not from a socket
 
 
 class InboundHandler:
@@ -246,10 +247,10 @@ class InboundHandler:
         )
         # A message may be applied more than once (a batch that could not commit is retried
         # per message), so each attempt starts from a fresh context.
-        latest = [Context(message=message)]
+        latest = [Context(message=message, peer=peer)]
 
         def handle(uow: UnitOfWork) -> Reply:
-            context = Context(message=message)
+            context = Context(message=message, peer=peer)
             latest[0] = context
             if parse_error is not None:
                 raise parse_error
@@ -364,7 +365,7 @@ class InboundHandler:
 
     # --- the transaction ---
     def _apply(self, message: Message, uow: UnitOfWork, context: Context) -> Reply:
-        profile = self._check_header(message)
+        profile = self._check_header(message, context.peer)
         context.profile = profile
         context.site = self.sites.get(profile.site) if profile.site else None
         order_id = self._dispatch[message.message_code](message, uow, context)
@@ -372,7 +373,7 @@ class InboundHandler:
         body = self._acks(message, "AA", [])
         return Reply("accepted", body, CONTENT_TYPE, context.order_id)
 
-    def _check_header(self, message: Message) -> Profile:
+    def _check_header(self, message: Message, peer: str = "") -> Profile:
         """The sender's profile, once the header is one we accept."""
         if not message.get("MSH-9.1"):
             raise problem("101", "MSH-9 (message type) is empty", "MSH-9", ack="AR")
@@ -402,7 +403,24 @@ class InboundHandler:
                 ack="AR",
             )
         processing = message.get("MSH-11.1").upper() or "P"
-        profile = self.profiles.for_sender(message.get("MSH-3.1"), message.get("MSH-4.1"))
+        application, facility = message.get("MSH-3.1"), message.get("MSH-4.1")
+        profile = self.profiles.for_sender(application, facility)
+        sender = profile.sender(application, facility)
+        address = peer.rsplit(":", 1)[0].strip("[]")
+        if peer and sender is not None and not sender.admits(address):
+            # MSH-4 is whatever the sender typed: where the connection comes from is the
+            # part a stranger on the network cannot choose.
+            log.warning("refused a message claiming sender %s from %s", facility, peer)
+            raise MessageProblem(
+                "AR",
+                ErrorDetail(
+                    "207",
+                    f"messages from {facility} are accepted only from its configured networks, "
+                    f"not from {address}",
+                    application_code="sender_address_refused",
+                    **_located("MSH-4"),  # type: ignore[arg-type]
+                ),
+            )
         if processing not in profile.quirks.processing_ids:
             raise problem(
                 "202",

@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+)
 
 from adapters.hl7v2.er7 import CHARSETS, codec_for, parse_path
 from gateway import mapping_check
@@ -50,6 +58,20 @@ class Sender(_Strict):
 
     facility: str = Field(min_length=1)
     application: str | None = None
+    networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses (CIDR) the sender's connections come from; empty: any",
+    )
+
+    def admits(self, address: str) -> bool:
+        """Whether a connection from ``address`` may speak for this sender."""
+        if not self.networks:
+            return True
+        try:
+            peer = ip_address(address)
+        except ValueError:
+            return False
+        return any(peer in network for network in self.networks)
 
 
 class FieldPaths(_Strict):
@@ -167,12 +189,16 @@ class Profile(_Strict):
     outbound: OutboundProfile = Field(default_factory=OutboundProfile)
 
     def matches(self, application: str, facility: str) -> bool:
+        return self.sender(application, facility) is not None
+
+    def sender(self, application: str, facility: str) -> Sender | None:
+        """The entry of :attr:`senders` that MSH-3.1/MSH-4.1 name, if any."""
         for sender in self.senders:
             if sender.facility.upper() == facility.upper() and (
                 sender.application is None or sender.application.upper() == application.upper()
             ):
-                return True
-        return False
+                return sender
+        return None
 
 
 def _merge(base: Any, override: Any) -> Any:
