@@ -12,12 +12,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.mapping_files import load_named, mappings_dir
 
 
+class OutboundTls(BaseModel):
+    """MLLP over TLS to the site's endpoint. Paths are PEM files on the gateway's host."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca: str | None = Field(
+        default=None, description="Authorities that signed the EHR's certificate; else the system's"
+    )
+    cert: str | None = Field(default=None, description="Our client certificate, if asked for")
+    key: str | None = Field(default=None, description="The client certificate's private key")
+
+
 class Outbound(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     protocol: Literal["hl7v2", "fhir", "none"] = "none"
     profile: str | None = Field(default=None, description="Mapping profile for the protocol")
     endpoint: str | None = Field(default=None, description="host:port (MLLP) or base URL")
+    tls: OutboundTls | None = Field(default=None, description="MLLP over TLS (hl7v2 only)")
 
 
 class SiteConfig(BaseModel):

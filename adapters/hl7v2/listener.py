@@ -20,21 +20,24 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 from adapters.hl7v2.ack import AckCode, ErrorDetail, ack_mode, build_ack
 from adapters.hl7v2.er7 import Er7Error, parse
 from adapters.hl7v2.mllp import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, Oversized, frame
+from adapters.hl7v2.tls import MllpSettingsError, server_context
 from adapters.hl7v2.writer import DEFAULT_MAX_BATCH, BatchHandler, BatchWriter
 from gateway.store.wal_flush import WalFlusher
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes, str], list[bytes]]
+N = TypeVar("N", int, float)
 
 #: Answers one connection may owe before we stop reading from it: a sender that pipelines
 #: without waiting for ACKs is slowed down by TCP, not buffered without bound.
@@ -50,18 +53,33 @@ class ListenerConfig:
     read_size: int = 65536
     shutdown_grace: float = 10.0
     max_batch: int = DEFAULT_MAX_BATCH  # messages per group commit (batch handler only)
+    tls: ssl.SSLContext | None = None  # None: plain MLLP
 
     @classmethod
     def from_env(cls, host: str, port: int) -> ListenerConfig:
+        """The listener ``v2v serve`` runs; raises :class:`MllpSettingsError` naming the
+        variable that cannot be used."""
         return cls(
             host=host,
             port=port,
-            max_message_bytes=int(
-                os.environ.get("V2V_MLLP_MAX_BYTES", str(DEFAULT_MAX_MESSAGE_BYTES))
-            ),
-            idle_timeout=float(os.environ.get("V2V_MLLP_IDLE_SECONDS", "300")),
-            max_batch=int(os.environ.get("V2V_MLLP_MAX_BATCH", str(DEFAULT_MAX_BATCH))),
+            max_message_bytes=_setting("V2V_MLLP_MAX_BYTES", int, DEFAULT_MAX_MESSAGE_BYTES),
+            idle_timeout=_setting("V2V_MLLP_IDLE_SECONDS", float, 300.0),
+            max_batch=_setting("V2V_MLLP_MAX_BATCH", int, DEFAULT_MAX_BATCH),
+            tls=server_context(),
         )
+
+
+def _setting(name: str, kind: Callable[[str], N], default: N) -> N:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise MllpSettingsError(f"{name}={text!r} is not a number") from None
+    if value <= 0:
+        raise MllpSettingsError(f"{name}={text!r} must be above 0")
+    return value
 
 
 class MllpListener:
@@ -93,11 +111,17 @@ class MllpListener:
         if self.writer is not None:
             self.writer.start()
         loop = asyncio.get_running_loop()
+        tls = self.config.tls
         self._server = await loop.create_server(
-            lambda: _Connection(self), self.config.host, self.config.port
+            lambda: _Connection(self), self.config.host, self.config.port, ssl=tls
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info("MLLP listener on %s:%d", self.config.host, self.port)
+        security = "plain MLLP"
+        if tls is not None:
+            security = "TLS" + (
+                ", client certificates required" if tls.verify_mode == ssl.CERT_REQUIRED else ""
+            )
+        log.info("MLLP listener on %s:%d (%s)", self.config.host, self.port, security)
         return self.port
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ its therapy and site references.
 from __future__ import annotations
 
 import copy
+import ssl
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -27,10 +28,12 @@ from pydantic import (
 )
 
 from adapters.hl7v2.er7 import CHARSETS, codec_for, parse_path
+from adapters.hl7v2.tls import MllpSettingsError, client_context
 from gateway import mapping_check
 from gateway.domain.model import HoldReason
 from gateway.domain.states import EventType, OrderState
 from gateway.mapping_files import MappingFileError, line_of, load_yaml, mappings_dir
+from gateway.sites import SiteConfig
 
 DEFAULT_PROFILE = "default"
 
@@ -396,7 +399,24 @@ def check(folder: Path) -> int:
                 None,
                 f"outbound profile '{site.outbound.profile}' has no file in mappings/hl7v2",
             )
+        if site.outbound.tls is not None:
+            path = folder / "sites" / f"{site.id}.yaml"
+            try:
+                outbound_tls(site)
+            except MllpSettingsError as exc:
+                _data, site_node = load_yaml(path)
+                raise MappingFileError(
+                    path, line_of(site_node, ("outbound", "tls")), str(exc)
+                ) from exc
     return len(book.profiles)
+
+
+def outbound_tls(site: SiteConfig) -> ssl.SSLContext | None:
+    """The TLS context for MLLP to ``site``'s EHR, or None for plain MLLP."""
+    tls = site.outbound.tls
+    if tls is None:
+        return None
+    return client_context(tls.ca, tls.cert, tls.key, where="outbound.tls.")
 
 
 def _structures(style: Style) -> tuple[str, ...]:

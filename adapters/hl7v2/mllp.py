@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -188,9 +189,11 @@ class MllpClient:
         attempts: int = 3,
         backoff: float = 0.5,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.attempts = max(1, attempts)
@@ -219,6 +222,12 @@ class MllpClient:
         if self._sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                try:
+                    sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+                except OSError:
+                    sock.close()
+                    raise
             self._sock = sock
             self._decoder = FrameDecoder(self.max_message_bytes)
             self._ready.clear()

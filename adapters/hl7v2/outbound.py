@@ -27,8 +27,15 @@ from typing import Any
 from adapters.hl7v2.ack import hl7_timestamp
 from adapters.hl7v2.er7 import FieldValue, codec_for, encode_message, encode_segment, parse
 from adapters.hl7v2.inbound import CHANNEL, control_id_of
-from adapters.hl7v2.mapping import OutboundProfile, Profile, ProfileBook, load_profiles
+from adapters.hl7v2.mapping import (
+    OutboundProfile,
+    Profile,
+    ProfileBook,
+    load_profiles,
+    outbound_tls,
+)
 from adapters.hl7v2.mllp import MllpClient, MllpError
+from adapters.hl7v2.tls import MllpSettingsError
 from gateway.domain.model import TherapyOrder
 from gateway.domain.patient import PatientIdentity
 from gateway.service.errors import NotFound
@@ -252,12 +259,18 @@ def transport(
         with lock:
             client = clients.get((host, port))
             if client is None:
+                try:
+                    tls = outbound_tls(site)
+                except MllpSettingsError as exc:
+                    # Every message to this site would fail alike until its file is mended.
+                    raise DeliveryError(f"site {site_id}: {exc}", permanent=True) from exc
                 client = MllpClient(
                     host,
                     port,
                     timeout=profile.outbound.ack_timeout_seconds,
                     attempts=profile.outbound.attempts,
                     backoff=backoff,
+                    tls=tls,
                 )
                 clients[(host, port)] = client
             try:

@@ -64,6 +64,7 @@ def serve(
     """Run the gateway (database URL from V2V_DATABASE_URL; default ./vein2vein.db)."""
     import logging
 
+    from adapters.hl7v2.tls import MllpSettingsError
     from gateway.cli.serve import InsecureBinding
     from gateway.cli.serve import serve as run
     from gateway.mapping_files import MappingFileError
@@ -71,7 +72,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         run(replace(_settings(), host=host, http_port=port, mllp_port=mllp_port), workers)
-    except (InsecureBinding, MappingFileError) as exc:
+    except (InsecureBinding, MappingFileError, MllpSettingsError) as exc:
         errors.print(f"[red]vein2vein did not start:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 

@@ -93,10 +93,14 @@ def _check_background_configuration() -> None:
     check`` does (cross-references too: a product mapped to an unknown therapy), so a
     broken file stops start-up with its file, line and reason instead of leaving the HTTP
     API up without an MLLP listener (raises :class:`~gateway.mapping_files.MappingFileError`)."""
+    from adapters.hl7v2.listener import ListenerConfig
     from adapters.hl7v2.mapping import check
     from gateway.mapping_files import mappings_dir
 
     check(mappings_dir())
+    # The V2V_MLLP_* settings and TLS files, read as the listener will (raises
+    # MllpSettingsError naming the variable).
+    ListenerConfig.from_env("127.0.0.1", 0)
 
 
 class BackgroundFailed(RuntimeError):

@@ -332,3 +332,23 @@ def test_an_order_is_found_by_its_coi_typed_as_the_label_prints_it(db_env: Path)
     assert mistyped.exit_code == 1
     assert "check character" in mistyped.output and "No order" not in mistyped.output
     service.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"V2V_MLLP_TLS_CERT": "/nowhere/server.pem"}, "V2V_MLLP_TLS_KEY"),
+        (
+            {"V2V_MLLP_TLS_CERT": "/nowhere/server.pem", "V2V_MLLP_TLS_KEY": "/nowhere/k.pem"},
+            "/nowhere/server.pem",
+        ),
+        ({"V2V_MLLP_MAX_BYTES": "lots"}, "V2V_MLLP_MAX_BYTES='lots'"),
+    ],
+)
+def test_serve_refuses_mllp_settings_it_cannot_use(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    result = _serve(tmp_path, free_port(), **env)
+    assert result.returncode == 2, result.stderr
+    assert "did not start" in result.stderr and named in result.stderr
+    assert "Traceback" not in result.stderr
