@@ -265,8 +265,17 @@ def _media_refusal(
     return content_type, None
 
 
+def _handling(request: Request) -> str | None:
+    """``strict`` or ``lenient`` from the Prefer header, if it says."""
+    prefer = request.headers.get("prefer", "").replace(" ", "")
+    for handling in ("strict", "lenient"):
+        if f"handling={handling}" in prefer:
+            return handling
+    return None
+
+
 def _query(request: Request, resource_type: str) -> search.Query:
-    strict = "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
+    strict = _handling(request) == "strict"
     return search.Query(resource_type, list(request.query_params.multi_items()), strict=strict)
 
 
@@ -320,6 +329,7 @@ async def post_bundle(request: Request) -> Response:
         client=client,
         content_type=content_type,
         refusal=refusal,
+        lenient=_handling(request) == "lenient",
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return fhir_response(answer.body, answer.status, headers)

@@ -25,10 +25,11 @@ from urllib.parse import parse_qsl
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from adapters.fhir import element_names
 from adapters.fhir import terminology as t
 from adapters.fhir.elements import Element, first_string, resource_id
 from adapters.fhir.mapping import FhirConfig, FhirProfile
-from adapters.fhir.outcome import FhirError, Issue, information, operation_outcome
+from adapters.fhir.outcome import FhirError, Issue, operation_outcome
 from adapters.fhir.reads import patient_id_by_mrn, patient_id_of
 from adapters.fhir.resources import instant
 from gateway.domain.errors import DomainError, TransitionRefused
@@ -85,6 +86,14 @@ class ParsedBundle:
     id: str | None
     entries: list[Entry]
     by_reference: dict[str, int] = field(default_factory=dict)
+    #: ``Prefer: handling=lenient``: an R4 element the gateway does not read is answered
+    #: with a warning on its entry instead of refusing the bundle.
+    lenient: bool = False
+    #: Whether a refusal may offer lenient handling: not when the answer is the order
+    #: itself (``POST /fhir/ServiceRequest``), which has no place for a warning.
+    may_be_lenient: bool = True
+    #: The warnings of lenient handling, by entry index, for the entries' answers.
+    warnings: dict[int, list[Issue]] = field(default_factory=dict)
 
 
 def load_json(body: bytes, root: str = "Bundle") -> dict[str, Any]:
@@ -299,6 +308,16 @@ class Resolver:
 
 
 # --- supporting resources -----------------------------------------------------------------
+
+
+def check_elements(bundle: ParsedBundle, entry: Entry, element: Element, kind: str) -> None:
+    """The top-level element names of a resource the gateway reads: see
+    :mod:`adapters.fhir.element_names`. Warnings are kept for ``entry``'s answer."""
+    warnings = element_names.check(
+        element, kind, lenient=bundle.lenient, may_be_lenient=bundle.may_be_lenient
+    )
+    if warnings:
+        bundle.warnings.setdefault(entry.index, []).extend(warnings)
 
 
 def check_supporting(resolved: Resolved) -> None:
@@ -527,6 +546,9 @@ def plan_order(
         )
     site, profile = _site(resolver, Resolved(request, entry.resource_type, entry), bundle, config)
     _refuse_modifiers(subject.element)
+    if subject.container.resource is not subject.element:
+        # A contained Patient; a Patient entry is checked with the other entries.
+        check_elements(bundle, entry, subject.element, "Patient")
     patient = patient_identity(subject.element, profile)
 
     concept_name = "code" if is_service_request else "medicationCodeableConcept"
@@ -732,32 +754,42 @@ def error_from(exc: Exception, path: str | None = None) -> FhirError:
     return FhirError("exception", "The gateway failed unexpectedly; nothing was changed.")
 
 
-def _created(placed: Placed) -> dict[str, Any]:
+def _warned(response: dict[str, Any], warnings: list[Issue] | None) -> dict[str, Any]:
+    if warnings:
+        response["outcome"] = operation_outcome(warnings)
+    return response
+
+
+def _created(placed: Placed, warnings: list[Issue] | None = None) -> dict[str, Any]:
     order = placed.order
-    return {
+    response = {
         "status": "201 Created" if placed.created else "200 OK",
         "location": f"ServiceRequest/{order.id}/_history/{order.version}",
         "etag": f'W/"{order.version}"',
         "lastModified": instant(order.updated_at),
     }
+    return _warned(response, warnings)
 
 
-def _patient_response(placed: Placed) -> dict[str, Any]:
-    return {
+def _patient_response(placed: Placed, warnings: list[Issue] | None = None) -> dict[str, Any]:
+    response = {
         "status": "201 Created" if placed.patient_created else "200 OK",
         "location": f"Patient/{placed.patient_id}",
     }
+    return _warned(response, warnings)
 
 
-def _folded(entry: Entry, order_ids: list[str]) -> dict[str, Any]:
+def _folded(
+    entry: Entry, order_ids: list[str], warnings: list[Issue] | None = None
+) -> dict[str, Any]:
     where = ", ".join(f"ServiceRequest/{order_id}" for order_id in order_ids) or "the order"
-    return {
-        "status": "200 OK",
-        "outcome": information(
-            f"{entry.resource_type} recorded with {where} and kept in the stored message; "
-            "it is not served as a resource of its own."
-        ),
-    }
+    recorded = Issue(
+        "informational",
+        f"{entry.resource_type} recorded with {where} and kept in the stored message; "
+        "it is not served as a resource of its own.",
+        severity="information",
+    )
+    return {"status": "200 OK", "outcome": operation_outcome([recorded, *(warnings or [])])}
 
 
 @dataclass(frozen=True)
@@ -774,7 +806,9 @@ def plan_transaction(bundle: ParsedBundle, config: FhirConfig) -> list[OrderPlan
     """Every check that needs no database, and the orders to place: callers run this before
     taking the write lock, which is then held for the writes alone."""
     resolver = Resolver(bundle)
+    bundle.warnings.clear()
     for entry in bundle.entries:
+        check_elements(bundle, entry, entry.resource, entry.resource_type)
         resolver.check_all(entry)
         check_supporting(Resolved(entry.resource, entry.resource_type, entry))
     orders = order_entries(bundle, resolver)
@@ -809,13 +843,17 @@ def run_transaction(
             raise error_from(exc, plan.entry.path) from exc
         placed_all.append(placed)
         placed_ids.append(placed.order.id)
-        responses[plan.entry.index] = _created(placed)
+        responses[plan.entry.index] = _created(placed, bundle.warnings.get(plan.entry.index))
         if plan.patient_entry is not None:
-            responses.setdefault(plan.patient_entry.index, _patient_response(placed))
+            patient_at = plan.patient_entry.index
+            responses.setdefault(
+                patient_at, _patient_response(placed, bundle.warnings.get(patient_at))
+            )
     entries = [
         {
             **({"fullUrl": entry.full_url} if entry.full_url else {}),
-            "response": responses.get(entry.index) or _folded(entry, placed_ids),
+            "response": responses.get(entry.index)
+            or _folded(entry, placed_ids, bundle.warnings.get(entry.index)),
         }
         for entry in bundle.entries
     ]
@@ -831,16 +869,18 @@ def run_batch(
     placed_ids: list[str] = []
     placed_all: list[Placed] = []
     orders = {entry.index for entry in order_entries_safely(bundle, resolver)}
+    bundle.warnings.clear()
     for entry in bundle.entries:
         try:
             with audit.discard_on_error(uow.conn), uow.conn.begin_nested():
+                check_elements(bundle, entry, entry.resource, entry.resource_type)
                 resolver.check_all(entry)
                 check_supporting(Resolved(entry.resource, entry.resource_type, entry))
                 if entry.index in orders:
                     placed = place(service, uow, plan_order(entry, resolver, bundle, config), actor)
                     placed_all.append(placed)
                     placed_ids.append(placed.order.id)
-                    responses[entry.index] = _created(placed)
+                    responses[entry.index] = _created(placed, bundle.warnings.get(entry.index))
         except Exception as exc:
             error = error_from(exc, entry.path)
             responses[entry.index] = {
@@ -850,7 +890,8 @@ def run_batch(
     entries = [
         {
             **({"fullUrl": entry.full_url} if entry.full_url else {}),
-            "response": responses.get(entry.index) or _folded(entry, placed_ids),
+            "response": responses.get(entry.index)
+            or _folded(entry, placed_ids, bundle.warnings.get(entry.index)),
         }
         for entry in bundle.entries
     ]

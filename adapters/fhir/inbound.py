@@ -120,9 +120,12 @@ async def ingest_bundle(
     client: str,
     content_type: str,
     refusal: FhirError | None = None,
+    lenient: bool = False,
 ) -> Answer:
     """``POST /fhir``: a transaction or batch Bundle, answered once it is committed.
-    ``refusal`` (a Content-Type we do not read) is stored with the body and answered."""
+    ``refusal`` (a Content-Type we do not read) is stored with the body and answered;
+    ``lenient`` (``Prefer: handling=lenient``) places an order with an R4 element the
+    gateway does not read, with a warning, instead of refusing it."""
     prepare = functools.partial(
         bundle_work,
         committer.service,
@@ -131,6 +134,7 @@ async def ingest_bundle(
         client=client,
         content_type=content_type,
         refusal=refusal,
+        lenient=lenient,
     )
     work = await _checked(prepare, len(body))
     reply = await _committed(committer, work)
@@ -148,6 +152,7 @@ def bundle_work(
     client: str,
     content_type: str,
     refusal: FhirError | None = None,
+    lenient: bool = False,
 ) -> InboundWork:
     """The bundle parsed and checked (everything that needs no database), as work for the
     group committer."""
@@ -160,6 +165,7 @@ def bundle_work(
             raise refusal
         parsed = load_json(body)
         bundle = parse_bundle(parsed)
+        bundle.lenient = lenient
         if bundle.type == "transaction":
             plans = plan_transaction(bundle, config)
     except Exception as exc:
@@ -177,7 +183,12 @@ def bundle_work(
         single = result.order_ids[0] if len(result.order_ids) == 1 else None
         return Reply("accepted", dumps(result.response), FHIR_JSON, order_id=single)
 
-    key = message_key(client, _keyed(body, content_type, refusal), parsed, "Bundle")
+    keyed = _keyed(body, content_type, refusal)
+    if lenient:
+        # The same bundle refused for an element it carries must be read afresh when it is
+        # resent asking for lenient handling, not answered with its stored refusal.
+        keyed = b"Prefer: handling=lenient\n" + keyed
+    key = message_key(client, keyed, parsed, "Bundle")
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
     return InboundWork(message, handle, failure_reply, _unstored)
 
@@ -259,6 +270,7 @@ def resource_work(
                 "resourceType",
             )
         bundle = parse_bundle(single_resource_bundle(parsed, if_none_exist))
+        bundle.may_be_lenient = False
         entry = bundle.entries[0]
         entry.resource = Element(entry.resource.data, resource_type)
         entry.condition_at = condition_at

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from adapters.fhir import element_names
 from adapters.fhir import status as fhir_status
 from adapters.fhir import terminology as t
 from adapters.fhir.elements import Element
@@ -124,6 +125,9 @@ def event_for(
     if proposed.get("id") not in (None, order.id):
         raise FhirError("invalid", f"Task.id must be {order.id}, the id in the URL.", "Task.id")
     task = Element(proposed, "Task")
+    # A misspelt businessStatus would otherwise be an update that changes nothing, answered
+    # 200. The answer is the Task, with no place for a warning: nothing unread is accepted.
+    element_names.check(task, "Task", may_be_lenient=False)
     new_status = task.code("status", t.TASK_STATUS, required=True)
     new_business = _business_code(task)
     event_type: EventType | None = None

@@ -142,7 +142,8 @@ def test_one_resource_post_with_if_none_exist(fhir: TestClient, service: OrderSe
     assert first.headers["Location"].startswith(f"ServiceRequest/{first.json()['id']}")
     assert first.headers["ETag"] == 'W/"1"'
     changed = json.loads(body)
-    changed["note"] = [{"text": "resent by the EHR with a note"}]
+    # Resent changed (a note would now be refused: the gateway does not read notes).
+    changed["authoredOn"] = "2026-10-01T08:00:00Z"
     second = fhir.post(
         "/fhir/ServiceRequest", content=json.dumps(changed), headers=fixture["headers"]
     )

@@ -1,0 +1,346 @@
+"""The top-level elements of the resources the gateway reads, by their FHIR R4 names.
+
+The inbound reader picks out the elements it needs by name, so a name it does not look
+for would otherwise vanish without a word: ``occurrenceDatetime`` (a typo) or
+``occurrenceTiming`` (valid R4, but not read) would place an order with no planned
+infusion date. Every top-level name is therefore checked here:
+
+- a name that is not an R4 element of the resource is refused (``structure``), with the
+  known name it most likely meant;
+- an R4 element that changes what is asked for but that the gateway does not read is
+  reported (``not-supported``): refused, or a warning when the sender asked for lenient
+  handling;
+- every other R4 element (narrative, metadata, identifiers, reasons, supporting
+  information…) is ignored quietly: it does not change what is ordered.
+
+Nested elements (inside ``subject``, ``code``…) are not checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from adapters.fhir.elements import Element
+from adapters.fhir.outcome import FhirError, Issue
+
+_RESOURCE = ("resourceType", "id", "meta", "implicitRules", "language")
+_DOMAIN_RESOURCE = ("text", "contained", "extension", "modifierExtension")
+# Resource.id is a plain string in R4's JSON, with no ``_id`` for extensions.
+_BASE_PRIMITIVES = ("implicitRules", "language")
+
+#: R4 (4.0.1) elements of each resource, choice elements expanded to their typed names.
+_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "ServiceRequest": (
+        "identifier",
+        "instantiatesCanonical",
+        "instantiatesUri",
+        "basedOn",
+        "replaces",
+        "requisition",
+        "status",
+        "intent",
+        "category",
+        "priority",
+        "doNotPerform",
+        "code",
+        "orderDetail",
+        "quantityQuantity",
+        "quantityRatio",
+        "quantityRange",
+        "subject",
+        "encounter",
+        "occurrenceDateTime",
+        "occurrencePeriod",
+        "occurrenceTiming",
+        "asNeededBoolean",
+        "asNeededCodeableConcept",
+        "authoredOn",
+        "requester",
+        "performerType",
+        "performer",
+        "locationCode",
+        "locationReference",
+        "reasonCode",
+        "reasonReference",
+        "insurance",
+        "supportingInfo",
+        "specimen",
+        "bodySite",
+        "note",
+        "patientInstruction",
+        "relevantHistory",
+    ),
+    "MedicationRequest": (
+        "identifier",
+        "status",
+        "statusReason",
+        "intent",
+        "category",
+        "priority",
+        "doNotPerform",
+        "reportedBoolean",
+        "reportedReference",
+        "medicationCodeableConcept",
+        "medicationReference",
+        "subject",
+        "encounter",
+        "supportingInformation",
+        "authoredOn",
+        "requester",
+        "performer",
+        "performerType",
+        "recorder",
+        "reasonCode",
+        "reasonReference",
+        "instantiatesCanonical",
+        "instantiatesUri",
+        "basedOn",
+        "groupIdentifier",
+        "courseOfTherapyType",
+        "insurance",
+        "note",
+        "dosageInstruction",
+        "dispenseRequest",
+        "substitution",
+        "priorPrescription",
+        "detectedIssue",
+        "eventHistory",
+    ),
+    "Patient": (
+        "identifier",
+        "active",
+        "name",
+        "telecom",
+        "gender",
+        "birthDate",
+        "deceasedBoolean",
+        "deceasedDateTime",
+        "address",
+        "maritalStatus",
+        "multipleBirthBoolean",
+        "multipleBirthInteger",
+        "photo",
+        "contact",
+        "communication",
+        "generalPractitioner",
+        "managingOrganization",
+        "link",
+    ),
+    "Task": (
+        "identifier",
+        "instantiatesCanonical",
+        "instantiatesUri",
+        "basedOn",
+        "groupIdentifier",
+        "partOf",
+        "status",
+        "statusReason",
+        "businessStatus",
+        "intent",
+        "priority",
+        "code",
+        "description",
+        "focus",
+        "for",
+        "encounter",
+        "executionPeriod",
+        "authoredOn",
+        "lastModified",
+        "requester",
+        "performerType",
+        "owner",
+        "location",
+        "reasonCode",
+        "reasonReference",
+        "insurance",
+        "note",
+        "relevantHistory",
+        "restriction",
+        "input",
+        "output",
+    ),
+}
+
+#: The primitive elements, which may carry extensions as ``_<name>``.
+_PRIMITIVES: dict[str, tuple[str, ...]] = {
+    "ServiceRequest": (
+        "instantiatesCanonical",
+        "instantiatesUri",
+        "status",
+        "intent",
+        "priority",
+        "doNotPerform",
+        "occurrenceDateTime",
+        "asNeededBoolean",
+        "authoredOn",
+        "patientInstruction",
+    ),
+    "MedicationRequest": (
+        "status",
+        "intent",
+        "priority",
+        "doNotPerform",
+        "reportedBoolean",
+        "authoredOn",
+        "instantiatesCanonical",
+        "instantiatesUri",
+    ),
+    "Patient": (
+        "active",
+        "gender",
+        "birthDate",
+        "deceasedBoolean",
+        "deceasedDateTime",
+        "multipleBirthBoolean",
+        "multipleBirthInteger",
+    ),
+    "Task": (
+        "instantiatesCanonical",
+        "instantiatesUri",
+        "status",
+        "intent",
+        "priority",
+        "description",
+        "authoredOn",
+        "lastModified",
+    ),
+}
+
+_NO_VALUE: tuple[Any, ...] = ()
+_DATE_ONLY = "the planned infusion date is read from occurrenceDateTime or occurrencePeriod.start"
+_FREE_TEXT = "free text is passed on to no one"
+_ONE_DOSE = "an order is for one manufactured dose of the patient's own cells"
+_IDENTITY = "the patient is matched by MRN, name, birth date and gender only"
+_REPLACING = "an order is replaced by cancelling it (Task.status cancelled) and ordering anew"
+_PROTOCOL = "the therapy's rules come from the gateway's configuration, not a protocol"
+
+#: R4 elements that change what is asked for, which the gateway does not read: for each,
+#: the values that say only what the gateway assumes anyway, and why it matters.
+UNREAD: dict[str, dict[str, tuple[tuple[Any, ...], str]]] = {
+    "ServiceRequest": {
+        "instantiatesCanonical": (_NO_VALUE, _PROTOCOL),
+        "instantiatesUri": (_NO_VALUE, _PROTOCOL),
+        "replaces": (_NO_VALUE, _REPLACING),
+        "priority": (("routine",), "the order's urgency would reach no one"),
+        "orderDetail": (_NO_VALUE, _ONE_DOSE),
+        "quantityQuantity": (_NO_VALUE, _ONE_DOSE),
+        "quantityRatio": (_NO_VALUE, _ONE_DOSE),
+        "quantityRange": (_NO_VALUE, _ONE_DOSE),
+        "occurrenceTiming": (_NO_VALUE, _DATE_ONLY),
+        "asNeededBoolean": ((False,), _ONE_DOSE),
+        "asNeededCodeableConcept": (_NO_VALUE, _ONE_DOSE),
+        "bodySite": (_NO_VALUE, "the infusion route is the therapy's"),
+        "note": (_NO_VALUE, _FREE_TEXT),
+        "patientInstruction": (_NO_VALUE, _FREE_TEXT),
+    },
+    "MedicationRequest": {
+        "instantiatesCanonical": (_NO_VALUE, _PROTOCOL),
+        "instantiatesUri": (_NO_VALUE, _PROTOCOL),
+        "priorPrescription": (_NO_VALUE, _REPLACING),
+        "priority": (("routine",), "the order's urgency would reach no one"),
+        "medicationReference": (_NO_VALUE, "the therapy is read from medicationCodeableConcept"),
+        "dosageInstruction": (_NO_VALUE, _ONE_DOSE + "; its dose is the manufacturer's"),
+        "dispenseRequest": (_NO_VALUE, _ONE_DOSE),
+        "substitution": (_NO_VALUE, "the therapy ordered is the one made; nothing substitutes"),
+        "note": (_NO_VALUE, _FREE_TEXT),
+    },
+    "Patient": {
+        "active": ((True,), _IDENTITY + ", and an inactive record is not refused"),
+        "deceasedBoolean": ((False,), _IDENTITY),
+        "deceasedDateTime": (_NO_VALUE, _IDENTITY),
+        "link": (_NO_VALUE, _IDENTITY + "; a merged or linked record is not followed"),
+    },
+    "Task": {
+        "priority": (("routine",), "only status, businessStatus, statusReason and input are read"),
+        "note": (_NO_VALUE, _FREE_TEXT),
+        "restriction": (_NO_VALUE, "only status, businessStatus, statusReason and input are read"),
+    },
+}
+
+
+def _names(resource_type: str) -> frozenset[str]:
+    primitives = _BASE_PRIMITIVES + _PRIMITIVES[resource_type]
+    return frozenset(
+        (*_RESOURCE, *_DOMAIN_RESOURCE, *_ELEMENTS[resource_type], *(f"_{p}" for p in primitives))
+    )
+
+
+KNOWN: dict[str, frozenset[str]] = {kind: _names(kind) for kind in _ELEMENTS}
+CHECKED_TYPES = frozenset(KNOWN)
+
+
+def closest(name: str, resource_type: str) -> str | None:
+    """The known name ``name`` most likely meant: the same but for case, else a near one."""
+    known = KNOWN[resource_type]
+    by_case = {item.lower(): item for item in known}
+    if name.lower() in by_case:
+        return by_case[name.lower()]
+    found = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    return found[0] if found else None
+
+
+def refuse_unknown(element: Element, resource_type: str) -> None:
+    """A top-level name that is not an R4 element of ``resource_type`` is refused."""
+    known = KNOWN[resource_type]
+    for name in element.data:
+        if name in known:
+            continue
+        where = element.at(name)
+        guess = closest(name, resource_type)
+        hint = f" Did you mean '{guess}'?" if guess else ""
+        raise FhirError(
+            "structure",
+            f"{where}: '{name}' is not an element of {resource_type} in FHIR R4, so nothing "
+            f"it carries could be read.{hint}",
+            where,
+        )
+
+
+def unread(element: Element, resource_type: str, *, severity: str = "error") -> list[Issue]:
+    """An issue for each R4 element present that changes what is asked for and that the
+    gateway does not read."""
+    issues = []
+    for name, (harmless, why) in UNREAD[resource_type].items():
+        value = element.data.get(name)
+        if value in (None, "", [], {}) or any(
+            value == item and type(value) is type(item) for item in harmless
+        ):
+            continue
+        where = element.at(name)
+        issues.append(
+            Issue(
+                "not-supported",
+                f"{where} is an element of {resource_type} that this gateway does not read "
+                f"({why}): it would not reach the order or the manufacturer.",
+                where,
+                severity=severity,
+            )
+        )
+    return issues
+
+
+def check(
+    element: Element, resource_type: str, *, lenient: bool = False, may_be_lenient: bool = True
+) -> list[Issue]:
+    """Refuse unknown names; refuse unread elements, or with ``lenient`` return them as
+    warnings for the answer. ``may_be_lenient`` says whether the refusal may offer lenient
+    handling: only a Bundle's answer has a place for a warning beside each entry."""
+    if resource_type not in CHECKED_TYPES:
+        return []
+    refuse_unknown(element, resource_type)
+    if lenient:
+        return unread(element, resource_type, severity="warning")
+    issues = unread(element, resource_type)
+    if not issues:
+        return []
+    remedy = (
+        " Send it without the element, or send the Bundle with 'Prefer: handling=lenient' to "
+        "place the order anyway and be warned."
+        if may_be_lenient
+        else " Send it without the element."
+    )
+    issues = [Issue(issue.code, issue.diagnostics + remedy, issue.expression) for issue in issues]
+    error = FhirError(issues[0].code, issues[0].diagnostics, issues[0].expression)
+    error.issues = issues
+    raise error
