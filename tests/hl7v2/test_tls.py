@@ -137,3 +137,28 @@ def test_a_site_whose_tls_files_cannot_be_used_is_refused_by_the_check(
         check(mappings_copy)
     assert caught.value.path == path and caught.value.line is not None
     assert "/nowhere/ca.pem" in caught.value.reason
+
+
+def test_the_ehr_simulator_sends_over_tls(tls_listener: RunningListener, pki: Pki) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "fixtures.simulators.ehr_mllp"]
+    target = f"127.0.0.1:{tls_listener.port}"
+    fixture = str(Path(__file__).resolve().parents[2] / "fixtures/hl7v2/st-mary-adt-a04.hl7")
+    done = subprocess.run(
+        [*command, "--send", target, "--tls-ca", str(pki.ca), fixture],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "MSA|AA|SM-0018" in done.stdout
+    unusable = subprocess.run(
+        [*command, "--send", target, "--tls-ca", "/nowhere/ca.pem", fixture],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unusable.returncode == 1 and "/nowhere/ca.pem" in unusable.stderr
+    assert "Traceback" not in unusable.stderr
