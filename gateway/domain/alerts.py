@@ -28,6 +28,7 @@ class AlertKind(StrEnum):
     THAW_WINDOW = "thaw_window"
     DEAD_LETTER = "dead_letter"
     HOLD = "hold"
+    IDENTITY_ALARM = "identity_alarm"
 
 
 class Severity(StrEnum):
@@ -109,6 +110,7 @@ def order_alerts(
     if order.is_terminal:
         return []
     found = [
+        *_identity_alarms(order),
         *_hold_alerts(order),
         *_unheld_excursions(order),
         *_missing_data(order),
@@ -146,6 +148,38 @@ def sort_alerts(alerts: list[Alert]) -> list[Alert]:
             alert.key,
         ),
     )
+
+
+#: Red scans that mean a bag and a patient or order were brought together wrongly: a near
+#: miss someone must look into, not only the person at the scanner.
+IDENTITY_ALARMS: frozenset[str] = frozenset(
+    {
+        "wrong_order",
+        "wrong_patient",
+        "coi_mismatch",
+        "label_mismatch",
+        "wrong_product",
+        "superseded_unit",
+    }
+)
+
+
+def _identity_alarms(order: TherapyOrder) -> list[Alert]:
+    return [
+        Alert(
+            key=f"{AlertKind.IDENTITY_ALARM.value}:{order.id}:{scan.id}",
+            kind=AlertKind.IDENTITY_ALARM,
+            severity=Severity.CRITICAL,
+            title=f"Chain-of-identity alarm at {scan.checkpoint}",
+            detail=(scan.reason or scan.reason_code or "")
+            + f" (scanned by {scan.user}"
+            + (f", unit {scan.unit_id})" if scan.unit_id else ")"),
+            since=scan.at,
+            order_id=order.id,
+        )
+        for scan in order.scans
+        if not scan.green and scan.reason_code in IDENTITY_ALARMS
+    ]
 
 
 def _hold_alerts(order: TherapyOrder) -> list[Alert]:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, and_, false, func, insert, or_, select, update
 
-from gateway.domain.alerts import DeadLetter
+from gateway.domain.alerts import IDENTITY_ALARMS, DeadLetter
 from gateway.store import keyset
 from gateway.store.repository import carried_by
 from gateway.store.tables import alert_states, orders, outbox, patients
@@ -165,14 +165,26 @@ def state_counts(conn: Connection, scope: Scope) -> list[StateCount]:
 def alert_candidates(
     conn: Connection, scope: Scope, states: Sequence[str], *, batch: int = 500
 ) -> Iterator[str]:
-    """Documents of live orders that can raise an alert: in an alerting state, on hold, or
-    carrying a recorded excursion. Read in keyset batches so memory stays flat."""
-    # Canonical documents are compact JSON, so a non-empty excursion list reads exactly so.
+    """Documents of live orders that can raise an alert: in an alerting state, on hold,
+    carrying a recorded excursion, or an identity alarm from a scan (in whatever state: a
+    wrong bag may be brought to a patient whose own product is still being made). Read in
+    keyset batches so memory stays flat."""
+    # Canonical documents are compact JSON, so a non-empty excursion list reads exactly so,
+    # and a scan's reason code too.
     has_excursion = orders.c.document.contains('"excursions":[{', autoescape=True)
+    alarms = [
+        orders.c.document.contains(f'"reason_code":"{code}"', autoescape=True)
+        for code in sorted(IDENTITY_ALARMS)
+    ]
     query = scoped(
         select(orders.c.id, orders.c.document).where(
             orders.c.state.notin_(TERMINAL),
-            or_(orders.c.state.in_(list(states)), orders.c.on_hold.is_(True), has_excursion),
+            or_(
+                orders.c.state.in_(list(states)),
+                orders.c.on_hold.is_(True),
+                has_excursion,
+                *alarms,
+            ),
         ),
         scope,
     )

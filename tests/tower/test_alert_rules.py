@@ -306,3 +306,37 @@ def test_shipment_leg_labels_in_excursion_alerts() -> None:
     order.units.append(Unit(unit_id="A999126000009", kind=UnitKind.APHERESIS))
     alerts = order_alerts(order, EXA, APHERESIS + timedelta(hours=6))
     assert alerts[0].title == "Temperature excursion in transit to manufacturer"
+
+
+def _scanned(order, code: str | None, green: bool = False):  # type: ignore[no-untyped-def]
+    from gateway.domain.model import ScanVerdict
+    from gateway.domain.verification import record
+
+    verdict = ScanVerdict(
+        at=T0 + timedelta(days=30),
+        checkpoint="bedside",
+        user="rn.a",
+        unit_id="A999126000052",
+        green=green,
+        reason_code=code,
+        reason=None if green else "Unit A999126000052 belongs to a different order. STOP.",
+    )
+    return record(order, verdict, where="ward 7")
+
+
+@pytest.mark.parametrize("state", ["MANUFACTURING", "THAWED"])
+def test_a_wrong_bag_at_the_scanner_is_a_critical_identity_alarm_in_any_live_state(
+    state: str,
+) -> None:
+    """A bag brought to the wrong patient is a near miss for the tower, not only a red
+    screen, even while the patient's own product is still being made."""
+    order = script_to(fresh_order(), state)
+    flagged = _scanned(order, "wrong_order")
+    [alarm] = [a for a in order_alerts(flagged, EXA, T0) if a.kind.value == "identity_alarm"]
+    assert alarm.severity.value == "critical" and alarm.order_id == order.id
+    assert "bedside" in alarm.title
+    assert "different order" in alarm.detail and "rn.a" in alarm.detail
+    assert "A999126000052" in alarm.detail
+    # Neither a green scan nor a red that is not about identity raises one.
+    for benign in (_scanned(order, None, green=True), _scanned(order, "wrong_step")):
+        assert "identity_alarm" not in kinds(order_alerts(benign, EXA, T0))

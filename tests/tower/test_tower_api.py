@@ -448,3 +448,31 @@ def test_a_partner_sees_its_own_undelivered_messages_not_anothers_error_text(
     # The site's ERP sees patients by pseudonym only: not the EHR's answer either.
     erp = tower_client.get("/tower/api/alerts", headers=ERP)
     assert erp.status_code == 200 and "ZZ-TESTPATIENT" not in erp.text
+
+
+def test_a_wrong_bag_at_a_bedside_is_an_alert_even_for_an_order_still_in_manufacturing(
+    tower_client: TestClient, service: OrderService, order_in, prepare, station
+) -> None:  # type: ignore[no-untyped-def]
+    from gateway.domain.verification import Checkpoint
+    from gateway.service.labels import LabelFactory
+    from gateway.service.scanning import ScanRequest
+    from gateway.sites import load_sites
+
+    thawed = prepare("THAWED", patient=0)
+    waiting = order_in("MANUFACTURING", patient=1)
+    patient = service.patient_of(waiting.id)
+    assert patient is not None
+    band = LabelFactory.default(load_sites()).wristband(service.get(waiting.id), patient)
+    result = station.scan(
+        ScanRequest(
+            checkpoint=Checkpoint.BEDSIDE,
+            user="rn.a",
+            unit_scan=thawed.bag_text,
+            wristband_scan=str(band.compound_message()),
+        )
+    )
+    assert not result.green and result.order_id == waiting.id
+    items = tower_client.get("/tower/api/alerts", headers=COORDINATOR).json()["items"]
+    [alarm] = [item for item in items if item["kind"] == "identity_alarm"]
+    assert alarm["order_id"] == waiting.id and alarm["severity"] == "critical"
+    assert thawed.unit_id in alarm["detail"]

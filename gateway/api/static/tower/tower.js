@@ -160,6 +160,7 @@ async function refreshRow(orderId) {
 const KIND_LABELS = {
   temperature_excursion: "Temperature", slot_at_risk: "Slot at risk", missing_data: "Missing data",
   thaw_window: "Thaw window", dead_letter: "Undelivered message", hold: "Hold",
+  identity_alarm: "Identity alarm",
 };
 
 function alertItem(alert, { compact = false } = {}) {
