@@ -252,7 +252,10 @@ def _late_or_duplicate(
     # then again with its unit id): recording it is the point of the repeat, not a copy.
     new_unit = _unrecorded_unit(order, event)
     if new_unit is not None:
-        _UNIT_EFFECTS[event.type](order, event, rules, at, now)
+        # A release's shelf life runs from the release recorded, not from when the repeat
+        # with the unit arrived.
+        recorded_at = stamped if stamped is not None and not implied else at
+        _UNIT_EFFECTS[event.type](order, event, rules, recorded_at, now)
     if stamped is not None and not implied:
         if new_unit is None:
             return Outcome("duplicate", before, order.state, (), "milestone already recorded")

@@ -357,10 +357,15 @@ def test_a_release_repeated_with_its_unit_records_the_unit_it_first_lacked() -> 
     released = apply(order, event("release"), rules(), T0).order
     assert released.final_products() == []
     unit = Unit(unit_id="A999126000002", kind=UnitKind.FINAL_PRODUCT)
-    repeat = apply(released, event("release", unit=unit), rules(), T0)
+    # The repeat comes five days later: the shelf life still runs from the release.
+    later = T0 + timedelta(days=5)
+    repeat = apply(released, event("release", unit=unit, at=later), rules(), later)
     assert repeat.kind == "late" and repeat.order.state is OrderState.RELEASED
     assert [u.unit_id for u in repeat.order.final_products()] == ["A999126000002"]
-    assert repeat.order.final_products()[0].expires_at is not None
+    released_at = released.milestones.released_at
+    assert released_at is not None and released_at < later
+    shelf_life = timedelta(days=rules().shelf_life_days)
+    assert repeat.order.final_products()[0].expires_at == released_at + shelf_life
     assert repeat.order.version == released.version + 1
     # Once recorded, the same repeat again is a plain copy.
     assert apply(repeat.order, event("release", unit=unit), rules(), T0).kind == "duplicate"

@@ -187,3 +187,30 @@ def test_an_order_cancelled_before_enrolment_sends_the_manufacturer_nothing(serv
     assert service.get(order.id).state.value == "CANCELLED"
     kinds = [i.kind for i in items(service, order.id)]
     assert not [kind for kind in kinds if kind.startswith("manufacturer.")], kinds
+
+
+def test_a_release_repeated_with_its_unit_is_audited_and_books_no_second_courier(
+    service, walk, new_order
+):  # type: ignore[no-untyped-def]
+    from gateway.domain.model import Unit, UnitKind
+    from gateway.store import audit
+
+    order = walk(new_order(), "RELEASED")
+    before = [(i.destination, i.kind) for i in items(service, order.id, prefix="")]
+    unit = Unit(unit_id="A999126000777", kind=UnitKind.FINAL_PRODUCT)
+    outcome = service.apply_event(
+        order.id,
+        LifecycleEvent(
+            type=EventType.RELEASE, details=EventDetails(unit=unit), source=Source.MANUFACTURER
+        ),
+        actor="helix",
+    )
+    assert outcome.kind == "late"
+    assert [u.unit_id for u in service.get(order.id).final_products()] == ["A999126000777"]
+    after = [(i.destination, i.kind) for i in items(service, order.id, prefix="")]
+    added = after[len(before) :]
+    # The hospital hears of the unit; no partner is asked to act on the release again.
+    assert added and all(kind == "order.status" for _, kind in added), added
+    with service.engine.connect() as conn:
+        last = list(audit.entries(conn, order.id))[-1]
+    assert last.action == "order.release" and last.payload["outcome"] == "late"
