@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "hl7v2"
 _UNKEYED = f"{CHANNEL}:unkeyed:"  # a message whose MSH-10 could not be read
+_REFUSED_ADDRESS = f"{CHANNEL}:refused-address:"  # a sender from outside its networks
 CONTENT_TYPE = "x-application/hl7-v2+er7"
 SUPPORTED = {
     "ORM": {"O01"},
@@ -136,7 +137,6 @@ class Context:
     order_id: str | None = None
     location: str | None = None  # the field that triggered the current command
     notes: list[str] = field(default_factory=list)
-    peer: str = ""  # the sending connection's host:port, "" when not from a socket
 
 
 class InboundHandler:
@@ -236,10 +236,17 @@ class InboundHandler:
             )
             return None
         sender = message.sending_facility if message is not None else (peer or "unknown")
+        refused = self._address_refusal(message, peer)
+        key = self._key(raw, message if parse_error is None else None)
+        if refused is not None:
+            # Not under the sender's key: a stranger who guessed the engine's next control id
+            # would otherwise have its real message answered with this stored refusal.
+            digest = hashlib.sha256(f"{peer.rpartition(':')[0]}|".encode() + raw).hexdigest()
+            key = f"{_REFUSED_ADDRESS}{digest}"
         inbound = InboundMessage(
             # A message that could not be read whole is keyed by its bytes: the sender's
             # corrected copy may well reuse the control id.
-            key=self._key(raw, message if parse_error is None else None),
+            key=key,
             channel=CHANNEL,
             sender=f"hl7v2:{sender}"[:200],
             content_type=CONTENT_TYPE,
@@ -247,11 +254,13 @@ class InboundHandler:
         )
         # A message may be applied more than once (a batch that could not commit is retried
         # per message), so each attempt starts from a fresh context.
-        latest = [Context(message=message, peer=peer)]
+        latest = [Context(message=message)]
 
         def handle(uow: UnitOfWork) -> Reply:
-            context = Context(message=message, peer=peer)
+            context = Context(message=message)
             latest[0] = context
+            if refused is not None:
+                raise refused
             if parse_error is not None:
                 raise parse_error
             assert message is not None
@@ -261,6 +270,30 @@ class InboundHandler:
             return Reply("error", b"".join(self._not_stored(message)), CONTENT_TYPE)
 
         return InboundWork(inbound, handle, lambda exc: self._negative(exc, latest[0]), on_unstored)
+
+    def _address_refusal(self, message: Message | None, peer: str) -> MessageProblem | None:
+        """The refusal of a message whose claimed sender may not connect from ``peer``.
+
+        MSH-4 is whatever the sender typed: where the connection comes from is the part a
+        stranger on the network cannot choose."""
+        if message is None or not peer:
+            return None
+        application, facility = message.get("MSH-3.1"), message.get("MSH-4.1")
+        sender = self.profiles.for_sender(application, facility).sender(application, facility)
+        address = peer.rpartition(":")[0].strip("[]")
+        if sender is None or sender.admits(address):
+            return None
+        log.warning("refused a message claiming sender %s from %s", facility, peer)
+        return MessageProblem(
+            "AR",
+            ErrorDetail(
+                "207",
+                f"messages from {facility} are accepted only from its configured networks, "
+                f"not from {address}",
+                application_code="sender_address_refused",
+                **_located("MSH-4"),  # type: ignore[arg-type]
+            ),
+        )
 
     def _key(self, raw: bytes, message: Message | None) -> str:
         if message is None or not message.control_id:
@@ -365,7 +398,7 @@ class InboundHandler:
 
     # --- the transaction ---
     def _apply(self, message: Message, uow: UnitOfWork, context: Context) -> Reply:
-        profile = self._check_header(message, context.peer)
+        profile = self._check_header(message)
         context.profile = profile
         context.site = self.sites.get(profile.site) if profile.site else None
         order_id = self._dispatch[message.message_code](message, uow, context)
@@ -373,7 +406,7 @@ class InboundHandler:
         body = self._acks(message, "AA", [])
         return Reply("accepted", body, CONTENT_TYPE, context.order_id)
 
-    def _check_header(self, message: Message, peer: str = "") -> Profile:
+    def _check_header(self, message: Message) -> Profile:
         """The sender's profile, once the header is one we accept."""
         if not message.get("MSH-9.1"):
             raise problem("101", "MSH-9 (message type) is empty", "MSH-9", ack="AR")
@@ -405,22 +438,6 @@ class InboundHandler:
         processing = message.get("MSH-11.1").upper() or "P"
         application, facility = message.get("MSH-3.1"), message.get("MSH-4.1")
         profile = self.profiles.for_sender(application, facility)
-        sender = profile.sender(application, facility)
-        address = peer.rsplit(":", 1)[0].strip("[]")
-        if peer and sender is not None and not sender.admits(address):
-            # MSH-4 is whatever the sender typed: where the connection comes from is the
-            # part a stranger on the network cannot choose.
-            log.warning("refused a message claiming sender %s from %s", facility, peer)
-            raise MessageProblem(
-                "AR",
-                ErrorDetail(
-                    "207",
-                    f"messages from {facility} are accepted only from its configured networks, "
-                    f"not from {address}",
-                    application_code="sender_address_refused",
-                    **_located("MSH-4"),  # type: ignore[arg-type]
-                ),
-            )
         if processing not in profile.quirks.processing_ids:
             raise problem(
                 "202",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import ssl
 from dataclasses import dataclass, field
-from ipaddress import ip_address
+from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +74,9 @@ class Sender(_Strict):
             peer = ip_address(address)
         except ValueError:
             return False
+        # A dual-stack socket reports an IPv4 client as ::ffff:a.b.c.d.
+        if isinstance(peer, IPv6Address) and peer.ipv4_mapped is not None:
+            peer = peer.ipv4_mapped
         return any(peer in network for network in self.networks)
 
 

@@ -71,3 +71,24 @@ def test_a_network_that_is_no_network_is_refused_at_load_with_its_line(
         load_profiles(mappings_copy)
     assert caught.value.path.name == "st-mary.yaml" and caught.value.line is not None
     assert "networks" in caught.value.reason
+
+
+def test_a_refusal_from_a_stranger_does_not_take_the_senders_control_id(
+    limited: InboundHandler,
+) -> None:
+    """A stranger who sends the engine's next control id first must not have the engine's
+    real message answered with the stored refusal."""
+    (refused,) = limited.handle(ADT, "203.0.113.9:40000")
+    assert parse(refused).get("MSA-1") == "AR"
+    (real,) = limited.handle(ADT, "10.20.3.4:51000")
+    assert parse(real).get("MSA-1") == "AA"
+    # The stranger's resend gets its own refusal again, not the engine's AA.
+    (again,) = limited.handle(ADT, "203.0.113.9:40002")
+    assert parse(again).get("MSA-1") == "AR"
+
+
+def test_an_ipv4_client_on_a_dual_stack_socket_is_matched_as_ipv4(
+    limited: InboundHandler,
+) -> None:
+    (reply,) = limited.handle(ADT, "::ffff:10.20.3.4:51000")
+    assert parse(reply).get("MSA-1") == "AA"
