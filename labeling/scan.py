@@ -262,7 +262,10 @@ def read_scan(
         keyed = read_keyed_unit_number(text)
         if keyed is not None:
             if keyed.unit is None:
-                return _reject(raw, keyed.reason or "The typed unit number is wrong.", **common)
+                # Digits only may also be another structure whose identifier the scanner
+                # stripped; that diagnosis, when there is one, is the more useful.
+                reason = _diagnose_stripped(text) or keyed.reason or "The unit number is wrong."
+                return _reject(raw, reason, **common)
             return ScanRead(
                 raw=raw,
                 accepted=True,
