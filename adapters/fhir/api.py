@@ -93,9 +93,29 @@ async def _scoped(request: Request) -> None:
 
 
 #: What ``_format`` and ``Accept`` may ask for: JSON is the only format served.
+#: ``application/json+fhir`` is DSTU2's name for FHIR JSON, which clients still send.
 _JSON_FORMATS = frozenset(
-    {"json", "application/json", "application/fhir+json", "*/*", "application/*"}
+    {
+        "json",
+        "application/json",
+        "application/fhir+json",
+        "application/json+fhir",
+        "*/*",
+        "application/*",
+    }
 )
+
+
+def _is_json(media: str) -> bool:
+    """Whether a media type (lower case, no parameters) names JSON: the FHIR names, any
+    ``+json`` type, and DSTU2's ``*/json+fhir``."""
+    return media in _JSON_FORMATS or media.endswith(("+json", "/json+fhir"))
+
+
+def _format_media(value: str) -> str:
+    """A ``_format`` value as a media type. An unencoded ``+`` in a query string reads as a
+    space (``application/json fhir``); a media type has no spaces, so it was a ``+``."""
+    return value.split(";", 1)[0].strip().replace(" ", "+").lower()
 
 
 def _check_format(request: Request) -> None:
@@ -103,7 +123,7 @@ def _check_format(request: Request) -> None:
     answering JSON anyway leaves its parser to fail on a 200."""
     wanted = request.query_params.get("_format")
     if wanted is not None:
-        if wanted.split(";", 1)[0].strip().lower() not in _JSON_FORMATS:
+        if not _is_json(_format_media(wanted)):
             raise FhirError(
                 "not-supported",
                 f"_format={wanted} is not served; this server writes FHIR JSON only "
@@ -116,7 +136,7 @@ def _check_format(request: Request) -> None:
     if not accept:
         return
     media = [part.split(";", 1)[0].strip().lower() for part in accept.split(",")]
-    if not any(item in _JSON_FORMATS or item.endswith("+json") for item in media):
+    if not any(_is_json(item) for item in media):
         raise FhirError(
             "not-supported",
             f"Accept: {accept} names no format this server writes; accept application/fhir+json.",
@@ -168,7 +188,12 @@ def _restricted_config(request: Request, config: FhirConfig) -> FhirConfig:
 Service = Annotated[OrderService, Depends(order_service)]
 Caller = Annotated[str, Depends(fhir_client)]
 
-_JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
+_JSON_TYPES = (
+    "application/fhir+json",
+    "application/json",
+    "application/json+fhir",  # DSTU2's name for FHIR JSON, still sent by older clients
+    "application/json-patch+json",
+)
 #: PATCH also takes a merge patch under its own media type (RFC 7396), as docs/fhir.md says.
 _PATCH_TYPES = (*_JSON_TYPES, "application/merge-patch+json")
 _STARTED = datetime.now(UTC).replace(microsecond=0).isoformat()
