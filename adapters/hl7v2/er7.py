@@ -373,7 +373,7 @@ def _declared(field_sep: str, encoding: str) -> Separators:
         raise Er7Error(
             f"MSH-2 declares {len(encoding)} encoding character(s); it needs 4: component, "
             "repetition, escape and subcomponent separators (usually caret, tilde, "
-            "backslash, ampersand)",
+            "backslash, ampersand), and may add a fifth, the truncation character",
             field=2,
         )
     if len(set(chars)) != len(chars):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import ssl
 import threading
@@ -77,8 +78,8 @@ def _setting(name: str, kind: Callable[[str], N], default: N) -> N:
         value = kind(text)
     except ValueError:
         raise MllpSettingsError(f"{name}={text!r} is not a number") from None
-    if value <= 0:
-        raise MllpSettingsError(f"{name}={text!r} must be above 0")
+    if not math.isfinite(value) or value <= 0:
+        raise MllpSettingsError(f"{name}={text!r} must be a finite number above 0")
     return value
 
 

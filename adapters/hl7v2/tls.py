@@ -49,13 +49,17 @@ def client_context(
     ca: str | None = None, cert: str | None = None, key: str | None = None, *, where: str = ""
 ) -> ssl.SSLContext:
     """A context for connecting to a TLS MLLP receiver: its certificate checked against
-    ``ca`` (the system's authorities when None) and its host name, and ``cert``/``key``
+    ``ca`` alone (the system's authorities when None) and its host name, and ``cert``/``key``
     presented when the receiver asks for a client certificate. ``where`` names the setting
     in errors."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca:
+        # Only the site's own authority: a hospital's private CA is what vouches for its EHR,
+        # not every public one the gateway's host happens to trust.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         _load_authorities(context, ca, f"{where}ca" if where else "ca")
+    else:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert or key:
         if not (cert and key):
             raise MllpSettingsError(f"{where}cert and {where}key go together")

@@ -162,3 +162,52 @@ def test_the_ehr_simulator_sends_over_tls(tls_listener: RunningListener, pki: Pk
     )
     assert unusable.returncode == 1 and "/nowhere/ca.pem" in unusable.stderr
     assert "Traceback" not in unusable.stderr
+
+
+def test_a_client_refuses_a_receiver_its_authority_did_not_sign(
+    tls_listener: RunningListener, tmp_path: Path
+) -> None:
+    (tmp_path / "other").mkdir()
+    stranger = make_pki(tmp_path / "other")
+    with (
+        MllpClient(
+            "127.0.0.1", tls_listener.port, tls=client_context(str(stranger.ca)), attempts=1
+        ) as client,
+        pytest.raises(MllpError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        client.send(ADT)
+
+
+def test_a_client_refuses_a_receiver_whose_certificate_names_another_host(
+    handler: InboundHandler, tmp_path: Path
+) -> None:
+    elsewhere = make_pki(tmp_path, server_names=("ehr.example.invalid",))
+    env = {CERT: str(elsewhere.server.cert), KEY: str(elsewhere.server.key)}
+    with (
+        _listening(handler, env) as running,
+        MllpClient("127.0.0.1", running.port, tls=client_context(str(elsewhere.ca))) as client,
+        pytest.raises(MllpError, match=r"CERTIFICATE_VERIFY_FAILED|match"),
+    ):
+        client.attempts = 1
+        client.send(ADT)
+
+
+def test_both_sides_refuse_anything_older_than_tls_1_2(pki: Pki) -> None:
+    import ssl
+
+    server = server_context({CERT: str(pki.server.cert), KEY: str(pki.server.key)})
+    assert server is not None and server.minimum_version is ssl.TLSVersion.TLSv1_2
+    for client in (client_context(), client_context(str(pki.ca))):
+        assert client.minimum_version is ssl.TLSVersion.TLSv1_2
+        assert client.check_hostname and client.verify_mode is ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "0"])
+def test_a_listener_setting_that_is_no_usable_number_is_named(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.hl7v2.listener import ListenerConfig
+
+    monkeypatch.setenv("V2V_MLLP_IDLE_SECONDS", value)
+    with pytest.raises(MllpSettingsError, match="V2V_MLLP_IDLE_SECONDS"):
+        ListenerConfig.from_env("127.0.0.1", 0)

@@ -45,7 +45,7 @@ def _write(
     return Pair(cert_path, key_path)
 
 
-def make_pki(folder: Path) -> Pki:
+def make_pki(folder: Path, server_names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Pki:
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -73,12 +73,13 @@ def make_pki(folder: Path) -> Pki:
             .not_valid_after(now + timedelta(days=1))
         )
         if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
+            names: list[x509.GeneralName] = []
+            for name in server_names:
+                try:
+                    names.append(x509.IPAddress(ipaddress.ip_address(name)))
+                except ValueError:
+                    names.append(x509.DNSName(name))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return builder.sign(ca_key, hashes.SHA256()), key
 
     server = _write(folder, "server", *issue("localhost", True))
