@@ -340,6 +340,8 @@ class ScanStation:
     def _patient_at_hand(self, band: ScanRead | None, request: ScanRequest) -> TherapyOrder | None:
         """The order of the wristband scanned with a bag that could not be used: the red
         belongs in that patient's custody log. Not another site's patient's."""
+        if band is None or not band.accepted or _not_a_wristband(band) is not None:
+            return None  # a bag label or a read of two labels names no patient at hand
         order = self._order_of_wristband(band)
         if order is None or (request.site is not None and order.site.id != request.site):
             return None

@@ -352,3 +352,22 @@ def test_a_mistyped_unit_number_is_red_and_never_matches_another_unit(
     # Another patient's unit number, correctly typed, is still the wrong bag.
     wrong_bag = scan(station, "receipt", _keyed(other.unit_id), order_id=prepared.order_id)
     assert not wrong_bag.green and wrong_bag.reason_code == "wrong_order"
+
+
+def test_an_unusable_bag_scan_beside_a_bag_label_scanned_as_the_wristband_names_no_patient(
+    service: OrderService, station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    """A bag label in the wristband field carries its order's CoI, but it is not the patient
+    at hand: the red for an unreadable bag scan is not put in that order's log."""
+    prepared = prepare("THAWED")
+    before = len(service.get(prepared.order_id).custody_events)
+    result = station.scan(
+        ScanRequest(
+            checkpoint=Checkpoint.BEDSIDE,
+            user="rn.a",
+            unit_scan="]d2garbage",
+            wristband_scan=prepared.bag_text,
+        )
+    )
+    assert not result.green and result.order_id is None
+    assert len(service.get(prepared.order_id).custody_events) == before
