@@ -506,6 +506,10 @@ def _find_order(service: OrderService, key: str) -> TherapyOrder:
     raise typer.Exit(1)
 
 
+#: A CoI's characters without its check character (CH, facility, year, serial).
+_COI_LENGTH = 15
+
+
 def _typed_coi(key: str) -> str | None:
     """The CoI value of a key typed as the label prints it (with spaces and its check
     character), or None when the key is no CoI. A wrong check character is a typing error:
@@ -516,6 +520,8 @@ def _typed_coi(key: str) -> str | None:
     try:
         return parse_coi(key).value
     except BadCheckCharacter as exc:
+        if len(key.replace(" ", "")) <= _COI_LENGTH:
+            return None  # no check character typed: the exact lookup already found nothing
         errors.print(f"[red]{escape(str(exc))}: check the CoI as typed.[/]")
         raise typer.Exit(1) from None
     except LabelDataError:

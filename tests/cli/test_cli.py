@@ -331,6 +331,9 @@ def test_an_order_is_found_by_its_coi_typed_as_the_label_prints_it(db_env: Path)
     mistyped = runner.invoke(app, ["orders", "show", coi.value + wrong])
     assert mistyped.exit_code == 1
     assert "check character" in mistyped.output and "No order" not in mistyped.output
+    # A well-formed CoI of no order, typed without a check character, is simply not found.
+    unknown = runner.invoke(app, ["orders", "show", "CHA999126ZZZZZZ"])
+    assert unknown.exit_code == 1 and "No order" in unknown.output
     service.engine.dispose()
 
 
