@@ -162,3 +162,43 @@ def test_a_scan_over_a_red_screen_does_not_dismiss_it(
     assert verdict.is_visible() and "red" in (verdict.get_attribute("class") or "")
     page.get_by_test_id("verdict-ok").click()
     assert not verdict.is_visible()
+
+
+def test_a_read_while_a_scan_is_being_checked_is_not_sent_and_the_red_stays(
+    page,
+    gateway_url: str,
+    prepare,  # type: ignore[no-untyped-def]
+    service: OrderService,
+) -> None:
+    """A scan waits for the gateway with the scan field focused: the next read used to be
+    sent at once, and its verdict replaced the first one's red before anyone saw it."""
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+    held = []  # the first scan's request, answered only when the test lets it through
+
+    def hold_the_first(route) -> None:  # type: ignore[no-untyped-def]
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/scans", hold_the_first)
+    sign_in(page, gateway_url, "rn.adeyemi")
+    page.get_by_test_id("checkpoint").select_option("bedside")
+    page.get_by_test_id("scan").focus()
+    wedge(page, alpha.wristband_text)
+    wedge(page, bravo.bag_text)  # the wrong patient's bag: its answer is held back
+    expect(page.get_by_test_id("checking")).to_be_visible()
+    wedge(page, alpha.bag_text)  # the right bag, read while the first is being checked
+    expect(page.get_by_test_id("checking-note")).to_contain_text("was not used")
+    assert len(held) == 1
+    held[0].continue_()
+    verdict = page.get_by_test_id("verdict")
+    verdict.wait_for(state="visible")
+    assert "red" in (verdict.get_attribute("class") or "")
+    expect(page.get_by_test_id("verdict-note")).to_contain_text("was not used")
+    assert "complete" not in page.get_by_test_id("progress").inner_text().lower()
+    assert service.get(alpha.order_id).custody_events[-1].verification == "red"
+    page.get_by_test_id("verdict-ok").click()
+    wedge(page, alpha.bag_text)  # the red started the check over: wristband first
+    expect(page.get_by_test_id("verdict-reason")).to_contain_text("wristband first")

@@ -1,6 +1,8 @@
 // Runs gateway/api/static/station.js under Node with just enough of a browser for it: the
 // page's elements (from station.html), focus, keyboard events with their default actions
 // (a character typed into an input, Enter clicking a focused button) and a scripted fetch.
+// An answer with "held": NAME waits until a {"release": NAME} step (at once if that step came
+// first), so a scenario decides when each verdict arrives relative to the reads around it.
 // Used by test_station_page.py where no Chromium is installed; prints what the screen shows.
 "use strict";
 
@@ -72,6 +74,8 @@ function press(key) {
 
 const requests = [];
 const answers = [...(scenario.answers || [])];
+const released = new Set();
+const waiting = {};  // held answer name -> what lets it through
 function fetch(url, init = {}) {
   const body = init.body instanceof FormData ? Object.fromEntries(init.body.entries())
     : init.body instanceof URLSearchParams ? Object.fromEntries(init.body.entries())
@@ -93,6 +97,11 @@ function fetch(url, init = {}) {
         reject(error);
       });
     });
+  }
+  if (answer.held !== undefined) {
+    const answered = () => reply(answer.status || 200, answer.json);
+    if (released.has(answer.held)) return answered();
+    return new Promise((resolve) => { waiting[answer.held] = () => resolve(answered()); });
   }
   return reply(answer.status || 200, answer.json);
 }
@@ -129,6 +138,10 @@ function screen() {
     progress: elements.progress.textContent,
     band_status: elements["band-status"].textContent,
     focused: document.activeElement && document.activeElement.id,
+    checking: elements.checking ? !elements.checking.hidden : false,
+    checking_note: elements["checking-note"] && !elements["checking-note"].hidden
+      ? elements["checking-note"].textContent : "",
+    history: elements.history.children.map((item) => item.textContent),
   };
 }
 
@@ -150,6 +163,12 @@ function screen() {
       dispatch(elements["verdict-ok"], "click", {});
     } else if (step.signout) {
       dispatch(elements.signout, "click", {});
+    } else if (step.release !== undefined) {
+      released.add(step.release);
+      if (waiting[step.release]) waiting[step.release]();
+    } else if (step.arrives) {
+      // A verdict reaching the page by any route at all: handed straight to its show().
+      context.show(step.arrives);
     }
     await settle();
     snapshots.push(screen());

@@ -173,3 +173,144 @@ def test_the_second_person_confirms_the_first_persons_green_check() -> None:
     assert scans[1]["order_id"] == "ord-1" and "wristband_scan" not in scans[1]
     assert scans[1]["user"] == "rn.b"
     assert "complete" in shown["snapshots"][-1]["progress"]
+
+
+def scans_sent(shown: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r["body"] for r in shown["requests"] if r["url"] == "/scans"]
+
+
+def held(name: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer the gateway gives only when a {"release": name} step says so."""
+    return {**answer, "held": name}
+
+
+def test_a_red_answered_while_a_second_read_waits_is_not_replaced_by_its_green() -> None:
+    """A scan waits up to 20 s for the gateway with the scan field focused, so the scanner's
+    next read was sent at once: bag A's red showed and bag B's green, answered a moment
+    later, replaced it, so the RED — STOP was never seen. Now B's read is not used and the
+    screen says so; the red stays."""
+    shown = run(
+        [
+            *SIGNED_IN_AT_THAW,
+            {"wedge": BAG},
+            {"wedge": BAG},
+            {"release": "A"},
+            {"release": "B"},
+        ],
+        [held("A", verdict(False, "wrong_order")), held("B", verdict(True))],
+    )
+    sent_a, read_b, red, later = shown["snapshots"][-4:]
+    assert later["word"] == "RED — STOP" and "red" in later["verdict_class"]
+    assert all(s["word"] != "GREEN" for s in shown["snapshots"])
+    assert red["word"] == "RED — STOP" and "wrong_order" in red["detail"]
+    assert later["reason"] == red["reason"] and "was not used" in later["note"]
+    assert "was not used" in red["note"]  # the extra read is still reported over the red
+    assert sent_a["checking"] and not sent_a["verdict_shown"]
+    assert read_b["checking"] and "was not used" in read_b["checking_note"]
+    assert not red["checking"]
+    assert not any("GREEN" in line for line in later["history"])
+    assert not shown["problems"]
+
+
+def test_a_read_while_a_scan_is_being_checked_is_not_sent() -> None:
+    shown = run(
+        [
+            *SIGNED_IN_AT_THAW,
+            {"wedge": BAG},
+            {"wedge": BAG},
+            {"wedge": "=+B9990"},
+            {"release": "A"},
+        ],
+        [held("A", verdict(True)), verdict(True), verdict(True)],
+    )
+    assert len(scans_sent(shown)) == 1  # only the first read reached the gateway
+    screen = shown["snapshots"][-1]
+    assert screen["word"] == "GREEN" and "was not used" in screen["note"]
+    assert not screen["checking"] and not screen["checking_note"]
+    assert not shown["problems"]
+
+
+def test_after_the_red_is_acknowledged_the_next_scan_is_checked_as_usual() -> None:
+    shown = run(
+        [
+            *SIGNED_IN_AT_THAW,
+            {"wedge": BAG},
+            {"wedge": BAG},
+            {"release": "A"},
+            {"ack": True},
+            {"wedge": BAG},
+        ],
+        [held("A", verdict(False, "wrong_order")), verdict(True)],
+    )
+    red, acknowledged, next_scan = shown["snapshots"][-3:]
+    assert red["word"] == "RED — STOP"
+    assert not acknowledged["verdict_shown"] and acknowledged["focused"] == "scan"
+    assert next_scan["word"] == "GREEN" and "green" in next_scan["verdict_class"]
+    assert not next_scan["note"] and not next_scan["checking_note"]
+    assert len(scans_sent(shown)) == 2  # the first bag and the one scanned after the red
+    assert not shown["problems"]
+
+
+def test_at_the_bedside_no_read_during_a_check_completes_it_with_the_wristband_a_red_cleared() -> (
+    None
+):
+    """Bag B, scanned while bag A was checked, was sent with the wristband; A's red cleared
+    the wristband on the page but B's green then showed "bedside verification complete"
+    over the red nobody saw. A wristband read during the check is not kept either."""
+    complete = verdict(True, checkpoint="bedside", bedside_complete=True)
+    shown = run(
+        [
+            {"signin": "rn.a"},
+            {"checkpoint": "bedside"},
+            {"wedge": WRISTBAND},
+            {"wedge": BAG},
+            {"wedge": WRISTBAND},
+            {"wedge": BAG},
+            {"release": "A"},
+            {"release": "B"},
+            {"ack": True},
+            {"wedge": BAG},
+        ],
+        [
+            held("A", verdict(False, "wrong_order", checkpoint="bedside")),
+            held("B", complete),
+            complete,
+        ],
+    )
+    assert all("complete" not in s["progress"] for s in shown["snapshots"])
+    assert all(s["word"] != "GREEN" for s in shown["snapshots"])
+    sent = scans_sent(shown)
+    assert len(sent) == 1 and sent[0]["wristband_scan"] == WRISTBAND
+    red = shown["snapshots"][6]
+    assert red["word"] == "RED — STOP" and red["band_status"] == "—"
+    assert "start again" in red["progress"].lower()
+    assert "wristband first" in shown["snapshots"][-1]["reason"]
+    assert not shown["problems"]
+
+
+def test_a_verdict_arriving_over_an_unacknowledged_red_does_not_replace_it() -> None:
+    """However a verdict reaches the page while a red is showing, the red stays until it is
+    acknowledged and the later verdict is not shown as current, nor does it complete the
+    bedside check the red started over."""
+    late = verdict(True, checkpoint="bedside", bedside_complete=True)["json"]
+    shown = run(
+        [
+            {"signin": "rn.a"},
+            {"checkpoint": "bedside"},
+            {"wedge": WRISTBAND},
+            {"wedge": BAG},
+            {"arrives": late},
+            {"ack": True},
+            {"wedge": BAG},
+        ],
+        [verdict(False, "wrong_order", checkpoint="bedside")],
+    )
+    red, after, acknowledged, next_bag = shown["snapshots"][-4:]
+    assert after["word"] == "RED — STOP" and after["reason"] == red["reason"]
+    assert "was not used" in after["note"] and "wristband first" in after["note"]
+    assert "complete" not in after["progress"] and after["band_status"] == "—"
+    assert "not used" in after["history"][0]
+    assert not acknowledged["verdict_shown"]
+    assert "wristband first" in next_bag["reason"]
+    assert len(scans_sent(shown)) == 1
+    assert not shown["problems"]

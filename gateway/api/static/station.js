@@ -2,7 +2,10 @@
 // and the bedside flow (wristband first, then the bag, then a second person).
 "use strict";
 
-const state = { user: null, role: null, wristband: null, bedsideOrder: null, typedOverVerdict: "" };
+// checking: the one scan waiting for the gateway (null when none); redShowing: a red verdict
+// is on the screen and nobody has acknowledged it yet.
+const state = { user: null, role: null, wristband: null, bedsideOrder: null, typedOverVerdict: "",
+                checking: null, redShowing: false };
 const $ = (id) => document.getElementById(id);
 
 async function signIn() {
@@ -106,8 +109,48 @@ async function post(url, body, isForm) {
   return payload;
 }
 
+// One scan at a time. A scan waits up to ANSWER_TIMEOUT_MS for its verdict while the scan
+// field keeps the focus, so the scanner's next read would be sent at once and its verdict
+// could replace this one's: a RED — STOP gone before anyone saw it, and at the bedside a next
+// bag sent with the wristband the red had cleared. A read (bag, wristband or photo) that
+// arrives while a scan is being checked is not sent and not kept for later: the screen says
+// it was not used, and a person scans it again once they have seen the verdict.
+function refuseWhileChecking() {
+  state.checking.refused += 1;
+  $("checking-note").textContent = "A scan arrived while the previous one was being checked; " +
+    "it was not used. Wait for the verdict, then scan again.";
+  $("checking-note").hidden = false;
+}
+
+async function check(url, body, isForm) {
+  const checking = { refused: 0 };
+  state.checking = checking;
+  $("checking-note").hidden = true;
+  $("checking").hidden = false;
+  // The answer is read against the checkpoint the scan was sent at (the bedside steps).
+  $("checkpoint").disabled = true;
+  let result;
+  try {
+    result = await post(url, body, isForm);
+  } catch {
+    result = unanswered("station_error", "The station could not check this scan: this bag was " +
+      "not checked. Do not use the bag on this scan; scan it again.");
+  } finally {
+    state.checking = null;
+    $("checkpoint").disabled = false;
+    $("checking").hidden = true;
+    $("checking-note").hidden = true;
+  }
+  if (show(result) && checking.refused) {
+    $("verdict-note").textContent = "A scan arrived while this one was being checked; it was " +
+      "not used. Read this screen, press Acknowledge, then scan again.";
+    $("verdict-note").hidden = false;
+  }
+}
+
 async function submitText(text) {
   if (!text) return;
+  if (state.checking) { refuseWhileChecking(); return; }
   if (checkpoint() === "bedside" && looksLikeWristband(text)) {
     state.wristband = text;
     $("band-status").textContent = "wristband scanned ✓ — now scan the bag";
@@ -124,10 +167,11 @@ async function submitText(text) {
     if (state.wristband) body.wristband_scan = state.wristband;
     else body.order_id = state.bedsideOrder;
   }
-  show(await post("/scans", body, false));
+  await check("/scans", body, false);
 }
 
 async function submitPhoto(file) {
+  if (state.checking) { refuseWhileChecking(); return; }
   const form = new FormData();
   form.append("checkpoint", checkpoint());
   form.append("user", state.user);
@@ -138,10 +182,30 @@ async function submitPhoto(file) {
     if (state.wristband) form.append("wristband_scan", state.wristband);
     else if (state.bedsideOrder) form.append("order_id", state.bedsideOrder);
   }
-  show(await post("/scans/image", form, true));
+  await check("/scans/image", form, true);
 }
 
+// A verdict that arrives while an unacknowledged red is showing never replaces it: the red
+// stays until someone acknowledges it, and the later verdict is not shown as current (nor
+// does it move the bedside check on: the red already started that over).
+function keepRed(result) {
+  const green = result.green === true;
+  const item = document.createElement("li");
+  item.className = green ? "green" : "red";
+  item.textContent = `${new Date().toLocaleTimeString()} ${green ? "GREEN" : "RED"} ` +
+    `${result.checkpoint || ""} ${result.unit_id || ""} ${result.reason_code || ""} ` +
+    "(arrived over a red: not used)";
+  $("history").prepend(item);
+  $("verdict-note").textContent = `Another answer (${green ? "GREEN" : "RED"}` +
+    `${result.unit_id ? ` for unit ${result.unit_id}` : ""}) arrived while this red was ` +
+    "showing; it was not used. Read this screen, press Acknowledge, then scan again" +
+    `${checkpoint() === "bedside" ? ", wristband first" : ""}.`;
+  $("verdict-note").hidden = false;
+}
+
+// Shows a verdict full-screen; false when it was kept off the screen by an unacknowledged red.
 function show(result) {
+  if (state.redShowing && !$("verdict").hidden) { keepRed(result); return false; }
   const green = result.green === true;
   const panel = $("verdict");
   panel.className = `verdict ${green ? "green" : "red"}`;
@@ -153,6 +217,7 @@ function show(result) {
   $("verdict-note").hidden = true;
   state.typedOverVerdict = "";
   panel.hidden = false;
+  state.redShowing = !green;
   $("verdict-ok").focus();
   const item = document.createElement("li");
   item.className = green ? "green" : "red";
@@ -173,6 +238,7 @@ function show(result) {
         ? "Bedside verification complete: two independent checks recorded. You may infuse."
         : "Start again: scan the patient's wristband, then the bag.";
   }
+  return true;
 }
 
 // While a verdict shows, its Acknowledge button has the focus, and a scanner types the next
@@ -197,6 +263,7 @@ function keyOverVerdict(e) {
 
 function dismiss() {
   state.typedOverVerdict = "";
+  state.redShowing = false;
   $("verdict").hidden = true;
   $("scan").value = "";
   focusScan();
