@@ -10,6 +10,8 @@ infusion date. Every top-level name is therefore checked here:
 - an R4 element that changes what is asked for but that the gateway does not read is
   reported (``not-supported``): refused, or a warning when the sender asked for lenient
   handling;
+- an R4 element that is commentary on the order rather than a parameter of it (a note,
+  a priority, dosing text) is accepted with a warning, in any mode: see :data:`COMMENTARY`;
 - every other R4 element (narrative, metadata, identifiers, reasons, supporting
   information…) is ignored quietly: it does not change what is ordered.
 
@@ -208,6 +210,7 @@ _PRIMITIVES: dict[str, tuple[str, ...]] = {
 }
 
 _NO_VALUE: tuple[Any, ...] = ()
+_ROUTINE = ("routine",)
 _DATE_ONLY = "the planned infusion date is read from occurrenceDateTime or occurrencePeriod.start"
 _FREE_TEXT = "free text is passed on to no one"
 _ONE_DOSE = "an order is for one manufactured dose of the patient's own cells"
@@ -222,7 +225,6 @@ UNREAD: dict[str, dict[str, tuple[tuple[Any, ...], str]]] = {
         "instantiatesCanonical": (_NO_VALUE, _PROTOCOL),
         "instantiatesUri": (_NO_VALUE, _PROTOCOL),
         "replaces": (_NO_VALUE, _REPLACING),
-        "priority": (("routine",), "the order's urgency would reach no one"),
         "orderDetail": (_NO_VALUE, _ONE_DOSE),
         "quantityQuantity": (_NO_VALUE, _ONE_DOSE),
         "quantityRatio": (_NO_VALUE, _ONE_DOSE),
@@ -231,19 +233,15 @@ UNREAD: dict[str, dict[str, tuple[tuple[Any, ...], str]]] = {
         "asNeededBoolean": ((False,), _ONE_DOSE),
         "asNeededCodeableConcept": (_NO_VALUE, _ONE_DOSE),
         "bodySite": (_NO_VALUE, "the infusion route is the therapy's"),
-        "note": (_NO_VALUE, _FREE_TEXT),
         "patientInstruction": (_NO_VALUE, _FREE_TEXT),
     },
     "MedicationRequest": {
         "instantiatesCanonical": (_NO_VALUE, _PROTOCOL),
         "instantiatesUri": (_NO_VALUE, _PROTOCOL),
         "priorPrescription": (_NO_VALUE, _REPLACING),
-        "priority": (("routine",), "the order's urgency would reach no one"),
         "medicationReference": (_NO_VALUE, "the therapy is read from medicationCodeableConcept"),
-        "dosageInstruction": (_NO_VALUE, _ONE_DOSE + "; its dose is the manufacturer's"),
         "dispenseRequest": (_NO_VALUE, _ONE_DOSE),
         "substitution": (_NO_VALUE, "the therapy ordered is the one made; nothing substitutes"),
-        "note": (_NO_VALUE, _FREE_TEXT),
     },
     "Patient": {
         "active": ((True,), _IDENTITY + ", and an inactive record is not refused"),
@@ -252,10 +250,37 @@ UNREAD: dict[str, dict[str, tuple[tuple[Any, ...], str]]] = {
         "link": (_NO_VALUE, _IDENTITY + "; a merged or linked record is not followed"),
     },
     "Task": {
-        "priority": (("routine",), "only status, businessStatus, statusReason and input are read"),
-        "note": (_NO_VALUE, _FREE_TEXT),
         "restriction": (_NO_VALUE, "only status, businessStatus, statusReason and input are read"),
     },
+}
+
+_NOTE = (
+    "a note is commentary, and the canonical order has no place for free text, so it is kept "
+    "only in the stored message"
+)
+_PRIORITY = (
+    "the schedule of an autologous therapy is set by the manufacturer's slot, not by the "
+    "request's priority, which reaches no one"
+)
+_DOSAGE = (
+    "the dose of an autologous therapy is the one product made from the patient's own cells, "
+    "so dosing text is no parameter the gateway can act on; it is kept only in the stored "
+    "message"
+)
+
+#: R4 elements that real orders carry as commentary on the order rather than as its
+#: parameters. The gateway does not read them either, but refusing them would refuse nearly
+#: every real order, and ignoring them says nothing: they are accepted in every mode, with a
+#: warning naming each where the answer has a place for one. Same shape as :data:`UNREAD`.
+COMMENTARY: dict[str, dict[str, tuple[tuple[Any, ...], str]]] = {
+    "ServiceRequest": {"priority": (_ROUTINE, _PRIORITY), "note": (_NO_VALUE, _NOTE)},
+    "MedicationRequest": {
+        "priority": (_ROUTINE, _PRIORITY),
+        "note": (_NO_VALUE, _NOTE),
+        "dosageInstruction": (_NO_VALUE, _DOSAGE),
+    },
+    "Patient": {},
+    "Task": {"priority": (_ROUTINE, _PRIORITY), "note": (_NO_VALUE, _NOTE)},
 }
 
 
@@ -297,15 +322,21 @@ def refuse_unknown(element: Element, resource_type: str) -> None:
         )
 
 
+def _present(element: Element, name: str, harmless: tuple[Any, ...]) -> bool:
+    """Whether ``name`` carries a value other than the ones that say only what the gateway
+    assumes anyway (``False`` is not ``0``: the type must match too)."""
+    value = element.data.get(name)
+    if value in (None, "", [], {}):
+        return False
+    return not any(value == item and type(value) is type(item) for item in harmless)
+
+
 def unread(element: Element, resource_type: str, *, severity: str = "error") -> list[Issue]:
     """An issue for each R4 element present that changes what is asked for and that the
     gateway does not read."""
     issues = []
     for name, (harmless, why) in UNREAD[resource_type].items():
-        value = element.data.get(name)
-        if value in (None, "", [], {}) or any(
-            value == item and type(value) is type(item) for item in harmless
-        ):
+        if not _present(element, name, harmless):
             continue
         where = element.at(name)
         issues.append(
@@ -320,20 +351,42 @@ def unread(element: Element, resource_type: str, *, severity: str = "error") -> 
     return issues
 
 
+def commentary(element: Element, resource_type: str) -> list[Issue]:
+    """A warning for each element of :data:`COMMENTARY` present: accepted, not carried."""
+    issues = []
+    for name, (harmless, why) in COMMENTARY[resource_type].items():
+        if not _present(element, name, harmless):
+            continue
+        where = element.at(name)
+        issues.append(
+            Issue(
+                "not-supported",
+                f"{where} was accepted but is not carried ({why}): it does not reach the "
+                "order's record or the manufacturer.",
+                where,
+                severity="warning",
+            )
+        )
+    return issues
+
+
 def check(
     element: Element, resource_type: str, *, lenient: bool = False, may_be_lenient: bool = True
 ) -> list[Issue]:
     """Refuse unknown names; refuse unread elements, or with ``lenient`` return them as
-    warnings for the answer. ``may_be_lenient`` says whether the refusal may offer lenient
-    handling: only a Bundle's answer has a place for a warning beside each entry."""
+    warnings for the answer; return a warning for each element of commentary, in any mode.
+    ``may_be_lenient`` says whether the refusal may offer lenient handling: only a Bundle's
+    answer has a place for a warning beside each entry."""
     if resource_type not in CHECKED_TYPES:
         return []
     refuse_unknown(element, resource_type)
     if lenient:
-        return unread(element, resource_type, severity="warning")
+        return unread(element, resource_type, severity="warning") + commentary(
+            element, resource_type
+        )
     issues = unread(element, resource_type)
     if not issues:
-        return []
+        return commentary(element, resource_type)
     remedy = (
         " Send it without the element, or send the Bundle with 'Prefer: handling=lenient' to "
         "place the order anyway and be warned."

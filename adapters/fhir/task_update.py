@@ -126,7 +126,9 @@ def event_for(
         raise FhirError("invalid", f"Task.id must be {order.id}, the id in the URL.", "Task.id")
     task = Element(proposed, "Task")
     # A misspelt businessStatus would otherwise be an update that changes nothing, answered
-    # 200. The answer is the Task, with no place for a warning: nothing unread is accepted.
+    # 200. The answer is the Task, with no place for a warning: nothing unread that changes
+    # the request is accepted. A note or a priority is commentary, accepted and not carried
+    # (its warnings have nowhere to go; the stored message keeps it).
     element_names.check(task, "Task", may_be_lenient=False)
     new_status = task.code("status", t.TASK_STATUS, required=True)
     new_business = _business_code(task)

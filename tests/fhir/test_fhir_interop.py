@@ -73,3 +73,125 @@ def test_a_body_sent_as_dstu2_json_is_read(fhir: TestClient) -> None:
     updated = fhir.put(f"/fhir/Task/{order_id}", content=json.dumps(task), headers=dstu2)
     assert updated.status_code == 200, updated.text
     assert updated.json()["status"] == "cancelled"
+
+
+# --- commentary: notes, priority, dosage text -----------------------------------------
+
+ORDER_AT = 4  # the ServiceRequest's entry in 01-order-transaction
+LENIENT = {"Prefer": "handling=lenient"}
+NOTE = [{"text": "Patient prefers morning apheresis; Smith, MRN 12345."}]
+
+
+def _bundle() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(fixture_body(load_fixture("01-order-transaction")))
+    return data
+
+
+def _warnings(answer: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    issues = answer.get("outcome", {}).get("issue", [])
+    return [
+        (issue["severity"], issue["code"], issue.get("expression", []))
+        for issue in issues
+        if issue["severity"] == "warning"
+    ]
+
+
+@pytest.mark.parametrize("headers", [{}, LENIENT], ids=["strict", "lenient"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("note", NOTE), ("priority", "urgent"), ("priority", "stat"), ("priority", "asap")],
+)
+def test_a_service_request_note_or_priority_is_placed_with_a_warning(
+    fhir: TestClient, headers: dict[str, str], name: str, value: Any
+) -> None:
+    bundle = _bundle()
+    bundle["entry"][ORDER_AT]["resource"][name] = value
+    response = fhir.post("/fhir", content=json.dumps(bundle), headers=headers)
+    assert response.status_code == 200, response.text
+    answer = response.json()["entry"][ORDER_AT]["response"]
+    assert answer["status"].startswith("201")
+    where = f"Bundle.entry[{ORDER_AT}].resource.{name}"
+    assert _warnings(answer) == [("warning", "not-supported", [where])]
+    diagnostics = answer["outcome"]["issue"][0]["diagnostics"]
+    assert "accepted" in diagnostics and "not carried" in diagnostics
+
+
+def test_a_routine_priority_says_nothing(fhir: TestClient) -> None:
+    bundle = _bundle()
+    bundle["entry"][ORDER_AT]["resource"]["priority"] = "routine"
+    response = fhir.post("/fhir", content=json.dumps(bundle))
+    assert response.status_code == 200, response.text
+    assert "outcome" not in response.json()["entry"][ORDER_AT]["response"]
+
+
+def _medication_order() -> dict[str, Any]:
+    """The order as a MedicationRequest standing alone, as many EHRs send a CAR-T."""
+    bundle = _bundle()
+    request = bundle["entry"][ORDER_AT]["resource"]
+    coding = request["code"]
+    medication = {
+        "resourceType": "MedicationRequest",
+        **{key: request[key] for key in ("identifier", "status", "intent", "subject")},
+        "medicationCodeableConcept": coding,
+        "requester": request["requester"],
+        "dosageInstruction": [
+            {"text": "Infuse one bag IV over 5-30 minutes", "route": {"text": "intravenous"}}
+        ],
+        "priority": "urgent",
+        "note": NOTE,
+    }
+    bundle["entry"][ORDER_AT]["resource"] = medication
+    bundle["entry"][ORDER_AT]["request"]["url"] = "MedicationRequest"
+    return bundle
+
+
+@pytest.mark.parametrize("headers", [{}, LENIENT], ids=["strict", "lenient"])
+def test_a_medication_request_with_dosage_note_and_priority_is_placed_with_warnings(
+    fhir: TestClient, headers: dict[str, str]
+) -> None:
+    bundle = _medication_order()
+    response = fhir.post("/fhir", content=json.dumps(bundle), headers=headers)
+    assert response.status_code == 200, response.text
+    answer = response.json()["entry"][ORDER_AT]["response"]
+    assert answer["status"].startswith("201")
+    named = sorted(where[0].rsplit(".", 1)[1] for _, _, where in _warnings(answer))
+    assert named == ["dosageInstruction", "note", "priority"]
+
+
+def test_one_posted_service_request_with_a_note_and_urgency_is_created(
+    fhir: TestClient,
+) -> None:
+    """The answer is the order itself, with no place for a warning; the stored message
+    keeps the note."""
+    fixture = load_fixture("04-single-servicerequest")
+    resource = json.loads(fixture_body(fixture))
+    resource.update(note=NOTE, priority="stat")
+    response = fhir.post(
+        "/fhir/ServiceRequest", content=json.dumps(resource), headers=fixture["headers"]
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["resourceType"] == "ServiceRequest"
+
+
+def test_a_task_update_with_a_note_and_priority_is_applied(
+    fhir: TestClient, ordered: dict[str, Any]
+) -> None:
+    order_id = _order_id(ordered)
+    task = fhir.get(f"/fhir/Task/{order_id}").json()
+    task.update(
+        status="cancelled",
+        statusReason={"text": "withdrew consent"},
+        note=NOTE,
+        priority="urgent",
+    )
+    updated = fhir.put(f"/fhir/Task/{order_id}", json=task)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["status"] == "cancelled"
+    # A note alone changes nothing tracked: answered with the Task, not refused.
+    patched = fhir.patch(f"/fhir/Task/{order_id}", json={"note": NOTE})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["meta"]["versionId"] == updated.json()["meta"]["versionId"]
+    # restriction still changes what is asked, and is still refused.
+    restricted = fhir.patch(f"/fhir/Task/{order_id}", json={"restriction": {"repetitions": 1}})
+    assert restricted.status_code == 400, restricted.text
+    assert restricted.json()["issue"][0]["expression"] == ["Task.restriction"]
