@@ -13,7 +13,9 @@ Paths name values the way hospital interface analysts write them: ``PID-3``,
 
 from __future__ import annotations
 
+import codecs
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -505,6 +507,37 @@ def encode_segment(name: str, fields: Sequence[FieldValue], seps: Separators = S
 
 
 def encode_message(segments: Sequence[str], codec: str = "utf-8") -> bytes:
-    """Join rendered segments with the standard carriage return, in ``codec``; a character
-    it cannot hold becomes ``?`` rather than failing the message."""
-    return ("\r".join(segments) + "\r").encode(codec, "replace")
+    """Join rendered segments with the standard carriage return, in ``codec``. A character
+    it cannot hold is written as its base letter where it has one (``ř`` as ``r``), else as
+    ``?``, rather than failing the message."""
+    return ("\r".join(segments) + "\r").encode(codec, _NEAREST)
+
+
+def _nearest_letters(error: UnicodeError) -> tuple[str, int]:
+    # "Dvo?ák" would reach the EHR as a different name; "Dvorák" is how its own staff would
+    # key it on a keyboard without the letter.
+    assert isinstance(error, UnicodeEncodeError)
+    out = []
+    for char in error.object[error.start : error.end]:
+        base = _UNDECOMPOSED.get(char) or "".join(
+            part for part in unicodedata.normalize("NFKD", char) if not unicodedata.combining(part)
+        )
+        # Letters only: a compatibility form may decompose into a separator (a full-width
+        # vertical bar into |), which would cut the segment after its escaping was done.
+        if not base.isalnum():
+            base = ""
+        try:
+            base.encode(error.encoding)
+        except UnicodeEncodeError:
+            base = ""
+        out.append(base or "?")
+    return "".join(out), error.end
+
+
+#: Letters Unicode does not decompose into a base letter and a mark.
+_UNDECOMPOSED = {
+    "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h",
+    "ß": "ss", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe", "Þ": "Th", "þ": "th",
+}  # fmt: skip
+_NEAREST = "v2v-nearest-letter"
+codecs.register_error(_NEAREST, _nearest_letters)

@@ -264,3 +264,25 @@ def test_a_character_set_the_gateway_cannot_write_is_refused_at_load() -> None:
 
     with pytest.raises(ValidationError, match="not a character set we write"):
         OutboundProfile(charset="8859/99")
+
+
+def test_a_letter_the_sites_set_cannot_hold_is_sent_as_its_base_letter(
+    profiles: ProfileBook, service: OrderService, new_order: Any
+) -> None:
+    """Sent as "?", "Dvořák" would reach the EHR as another name; "Dvorák" is how a keyboard
+    without the letter would have it."""
+    riverside = profiles.profiles["riverside"]  # 8859/1
+    order = new_order()
+    patient = service.patient_of(order.id)
+    assert patient is not None
+    named = patient.model_copy(update={"family_name": "Zz-Dvořák", "given_name": "Łukasz"})
+    raw = render(_item(_notice(order, "enroll")), riverside, order, named, at=service.clock())
+    message = parse(raw)
+    assert (message.get("PID-5.1"), message.get("PID-5.2")) == ("Zz-Dvorák", "Lukasz")
+    # What has no base letter at all is still "?", never a failed message.
+    from adapters.hl7v2.er7 import encode_message
+
+    assert encode_message(["PID|||M1||Zz-中"], "ascii") == b"PID|||M1||Zz-?\r"
+    assert encode_message(["PID|||M1||Zz-Straße"], "ascii") == b"PID|||M1||Zz-Strasse\r"
+    # A full-width bar or caret must not turn into a separator.
+    assert encode_message(["PID|||M1||Zz-A\uff5cB\uff3eC"], "ascii") == b"PID|||M1||Zz-A?B?C\r"
