@@ -316,6 +316,10 @@ def check_elements(bundle: ParsedBundle, entry: Entry, element: Element, kind: s
     warnings = element_names.check(
         element, kind, lenient=bundle.lenient, may_be_lenient=bundle.may_be_lenient
     )
+    if kind in ORDER_TYPES:
+        # Also a MedicationRequest folded into a ServiceRequest's order: a cancelled one
+        # or one not to perform would otherwise be answered "recorded".
+        check_request_status(element, kind)
     if warnings:
         bundle.warnings.setdefault(entry.index, []).extend(warnings)
 
@@ -473,51 +477,12 @@ def _site(
     return Site(id=site_id, name=config_site.name, facility_code=config_site.facility_code), profile
 
 
-def _refuse_modifiers(element: Element) -> None:
-    """Modifiers change what a resource means, so one we do not read must not be ignored
-    (FHIR: a system SHALL NOT ignore a modifier it does not understand): doNotPerform
-    turns an order into an order not to treat, and a modifierExtension may as well."""
-    if element.data.get("doNotPerform") is True:
-        raise FhirError(
-            "business-rule",
-            f"{element.at('doNotPerform')} is true: this is a request not to treat, and "
-            "cannot be placed as an order.",
-            element.at("doNotPerform"),
-        )
-    found = _modifier_extension(element.data, element.path)
-    if found is not None:
-        raise FhirError(
-            "not-supported",
-            f"{found} is not understood here, and a modifier extension changes the meaning "
-            "of its element; send the order without it or agree the extension with us.",
-            found,
-        )
-
-
-def _modifier_extension(value: Any, path: str) -> str | None:
-    if isinstance(value, dict):
-        if value.get("modifierExtension"):
-            return f"{path}.modifierExtension"
-        for key, item in value.items():
-            if isinstance(item, dict | list):
-                found = _modifier_extension(item, f"{path}.{key}")
-                if found is not None:
-                    return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list):
-                found = _modifier_extension(item, f"{path}[{index}]")
-                if found is not None:
-                    return found
-    return None
-
-
-def plan_order(
-    entry: Entry, resolver: Resolver, bundle: ParsedBundle, config: FhirConfig
-) -> OrderPlan:
-    request = entry.resource
-    is_service_request = entry.resource_type == "ServiceRequest"
-    _refuse_modifiers(request)
+def check_request_status(request: Element, resource_type: str) -> None:
+    """An order's ``status`` and ``intent`` are R4 modifiers: only an active order (intent
+    ``order`` or ``original-order``) is placed, or recorded beside the order it belongs
+    to. A cancelled, completed or entered-in-error request, or a proposal or plan, is not an
+    order to treat."""
+    is_service_request = resource_type == "ServiceRequest"
     statuses = t.REQUEST_STATUS if is_service_request else t.MEDICATION_REQUEST_STATUS
     intents = t.REQUEST_INTENT if is_service_request else t.MEDICATION_REQUEST_INTENT
     status = request.code("status", statuses, required=True)
@@ -535,6 +500,15 @@ def plan_order(
             "'order' or 'original-order'.",
             request.at("intent"),
         )
+
+
+def plan_order(
+    entry: Entry, resolver: Resolver, bundle: ParsedBundle, config: FhirConfig
+) -> OrderPlan:
+    request = entry.resource
+    is_service_request = entry.resource_type == "ServiceRequest"
+    # Modifiers, status and intent included, were checked with the entry's element names
+    # (check_elements), in every mode.
     subject = resolver.follow(request, "subject", entry)
     if subject is None:
         raise FhirError("required", f"{request.at('subject')} is required.", request.at("subject"))
@@ -545,10 +519,14 @@ def plan_order(
             request.at("subject.reference"),
         )
     site, profile = _site(resolver, Resolved(request, entry.resource_type, entry), bundle, config)
-    _refuse_modifiers(subject.element)
     if subject.container.resource is not subject.element:
-        # A contained Patient; a Patient entry is checked with the other entries.
+        # A contained Patient (its modifiers included); a Patient entry is checked with
+        # the other entries.
         check_elements(bundle, entry, subject.element, "Patient")
+    else:
+        # Its modifiers again: in a batch the Patient's entry may come after the order's,
+        # and fail alone, while the order must not be placed on it either.
+        element_names.refuse_modifiers(subject.element, "Patient")
     patient = patient_identity(subject.element, profile)
 
     concept_name = "code" if is_service_request else "medicationCodeableConcept"

@@ -7,6 +7,9 @@ infusion date. Every top-level name is therefore checked here:
 
 - a name that is not an R4 element of the resource is refused (``structure``), with the
   known name it most likely meant;
+- an R4 modifier element (``doNotPerform: true``, ``Patient.active: false``, a
+  ``modifierExtension``…) that says anything but what the gateway assumes is refused in
+  every mode (:data:`MODIFIERS`);
 - an R4 element that changes what is asked for but that the gateway does not read is
   reported (``not-supported``): refused, or a warning when the sender asked for lenient
   handling;
@@ -21,6 +24,7 @@ Nested elements (inside ``subject``, ``code``…) are not checked.
 from __future__ import annotations
 
 import difflib
+import json
 from typing import Any
 
 from adapters.fhir.elements import Element
@@ -214,7 +218,6 @@ _ROUTINE = ("routine",)
 _DATE_ONLY = "the planned infusion date is read from occurrenceDateTime or occurrencePeriod.start"
 _FREE_TEXT = "free text is passed on to no one"
 _ONE_DOSE = "an order is for one manufactured dose of the patient's own cells"
-_IDENTITY = "the patient is matched by MRN, name, birth date and gender only"
 _REPLACING = "an order is replaced by cancelling it (Task.status cancelled) and ordering anew"
 _PROTOCOL = "the therapy's rules come from the gateway's configuration, not a protocol"
 
@@ -243,12 +246,8 @@ UNREAD: dict[str, dict[str, tuple[tuple[Any, ...], str]]] = {
         "dispenseRequest": (_NO_VALUE, _ONE_DOSE),
         "substitution": (_NO_VALUE, "the therapy ordered is the one made; nothing substitutes"),
     },
-    "Patient": {
-        "active": ((True,), _IDENTITY + ", and an inactive record is not refused"),
-        "deceasedBoolean": ((False,), _IDENTITY),
-        "deceasedDateTime": (_NO_VALUE, _IDENTITY),
-        "link": (_NO_VALUE, _IDENTITY + "; a merged or linked record is not followed"),
-    },
+    # Patient.active, deceased[x] and link are R4 modifiers: see MODIFIERS.
+    "Patient": {},
     "Task": {
         "restriction": (_NO_VALUE, "only status, businessStatus, statusReason and input are read"),
     },
@@ -281,6 +280,55 @@ COMMENTARY: dict[str, dict[str, tuple[tuple[Any, ...], str]]] = {
     },
     "Patient": {},
     "Task": {"priority": (_ROUTINE, _PRIORITY), "note": (_NO_VALUE, _NOTE)},
+}
+
+
+_RULES = (
+    "it names rules the resource was written under, which may change what it means, and "
+    "this gateway knows none"
+)
+_NOT_TO_TREAT = "this is a request not to treat, and cannot be placed as an order"
+_DECEASED = (
+    "the patient is recorded as deceased; no therapy is ordered for them, and if the record "
+    "is wrong, correct it in the EHR before ordering"
+)
+
+#: R4 modifier elements (isModifier: they change what the resource means) that the reader
+#: does not otherwise act on: for each, the values that leave the meaning as the gateway
+#: takes it, the issue code of the refusal, and why. FHIR: a system SHALL NOT ignore a
+#: modifier it does not understand, so these are refused in every mode, never a warning.
+#: (``status`` and ``intent`` of an order are read and held to ``active`` and an order
+#: intent where the order is planned; ``modifierExtension`` is refused wherever it is.)
+#: ``Patient.deceased[x]`` is a modifier in R4 too ("once a patient is marked as deceased,
+#: the actions that are appropriate … may be significantly different").
+MODIFIERS: dict[str, dict[str, tuple[tuple[Any, ...], str, str]]] = {
+    "ServiceRequest": {
+        "implicitRules": (_NO_VALUE, "not-supported", _RULES),
+        "doNotPerform": ((False,), "business-rule", _NOT_TO_TREAT),
+    },
+    "MedicationRequest": {
+        "implicitRules": (_NO_VALUE, "not-supported", _RULES),
+        "doNotPerform": ((False,), "business-rule", _NOT_TO_TREAT),
+    },
+    "Patient": {
+        "implicitRules": (_NO_VALUE, "not-supported", _RULES),
+        "active": (
+            (True,),
+            "business-rule",
+            "the patient's record is marked inactive (it may have been merged into another, "
+            "or made in error); order on the patient's active record",
+        ),
+        "deceasedBoolean": ((False,), "business-rule", _DECEASED),
+        "deceasedDateTime": (_NO_VALUE, "business-rule", _DECEASED),
+        "link": (
+            _NO_VALUE,
+            "not-supported",
+            "the record is linked to another, which may be the one to use (a merged or "
+            "duplicate record), and this gateway does not follow links; order on the "
+            "surviving record, sent without the link",
+        ),
+    },
+    "Task": {"implicitRules": (_NO_VALUE, "not-supported", _RULES)},
 }
 
 
@@ -329,6 +377,61 @@ def _present(element: Element, name: str, harmless: tuple[Any, ...]) -> bool:
     if value in (None, "", [], {}):
         return False
     return not any(value == item and type(value) is type(item) for item in harmless)
+
+
+def modifier_extension(value: Any, path: str) -> str | None:
+    """The path of the first ``modifierExtension`` anywhere in ``value``, if there is one."""
+    if isinstance(value, dict):
+        if value.get("modifierExtension"):
+            return f"{path}.modifierExtension"
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                found = modifier_extension(item, f"{path}.{key}")
+                if found is not None:
+                    return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list):
+                found = modifier_extension(item, f"{path}[{index}]")
+                if found is not None:
+                    return found
+    return None
+
+
+def refuse_modifiers(element: Element, resource_type: str) -> None:
+    """Refuse, in any mode, a modifier of :data:`MODIFIERS` with a value other than the
+    harmless ones, and a ``modifierExtension`` anywhere in the resource: each changes what
+    the resource means, and FHIR forbids ignoring a modifier not understood."""
+    issues = []
+    for name, (harmless, code, why) in MODIFIERS.get(resource_type, {}).items():
+        if not _present(element, name, harmless):
+            continue
+        where = element.at(name)
+        value = element.data.get(name)
+        # Only a flag is echoed: a date of death or a linked record stays out of the answer.
+        shown = f"is {json.dumps(value)}" if isinstance(value, bool) else "is present"
+        issues.append(
+            Issue(
+                code,
+                f"{where} {shown}: a modifier element of {resource_type}, which changes what "
+                f"the resource means, so it is never ignored or only warned of ({why}).",
+                where,
+            )
+        )
+    found = modifier_extension(element.data, element.path)
+    if found is not None:
+        issues.append(
+            Issue(
+                "not-supported",
+                f"{found} is not understood here, and a modifier extension changes the meaning "
+                "of its element; send the order without it or agree the extension with us.",
+                found,
+            )
+        )
+    if issues:
+        error = FhirError(issues[0].code, issues[0].diagnostics, issues[0].expression)
+        error.issues = issues
+        raise error
 
 
 def unread(element: Element, resource_type: str, *, severity: str = "error") -> list[Issue]:
@@ -380,6 +483,7 @@ def check(
     if resource_type not in CHECKED_TYPES:
         return []
     refuse_unknown(element, resource_type)
+    refuse_modifiers(element, resource_type)
     if lenient:
         return unread(element, resource_type, severity="warning") + commentary(
             element, resource_type

@@ -195,3 +195,131 @@ def test_a_task_update_with_a_note_and_priority_is_applied(
     restricted = fhir.patch(f"/fhir/Task/{order_id}", json={"restriction": {"repetitions": 1}})
     assert restricted.status_code == 400, restricted.text
     assert restricted.json()["issue"][0]["expression"] == ["Task.restriction"]
+
+
+# --- modifiers: never downgraded to a warning ------------------------------------------
+
+PATIENT_AT = 0  # the Patient's entry in 01-order-transaction
+MODIFIED_PATIENTS = [
+    ("active", False, 422),
+    ("active", "false", 422),
+    ("deceasedBoolean", True, 422),
+    ("deceasedDateTime", "2026-09-30T10:00:00Z", 422),
+    ("link", [{"other": {"display": "the surviving record"}, "type": "replaced-by"}], 400),
+    ("implicitRules", "http://ehr.example/rules", 400),
+]
+
+
+@pytest.mark.parametrize("headers", [{}, LENIENT], ids=["strict", "lenient"])
+@pytest.mark.parametrize(("name", "value", "status"), MODIFIED_PATIENTS)
+def test_a_patient_modifier_refuses_the_order_in_every_mode(
+    fhir: TestClient, service: Any, headers: dict[str, str], name: str, value: Any, status: int
+) -> None:
+    from tests.fhir.test_fhir_element_names import _order_count
+
+    bundle = _bundle()
+    bundle["entry"][PATIENT_AT]["resource"][name] = value
+    response = fhir.post("/fhir", content=json.dumps(bundle), headers=headers)
+    assert response.status_code == status, response.text
+    issue = response.json()["issue"][0]
+    assert issue["severity"] == "error"
+    assert issue["expression"] == [f"Bundle.entry[{PATIENT_AT}].resource.{name}"]
+    assert "modifier element of Patient" in issue["diagnostics"]
+    assert _order_count(service) == 0
+
+
+def test_a_contained_patient_modifier_refuses_the_posted_service_request(
+    fhir: TestClient,
+) -> None:
+    fixture = load_fixture("04-single-servicerequest")
+    resource = json.loads(fixture_body(fixture))
+    resource["contained"][0]["active"] = False
+    response = fhir.post(
+        "/fhir/ServiceRequest", content=json.dumps(resource), headers=fixture["headers"]
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["ServiceRequest.contained[0].active"]
+
+
+def test_a_patient_modifier_in_a_batch_refuses_the_order_on_it_too(fhir: TestClient) -> None:
+    """The Patient's entry fails alone; the order naming it must not be placed either,
+    wherever the Patient's entry stands in the bundle."""
+    bundle = _bundle()
+    bundle["type"] = "batch"
+    bundle["entry"][PATIENT_AT]["resource"]["active"] = False
+    bundle["entry"].append(bundle["entry"].pop(PATIENT_AT))  # the Patient after the order
+    response = fhir.post("/fhir", content=json.dumps(bundle), headers=LENIENT)
+    assert response.status_code == 200, response.text
+    answers = [entry["response"] for entry in response.json()["entry"]]
+    assert answers[ORDER_AT - 1]["status"].startswith("422"), answers[ORDER_AT - 1]
+    assert answers[-1]["status"].startswith("422"), answers[-1]
+
+
+def test_a_patient_with_default_modifier_values_is_placed_without_a_word(
+    fhir: TestClient,
+) -> None:
+    bundle = _bundle()
+    bundle["entry"][PATIENT_AT]["resource"].update(active=True, deceasedBoolean=False)
+    response = fhir.post("/fhir", content=json.dumps(bundle))
+    assert response.status_code == 200, response.text
+    assert "outcome" not in response.json()["entry"][PATIENT_AT]["response"]
+
+
+@pytest.mark.parametrize("headers", [{}, LENIENT], ids=["strict", "lenient"])
+@pytest.mark.parametrize(
+    ("name", "value", "status"),
+    [
+        ("doNotPerform", True, 422),
+        ("status", "entered-in-error", 422),
+        ("intent", "proposal", 422),
+        ("implicitRules", "http://ehr.example/rules", 400),
+    ],
+)
+def test_a_folded_medication_request_modifier_refuses_the_bundle(
+    fhir: TestClient, headers: dict[str, str], name: str, value: Any, status: int
+) -> None:
+    """A MedicationRequest based on the bundle's ServiceRequest is not an order of its own,
+    but one not to perform, entered in error or only proposed still changes what is asked."""
+    bundle = _bundle()
+    medication = {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"text": "Exampleucel"},
+        "subject": {"reference": bundle["entry"][PATIENT_AT]["fullUrl"]},
+        "basedOn": [{"reference": bundle["entry"][ORDER_AT]["fullUrl"]}],
+        name: value,
+    }
+    bundle["entry"].append(
+        {"resource": medication, "request": {"method": "POST", "url": "MedicationRequest"}}
+    )
+    at = len(bundle["entry"]) - 1
+    response = fhir.post("/fhir", content=json.dumps(bundle), headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["issue"][0]["expression"] == [f"Bundle.entry[{at}].resource.{name}"]
+
+
+@pytest.mark.parametrize("headers", [{}, LENIENT], ids=["strict", "lenient"])
+def test_an_order_modifier_refuses_the_order_in_every_mode(
+    fhir: TestClient, headers: dict[str, str]
+) -> None:
+    bundle = _bundle()
+    bundle["entry"][ORDER_AT]["resource"]["implicitRules"] = "http://ehr.example/rules"
+    response = fhir.post("/fhir", content=json.dumps(bundle), headers=headers)
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == [f"Bundle.entry[{ORDER_AT}].resource.implicitRules"]
+
+
+def test_a_modifier_extension_on_a_task_update_is_refused(
+    fhir: TestClient, ordered: dict[str, Any]
+) -> None:
+    order_id = _order_id(ordered)
+    task = fhir.get(f"/fhir/Task/{order_id}").json()
+    task["status"] = "cancelled"
+    task["statusReason"] = {"text": "withdrew consent"}
+    task["modifierExtension"] = [{"url": "http://ehr.example/ext/tentative", "valueBoolean": True}]
+    response = fhir.put(f"/fhir/Task/{order_id}", json=task)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["Task.modifierExtension"]
+    assert fhir.get(f"/fhir/Task/{order_id}").json()["status"] != "cancelled"
