@@ -20,6 +20,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from adapters.manufacturers.signing import SignatureError
+from gateway.api.bodies import (
+    WEBHOOK_MAX_BYTES,
+    BodyTooLarge,
+    read_body,
+    too_large_response,
+)
 from gateway.api.problems import PROBLEM_JSON, TYPE_BASE
 from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.service.errors import Conflict, ServiceError
@@ -250,9 +256,14 @@ async def receive(
     """The whole inbound webhook exchange; ``partner`` None means the partner is unknown.
 
     ``accepts`` lists the media types the partner's body may be declared as; any other
-    Content-Type is refused with 415 and the body kept raw, as every refusal is.
+    Content-Type is refused with 415 and the body kept raw, as every refusal is. A body
+    over :data:`WEBHOOK_MAX_BYTES` is refused with 413 before it is read whole, and is not
+    kept.
     """
-    body = await request.body()
+    try:
+        body = await read_body(request, WEBHOOK_MAX_BYTES, "a partner webhook")
+    except BodyTooLarge as error:
+        return too_large_response(request, error)
     headers = {key.lower(): value for key, value in request.headers.items()}
     declared = headers.get("content-type")
     content_type = declared or "application/octet-stream"

@@ -15,6 +15,7 @@ from gateway.api.auth import (
     may_report,
     need,
 )
+from gateway.api.bodies import API_MAX_BYTES, bounded_route
 from gateway.api.dependencies import order_service
 from gateway.api.idempotency import request_fingerprint, run_idempotent
 from gateway.api.kept_commands import RawRequest
@@ -29,7 +30,12 @@ from gateway.service.orders import OrderService
 from gateway.service.unit_of_work import UnitOfWork
 from gateway.store import keyset
 
-router = APIRouter(prefix="/orders", tags=["orders"])
+#: Every body is read with a ceiling before FastAPI parses it (gateway/api/bodies.py).
+router = APIRouter(
+    prefix="/orders",
+    tags=["orders"],
+    route_class=bounded_route(API_MAX_BYTES, "an order command"),
+)
 
 Service = Annotated[OrderService, Depends(order_service)]
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -98,7 +104,7 @@ async def create_order(
     def run(uow: UnitOfWork) -> JSONResponse:
         return order_response(service.create_order(command, actor=actor.id, uow=uow), 201)
 
-    body = await request.body()
+    body = await request.body()  # already read, within API_MAX_BYTES
     return run_idempotent(
         service,
         key=idempotency_key,
@@ -196,7 +202,7 @@ async def apply_event(
     def audit_refusal(refusal: TransitionRefused) -> None:
         service.record_refusal(order_id, event, refusal, actor=actor.id)
 
-    body = await request.body()
+    body = await request.body()  # already read, within API_MAX_BYTES
     return run_idempotent(
         service,
         key=idempotency_key,

@@ -9,6 +9,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.auth import Forbidden, Principal, auth_config, current_principal, need
+from gateway.api.bodies import (
+    API_MAX_BYTES,
+    IMAGE_FORM_ALLOWANCE,
+    IMAGE_MAX_BYTES,
+    ContentTooLarge,
+    bounded_route,
+    size_text,
+)
 from gateway.domain.verification import Checkpoint
 from gateway.service.errors import NotFound, ServiceError
 from gateway.service.labels import LabelFactory, LabelUnavailable
@@ -19,7 +27,11 @@ from labeling.render_png import render_png
 from labeling.render_svg import render_svg
 from labeling.render_zpl import render_zpl
 
-router = APIRouter(tags=["scans and labels"])
+#: Every body is read with a ceiling before FastAPI parses it (gateway/api/bodies.py);
+#: the photo route has its own, larger one.
+router = APIRouter(
+    tags=["scans and labels"], route_class=bounded_route(API_MAX_BYTES, "a scan request")
+)
 
 
 class ScanBody(BaseModel):
@@ -102,7 +114,6 @@ def scan(body: ScanBody, request: Request, principal: Staff) -> dict[str, Any]:
     return result_body(result)
 
 
-@router.post("/scans/image", summary="Check a photographed label")
 async def scan_image(
     request: Request,
     principal: Staff,
@@ -114,9 +125,11 @@ async def scan_image(
     location: Annotated[str | None, Form()] = None,
     role: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
-    data = await image.read()
-    if len(data) > 20 * 1024 * 1024:
-        raise ServiceError("The image is larger than 20 MB.")
+    data = await image.read()  # the whole body was read within the route's ceiling
+    if len(data) > IMAGE_MAX_BYTES:
+        raise ContentTooLarge(
+            f"The image is larger than {size_text(IMAGE_MAX_BYTES)}.", max_bytes=IMAGE_MAX_BYTES
+        )
     who, site, role = scanning_user(request, principal, user, role)
     result = station(request).scan(
         ScanRequest(
@@ -131,6 +144,17 @@ async def scan_image(
         )
     )
     return result_body(result)
+
+
+router.add_api_route(
+    "/scans/image",
+    scan_image,
+    methods=["POST"],
+    summary="Check a photographed label",
+    route_class_override=bounded_route(
+        IMAGE_MAX_BYTES + IMAGE_FORM_ALLOWANCE, "a label photo with its form"
+    ),
+)
 
 
 Format = Literal["png", "svg", "pdf", "zpl"]
