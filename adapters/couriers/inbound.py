@@ -353,12 +353,13 @@ def accepted_types(mapping: CourierMapping) -> tuple[str, ...]:
     return (JSON, *CSV_TYPES) if mapping.logger_csv is not None else (JSON,)
 
 
-def handler(
-    service: OrderService, mapping: CourierMapping, content_type: str
-) -> Callable[[bytes, Context], Handle]:
+def handler(service: OrderService, mapping: CourierMapping) -> Callable[[bytes, Context], Handle]:
+    """Reads the body by ``context.content_type``: the one Content-Type that
+    :func:`receive` checked (or a polling answer's), never the request's headers again."""
+
     def make(body: bytes, context: Context) -> Handle:
         def run(uow: UnitOfWork) -> Reply:
-            if content_type.split(";")[0].strip().lower() in CSV_TYPES:
+            if context.content_type.split(";")[0].strip().lower() in CSV_TYPES:
                 batch = translate_csv(mapping, body)
             else:
                 batch = translate(mapping, parse_json(body))
@@ -389,7 +390,7 @@ async def courier_webhook(partner: str, request: Request) -> Response:
         channel=CHANNEL,
         partner=mapping.id,
         authenticate=authenticator(mapping.webhook, service.clock),
-        handle=handler(service, mapping, request.headers.get("content-type", "")),
+        handle=handler(service, mapping),
         accepts=accepted_types(mapping),
     )
 
@@ -433,8 +434,8 @@ def poll(
         content_type=response.headers.get("content-type", "application/json"),
         body=body,
     )
-    context = Context()
-    make = handler(service, mapping, message.content_type)
+    context = Context(content_type=message.content_type)
+    make = handler(service, mapping)
     return service.process_inbound(message, make(body, context), error_reply(url, context))
 
 

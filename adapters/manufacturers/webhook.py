@@ -23,6 +23,8 @@ from adapters.manufacturers.signing import SignatureError
 from gateway.api.bodies import (
     WEBHOOK_MAX_BYTES,
     BodyTooLarge,
+    content_types,
+    multiple_content_types_detail,
     read_body,
     too_large_response,
 )
@@ -59,9 +61,11 @@ class PayloadError(ValueError):
 @dataclass
 class Context:
     """Shared by a message's handler and its error reply: a refusal is filed under the
-    order the handler had found."""
+    order the handler had found. ``content_type`` is the one the message was declared as
+    (see :func:`receive`), the only one a handler may read the body by."""
 
     order_id: str | None = None
+    content_type: str = ""
 
 
 Authenticate = Callable[[dict[str, str], bytes], str]
@@ -256,17 +260,19 @@ async def receive(
     """The whole inbound webhook exchange; ``partner`` None means the partner is unknown.
 
     ``accepts`` lists the media types the partner's body may be declared as; any other
-    Content-Type is refused with 415 and the body kept raw, as every refusal is. A body
-    over :data:`WEBHOOK_MAX_BYTES` is refused with 413 before it is read whole, and is not
-    kept.
+    Content-Type, or more than one Content-Type header, is refused with 415 and the body
+    kept raw, as every refusal is. A body over :data:`WEBHOOK_MAX_BYTES` is refused with
+    413 before it is read whole, and is not kept.
     """
     try:
         body = await read_body(request, WEBHOOK_MAX_BYTES, "a partner webhook")
     except BodyTooLarge as error:
         return too_large_response(request, error)
     headers = {key.lower(): value for key, value in request.headers.items()}
-    declared = headers.get("content-type")
-    content_type = declared or "application/octet-stream"
+    # The Content-Type is read here, once; the handler gets it in its Context.
+    declared_types = content_types(request)
+    declared = declared_types[0] if len(declared_types) == 1 else None
+    content_type = (", ".join(declared_types) or "application/octet-stream")[:100]
     instance = request.url.path
     sender = partner or request.path_params.get("partner", "unknown")
 
@@ -290,6 +296,15 @@ async def receive(
             message_id = authenticate(headers, body)
         except SignatureError as exc:
             return refuse(PayloadError(401, exc.code, exc.detail))
+        if len(declared_types) > 1:
+            return refuse(
+                PayloadError(
+                    415,
+                    "multiple_content_types",
+                    multiple_content_types_detail(declared_types),
+                    extensions={"accepted": list(accepts)},
+                )
+            )
         unsupported = media_type_refusal(declared, accepts)
         if unsupported is not None:
             return refuse(unsupported)
@@ -312,7 +327,7 @@ async def receive(
             content_type=content_type,
             body=body,
         )
-        context = Context()
+        context = Context(content_type=declared or "")
         return service.process_inbound(
             message, handle(body, context), error_reply(instance, context)
         )

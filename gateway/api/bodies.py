@@ -1,4 +1,4 @@
-"""Request bodies read with a ceiling.
+"""Request bodies read with a ceiling, and the one Content-Type a request declares.
 
 A body is refused with 413 before it is read whole: at once when its Content-Length is over
 the limit, else as soon as the bytes streamed in pass it. An oversize body is not stored
@@ -106,6 +106,33 @@ def too_large_response(request: Request, error: BodyTooLarge) -> JSONResponse:
         error.detail,
         request.url.path,
         max_bytes=error.limit,
+    )
+
+
+class MultipleContentTypes(ServiceError):
+    code = "multiple_content_types"
+    status = 415
+
+
+def content_types(request: Request) -> list[str]:
+    """Every Content-Type header the request carries, in order."""
+    return request.headers.getlist("content-type")
+
+
+def one_content_type(request: Request) -> str | None:
+    """The request's Content-Type (None when it has none). Two or more are refused with
+    415: the first and the last may say different things, and whatever read the header
+    one way would parse what another part checked the other way."""
+    declared = content_types(request)
+    if len(declared) > 1:
+        raise MultipleContentTypes(multiple_content_types_detail(declared))
+    return declared[0] if declared else None
+
+
+def multiple_content_types_detail(declared: list[str]) -> str:
+    return (
+        f"The request has {len(declared)} Content-Type headers ({', '.join(declared)}); "
+        "send exactly one."
     )
 
 

@@ -15,7 +15,7 @@ from gateway.api.auth import (
     may_report,
     need,
 )
-from gateway.api.bodies import API_MAX_BYTES, bounded_route
+from gateway.api.bodies import API_MAX_BYTES, bounded_route, one_content_type
 from gateway.api.dependencies import order_service
 from gateway.api.idempotency import request_fingerprint, run_idempotent
 from gateway.api.kept_commands import RawRequest
@@ -104,6 +104,7 @@ async def create_order(
     def run(uow: UnitOfWork) -> JSONResponse:
         return order_response(service.create_order(command, actor=actor.id, uow=uow), 201)
 
+    content_type = one_content_type(request)
     body = await request.body()  # already read, within API_MAX_BYTES
     return run_idempotent(
         service,
@@ -111,7 +112,7 @@ async def create_order(
         scope=actor.id,
         fingerprint=request_fingerprint("POST", "/orders", body),
         command=run,
-        raw=RawRequest(body, request.headers.get("content-type", "application/json")),
+        raw=RawRequest(body, content_type or "application/json"),
     )
 
 
@@ -202,6 +203,7 @@ async def apply_event(
     def audit_refusal(refusal: TransitionRefused) -> None:
         service.record_refusal(order_id, event, refusal, actor=actor.id)
 
+    content_type = one_content_type(request)
     body = await request.body()  # already read, within API_MAX_BYTES
     return run_idempotent(
         service,
@@ -210,7 +212,7 @@ async def apply_event(
         fingerprint=request_fingerprint("POST", request.url.path, body),
         command=run,
         on_refusal=audit_refusal,
-        raw=RawRequest(body, request.headers.get("content-type", "application/json"), order_id),
+        raw=RawRequest(body, content_type or "application/json", order_id),
     )
 
 

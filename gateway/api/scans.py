@@ -15,6 +15,7 @@ from gateway.api.bodies import (
     IMAGE_MAX_BYTES,
     ContentTooLarge,
     bounded_route,
+    one_content_type,
     size_text,
 )
 from gateway.domain.verification import Checkpoint
@@ -98,6 +99,7 @@ def scanning_user(
 @router.post("/scans", summary="Check a scanned unit against its order (green or red)")
 def scan(body: ScanBody, request: Request, principal: Staff) -> dict[str, Any]:
     """A red verdict is a normal answer (HTTP 200): the check ran and said no."""
+    one_content_type(request)
     user, site, role = scanning_user(request, principal, body.user, body.role)
     result = station(request).scan(
         ScanRequest(
@@ -125,6 +127,7 @@ async def scan_image(
     location: Annotated[str | None, Form()] = None,
     role: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
+    one_content_type(request)
     data = await image.read()  # the whole body was read within the route's ceiling
     if len(data) > IMAGE_MAX_BYTES:
         raise ContentTooLarge(

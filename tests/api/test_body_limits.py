@@ -1,8 +1,9 @@
-"""Bodies on the /orders API have a ceiling.
+"""Bodies on the /orders API have a ceiling, and a command declares one Content-Type.
 
 A body over the limit gets a 413 problem naming the limit before it is read whole (by its
 Content-Length, or as it streams in without one) and is not kept in the inbox; a body at
-the limit is a command like any other.
+the limit is a command like any other. Two Content-Type headers are refused (415) and
+kept raw with the other refused commands.
 """
 
 from __future__ import annotations
@@ -93,6 +94,34 @@ def test_an_event_at_the_limit_is_applied(api) -> None:  # type: ignore[no-untyp
     )
     assert response.status_code == 200, response.text
     assert response.json()["order"]["state"] == "ENROLLED"
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [["application/json", "text/csv"], ["application/json", "application/json"]],
+    ids=["json-then-csv", "json-twice"],
+)
+def test_a_command_with_two_content_types_is_415_and_kept(  # type: ignore[no-untyped-def]
+    declared: list[str], api, service: OrderService
+) -> None:
+    order = create(api, "PL-TWO-1")
+    before = len(kept(service))
+    body = json.dumps({"type": "enroll"}).encode()
+    headers = [("Content-Type", media) for media in declared]
+
+    response = api.post(f"/orders/{order['id']}/events", content=body, headers=headers)
+
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["code"] == "multiple_content_types" and "exactly one" in problem["detail"]
+    assert api.get(f"/orders/{order['id']}").json()["state"] == "REFERRED"
+    rows = kept(service)
+    assert len(rows) == before + 1
+    assert bytes(rows[-1].body) == body and rows[-1].status == "rejected"
+    created = api.post("/orders", json=create_body("PL-TWO-2"), headers=headers)
+    assert created.status_code == 415, created.text
+    assert api.get("/orders", params={"placer": "PL-TWO-2"}).json()["items"] == []
 
 
 def test_read_body_stops_reading_a_stream_once_it_passes_the_limit() -> None:

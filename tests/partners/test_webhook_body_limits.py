@@ -1,8 +1,10 @@
-"""Webhook bodies have a ceiling.
+"""Webhook bodies have a ceiling, and a webhook declares exactly one Content-Type.
 
 A body over the limit is refused with 413 before it is read whole — by its Content-Length,
 or while it streams in without one — and is not stored: keeping it would be the attack.
-A body at the limit is read and applied as before.
+A body at the limit is read and applied as before. A message with two Content-Type
+headers is refused with 415 and kept raw, as every other content-type refusal is: the 415
+check and the parser once read different ones of the two.
 """
 
 from __future__ import annotations
@@ -231,3 +233,70 @@ def test_a_courier_webhook_at_the_limit_is_applied(
 
     assert response.status_code == 200, response.text
     assert service.get(order.id).state.value == "SHIPPED_TO_MFG"
+
+
+def assert_multiple_content_types(response: httpx.Response, accepted: list[str]) -> None:
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "multiple_content_types"
+    assert "2 Content-Type headers" in problem["detail"] and "exactly one" in problem["detail"]
+    assert problem["accepted"] == accepted
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [["text/csv", "application/json"], ["application/json", "text/csv"]],
+    ids=["csv-then-json", "json-then-csv"],
+)
+def test_a_manufacturer_webhook_with_two_content_types_is_415_and_kept_raw(
+    declared: list[str],
+    service: OrderService,
+    api: httpx.Client,
+    clock: FixedClock,
+    new_order: NewOrder,
+    walk: Walk,
+    portals: Portals,
+) -> None:
+    order = walk(new_order(), "SLOT_REQUESTED")
+    body = json.dumps(slot_confirmed(portals, clock, order.coi)).encode()
+    signed = list(manufacturer_headers(portals, clock, body, "msg_two_types").items())
+    headers = signed + [("Content-Type", media) for media in declared]
+
+    response = api.post("/webhooks/manufacturers/helix-bio", content=body, headers=headers)
+
+    assert_multiple_content_types(response, ["application/json"])
+    assert response.headers["Accept-Post"] == "application/json"
+    assert service.get(order.id).state.value == "SLOT_REQUESTED"
+    [row] = inbox_rows(service)
+    assert row.message_key.startswith("rejected:webhook:manufacturer:")
+    assert bytes(row.body) == body and row.status == "rejected"
+    assert row.content_type == ", ".join(declared)
+
+
+def test_a_courier_webhook_with_two_content_types_is_415_and_kept_raw(
+    service: OrderService,
+    api: httpx.Client,
+    clock: FixedClock,
+    relay: Relay,
+    walk: Walk,
+    new_order: NewOrder,
+    couriers: Couriers,
+) -> None:
+    """cryoroute takes JSON and CSV: ``text/csv`` then ``application/json`` used to pass
+    the 415 check (which read the last) and be parsed as CSV (by the first)."""
+    order = new_order(therapy="sam-cel")
+    tracking = booked(service, relay, walk, order)
+    cryo = couriers["cryoroute"]
+    before = len(inbox_rows(service))
+    body = json.dumps(cryo.milestone(tracking, "PUP", clock.now)).encode()
+    declared = [("Content-Type", "text/csv"), ("Content-Type", "application/json")]
+
+    response = post_courier(api, clock, cryo, body, body, declared)
+
+    assert_multiple_content_types(response, ["application/json", "text/csv", "application/csv"])
+    assert service.get(order.id).state.value == "COLLECTED"
+    rows = inbox_rows(service)
+    assert len(rows) == before + 1
+    [row] = [row for row in rows if row.message_key.startswith("rejected:webhook:courier:")]
+    assert bytes(row.body) == body and row.content_type == "text/csv, application/json"

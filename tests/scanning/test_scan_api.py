@@ -40,7 +40,7 @@ def test_a_photographed_label_records_the_scanners_role_as_a_typed_scan_does(
     assert custody.who.person == "pharm.ng" and custody.who.role == "pharmacist"
 
 
-# --- body limits ----------------------------------------------------------------------
+# --- body limits and the one Content-Type ----------------------------------------------
 
 BOUNDARY = "v2v-test-boundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
@@ -133,3 +133,26 @@ def test_an_oversize_typed_scan_is_413(sent: str, api: TestClient) -> None:
     answer = api.post("/scans", content=content, headers={"Content-Type": "application/json"})
     assert answer.status_code == 413, answer.text
     assert answer.json()["max_bytes"] == API_MAX_BYTES
+
+
+def test_a_scan_with_two_content_types_is_415(
+    api: TestClient, service: OrderService, prepare: Prepare
+) -> None:
+    prepared = prepare("RECEIVED_AT_SITE")
+    custody = len(service.get(prepared.order_id).custody_events)
+    body = multipart(FIELDS, label_png(service, prepared))
+    photo = api.post(
+        "/scans/image",
+        content=body,
+        headers=[("Content-Type", MULTIPART), ("Content-Type", "application/json")],
+    )
+    assert photo.status_code == 415, photo.text
+    assert photo.json()["code"] == "multiple_content_types"
+    typed = api.post(
+        "/scans",
+        content=json.dumps({"checkpoint": "receipt", "unit_scan": "x", "user": "a"}).encode(),
+        headers=[("Content-Type", "application/json"), ("Content-Type", "text/plain")],
+    )
+    assert typed.status_code == 415, typed.text
+    assert typed.json()["code"] == "multiple_content_types"
+    assert len(service.get(prepared.order_id).custody_events) == custody
