@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from adapters.fhir.elements import Element
@@ -437,39 +438,41 @@ def refuse_modifiers(element: Element, resource_type: str) -> None:
 def unread(element: Element, resource_type: str, *, severity: str = "error") -> list[Issue]:
     """An issue for each R4 element present that changes what is asked for and that the
     gateway does not read."""
-    issues = []
-    for name, (harmless, why) in UNREAD[resource_type].items():
-        if not _present(element, name, harmless):
-            continue
-        where = element.at(name)
-        issues.append(
-            Issue(
-                "not-supported",
-                f"{where} is an element of {resource_type} that this gateway does not read "
-                f"({why}): it would not reach the order or the manufacturer.",
-                where,
-                severity=severity,
-            )
-        )
-    return issues
+    return _present_issues(
+        element,
+        UNREAD[resource_type],
+        severity,
+        lambda where, why: (
+            f"{where} is an element of {resource_type} that this gateway does "
+            f"not read ({why}): it would not reach the order or the manufacturer."
+        ),
+    )
 
 
 def commentary(element: Element, resource_type: str) -> list[Issue]:
     """A warning for each element of :data:`COMMENTARY` present: accepted, not carried."""
+    return _present_issues(
+        element,
+        COMMENTARY[resource_type],
+        "warning",
+        lambda where, why: (
+            f"{where} was accepted but is not carried ({why}): it does not "
+            "reach the order's record or the manufacturer."
+        ),
+    )
+
+
+def _present_issues(
+    element: Element,
+    table: Mapping[str, tuple[tuple[Any, ...], str]],
+    severity: str,
+    sentence: Callable[[str, str], str],
+) -> list[Issue]:
     issues = []
-    for name, (harmless, why) in COMMENTARY[resource_type].items():
-        if not _present(element, name, harmless):
-            continue
-        where = element.at(name)
-        issues.append(
-            Issue(
-                "not-supported",
-                f"{where} was accepted but is not carried ({why}): it does not reach the "
-                "order's record or the manufacturer.",
-                where,
-                severity="warning",
-            )
-        )
+    for name, (harmless, why) in table.items():
+        if _present(element, name, harmless):
+            where = element.at(name)
+            issues.append(Issue("not-supported", sentence(where, why), where, severity=severity))
     return issues
 
 
