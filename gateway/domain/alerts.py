@@ -155,6 +155,7 @@ def sort_alerts(alerts: list[Alert]) -> list[Alert]:
 IDENTITY_ALARMS: frozenset[str] = frozenset(
     {
         "wrong_order",
+        "misdirected_unit",
         "wrong_patient",
         "coi_mismatch",
         "label_mismatch",

@@ -253,8 +253,9 @@ class ScanStation:
             )
         if expected is not None and owner is not None and owner.id != expected.id:
             # Another site's order is not named to this one (its CoI is that site's record).
-            other = f" (CoI {owner.coi})" if owner.site.id == expected.site.id else ""
-            return self._record(
+            same_site = owner.site.id == expected.site.id
+            other = f" (CoI {owner.coi})" if same_site else ""
+            result = self._record(
                 expected,
                 request,
                 at,
@@ -267,6 +268,23 @@ class ScanStation:
                 notes=read.notes,
                 unit_id=unit.unit_id,
             )
+            # The bag's own order: its product is out of its chain of custody, at another
+            # patient's side, until someone finds it; its log must say where it was seen.
+            where = f"for the order with CoI {expected.coi}" if same_site else "at another site"
+            self._record(
+                owner,
+                request,
+                at,
+                red=(
+                    "misdirected_unit",
+                    f"Unit {unit.unit_id} of this order was scanned at "
+                    f"{request.checkpoint.value} {where}, not for this patient. Find the bag, "
+                    "quarantine it and call the cell-therapy lab.",
+                ),
+                notes=read.notes,
+                unit_id=unit.unit_id,
+            )
+            return result
         order = expected or owner
         if order is not None and request.site is not None and order.site.id != request.site:
             return self._red_without_order(

@@ -371,3 +371,32 @@ def test_an_unusable_bag_scan_beside_a_bag_label_scanned_as_the_wristband_names_
     )
     assert not result.green and result.order_id is None
     assert len(service.get(prepared.order_id).custody_events) == before
+
+
+def test_a_bag_brought_to_the_wrong_patient_is_in_its_own_orders_custody_log_too(
+    service: OrderService, station: ScanStation, prepare
+) -> None:  # type: ignore[no-untyped-def]
+    """The bag's own order must show where its product was seen: it is out of its chain of
+    custody until someone finds it."""
+    from gateway.domain.alerts import order_alerts
+
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+    result = station.scan(
+        ScanRequest(
+            checkpoint=Checkpoint.BEDSIDE,
+            user="rn.a",
+            unit_scan=alpha.bag_text,
+            wristband_scan=bravo.wristband_text,
+            location="ward 7 bay 2",
+        )
+    )
+    assert result.reason_code == "wrong_order" and result.order_id == bravo.order_id
+    owner = service.get(alpha.order_id)
+    seen = owner.custody_events[-1]
+    assert seen.verification == "red" and seen.unit_id == alpha.unit_id
+    assert seen.where == "ward 7 bay 2" and seen.who.person == "rn.a"
+    assert owner.scans[-1].reason_code == "misdirected_unit"
+    assert bravo.coi in (owner.scans[-1].reason or "")
+    kinds = {alert.kind.value for alert in order_alerts(owner, None, service.clock())}
+    assert "identity_alarm" in kinds

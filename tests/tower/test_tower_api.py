@@ -473,6 +473,8 @@ def test_a_wrong_bag_at_a_bedside_is_an_alert_even_for_an_order_still_in_manufac
     )
     assert not result.green and result.order_id == waiting.id
     items = tower_client.get("/tower/api/alerts", headers=COORDINATOR).json()["items"]
-    [alarm] = [item for item in items if item["kind"] == "identity_alarm"]
-    assert alarm["order_id"] == waiting.id and alarm["severity"] == "critical"
-    assert thawed.unit_id in alarm["detail"]
+    alarms = {item["order_id"]: item for item in items if item["kind"] == "identity_alarm"}
+    # The patient at hand's order, and the order whose bag was brought to them.
+    assert set(alarms) == {waiting.id, thawed.order_id}
+    assert alarms[waiting.id]["severity"] == "critical"
+    assert thawed.unit_id in alarms[waiting.id]["detail"]
