@@ -247,6 +247,10 @@ def store_rejection(
     return service.process_inbound(message, _refuse(error), error_reply(instance))
 
 
+#: The Standard Webhooks headers a signature rests on: each must come once.
+SIGNED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
 async def receive(
     request: Request,
     service: OrderService,
@@ -291,6 +295,16 @@ async def receive(
         if partner is None or authenticate is None:
             return refuse(
                 PayloadError(404, "unknown_partner", f"No partner mapping for {sender!r}.")
+            )
+        repeated = [name for name in SIGNED_HEADERS if len(request.headers.getlist(name)) > 1]
+        if repeated:
+            # Which of two ids or signatures would be checked, and which believed later?
+            return refuse(
+                PayloadError(
+                    400,
+                    "repeated_header",
+                    f"The request has more than one {', '.join(repeated)} header; send each once.",
+                )
             )
         try:
             message_id = authenticate(headers, body)

@@ -180,3 +180,29 @@ def test_a_courier_that_sends_logger_files_also_takes_csv(
         timestamp=int(clock.now.timestamp()),
     )
     assert csv.status_code == 422 and csv.json()["code"] == "unknown_shipment", csv.text
+
+
+@pytest.mark.parametrize("repeated", ["webhook-id", "webhook-signature", "webhook-timestamp"])
+def test_a_webhook_with_a_signed_header_sent_twice_is_refused_and_kept_raw(
+    repeated: str,
+    service: OrderService,
+    api: httpx.Client,
+    clock: FixedClock,
+    new_order: NewOrder,
+    walk: Walk,
+    portals: Portals,
+) -> None:
+    """Which of two ids would be checked and which believed later is a guess the gateway
+    must not make."""
+    order = walk(new_order(), "SLOT_REQUESTED")
+    body = json.dumps(slot_confirmed(portals, clock, order.coi)).encode()
+    signed = sign(portals["helix-bio"].keys, "msg_twice", int(clock.now.timestamp()), body)
+    extra = {"webhook-id": "msg_other", "webhook-signature": "v1,AAAA", "webhook-timestamp": "1"}
+    headers = [*signed.items(), ("Content-Type", "application/json"), (repeated, extra[repeated])]
+    response = api.post("/webhooks/manufacturers/helix-bio", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["code"] == "repeated_header" and repeated in problem["detail"]
+    assert service.get(order.id).state.value == "SLOT_REQUESTED"
+    [row] = stored(service, "rejected:webhook:manufacturer")
+    assert bytes(row.body) == body
