@@ -198,6 +198,13 @@ def _explain(error: LabelDataError, text: str) -> str:
         return f"The {name} failed its check: {error.reason}. {_RESCAN}"
     if isinstance(error, ImpossibleDate):
         return f"The {name} holds an impossible date or time: {error.reason}. {_RESCAN}"
+    if isinstance(error, CompoundCountMismatch) and error.position >= len(text):
+        # Ended early: a keyboard wedge cuts long reads short (its buffer, a pause while it
+        # types) far more often than a printer leaves structures out.
+        return (
+            f"The scan ended early: {error.reason}. The read was cut short or the label is "
+            f"damaged. {_RESCAN}"
+        )
     if isinstance(error, CompoundCountMismatch | CompoundOrderMismatch):
         return f"The label's DataMatrix is inconsistent: {error.reason}. Reprint the label."
     if isinstance(error, LocalUseNotAllowed):

@@ -171,3 +171,11 @@ def test_read_image_of_rendered_label(bag: LabelData) -> None:
     read = read_image(render_png(bag))
     assert read.accepted and read.source == "image" and read.aim_id == "]d1"
     assert read.compound == bag.compound_message()
+
+
+def test_a_compound_read_that_ends_early_is_told_to_rescan_not_to_reprint() -> None:
+    # The header announces three structures; the wedge typed two and stopped.
+    read = read_scan("]d1=+03000=A99991712345600=<S0001100")
+    assert not read.accepted and read.reason is not None
+    assert "ended early" in read.reason and "Scan again" in read.reason
+    assert "Reprint" not in read.reason
