@@ -26,6 +26,7 @@ from gateway.domain.verification import (
 )
 from gateway.service.labels import in_site_zone, label_patient_id, site_zone
 from gateway.service.orders import OrderService
+from gateway.service.unit_of_work import UnitOfWork
 from gateway.sites import SiteDirectory
 from gateway.store import audit
 from gateway.store.repository import ConcurrencyConflict
@@ -255,7 +256,10 @@ class ScanStation:
             # Another site's order is not named to this one (its CoI is that site's record).
             same_site = owner.site.id == expected.site.id
             other = f" (CoI {owner.coi})" if same_site else ""
-            result = self._record(
+            # The bag's own order: its product is out of its chain of custody, at another
+            # patient's side, until someone finds it; its log must say where it was seen.
+            where = f"for the order with CoI {expected.coi}" if same_site else "at another site"
+            return self._record(
                 expected,
                 request,
                 at,
@@ -267,24 +271,16 @@ class ScanStation:
                 ),
                 notes=read.notes,
                 unit_id=unit.unit_id,
-            )
-            # The bag's own order: its product is out of its chain of custody, at another
-            # patient's side, until someone finds it; its log must say where it was seen.
-            where = f"for the order with CoI {expected.coi}" if same_site else "at another site"
-            self._record(
-                owner,
-                request,
-                at,
-                red=(
-                    "misdirected_unit",
-                    f"Unit {unit.unit_id} of this order was scanned at "
-                    f"{request.checkpoint.value} {where}, not for this patient. Find the bag, "
-                    "quarantine it and call the cell-therapy lab.",
+                also=(
+                    owner,
+                    (
+                        "misdirected_unit",
+                        f"Unit {unit.unit_id} of this order was scanned at "
+                        f"{request.checkpoint.value} {where}, not for this patient. Find the "
+                        "bag, quarantine it and call the cell-therapy lab.",
+                    ),
                 ),
-                notes=read.notes,
-                unit_id=unit.unit_id,
             )
-            return result
         order = expected or owner
         if order is not None and request.site is not None and order.site.id != request.site:
             return self._red_without_order(
@@ -409,17 +405,25 @@ class ScanStation:
         red: tuple[str, str],
         notes: tuple[str, ...] = (),
         unit_id: str | None = None,
+        also: tuple[TherapyOrder, tuple[str, str]] | None = None,
     ) -> ScanResult:
-        verdict = ScanVerdict(
-            at=at,
-            checkpoint=request.checkpoint.value,
-            user=request.user,
-            unit_id=unit_id,
-            green=False,
-            reason_code=red[0],
-            reason=red[1],
-        )
-        return self._save(order, request, lambda _current: verdict, notes)
+        """Record a red on ``order`` and, with ``also``, another red on a second order in the
+        same transaction (the two halves of one event are kept together or not at all)."""
+
+        def verdict(reason: tuple[str, str]) -> ScanVerdict:
+            return ScanVerdict(
+                at=at,
+                checkpoint=request.checkpoint.value,
+                user=request.user,
+                unit_id=unit_id,
+                green=False,
+                reason_code=reason[0],
+                reason=reason[1],
+            )
+
+        first = verdict(red)
+        second = [(also[0], verdict(also[1]))] if also is not None else []
+        return self._save(order, request, lambda _current: first, notes, also=second)
 
     def _save(
         self,
@@ -427,41 +431,32 @@ class ScanStation:
         request: ScanRequest,
         decide: Callable[[TherapyOrder], ScanVerdict],
         notes: tuple[str, ...],
+        *,
+        also: list[tuple[TherapyOrder, ScanVerdict]] | None = None,
     ) -> ScanResult:
         for _attempt in range(5):
             with self.orders.uow() as uow:
-                current = uow.orders.get(order.id, for_update=True)
+                # Locked in one order of ids, so two scans that cross cannot deadlock.
+                ids = sorted({order.id, *(other.id for other, _ in also or [])})
+                locked = {oid: uow.orders.get(oid, for_update=True) for oid in ids}
+                current = locked[order.id]
                 assert current is not None
                 # Judged on the order as it is now, under its lock: a hold or cancellation
                 # since the order was first read must turn the verdict red.
                 verdict = decide(current)
-                updated = record(current, verdict, where=request.location, role=request.role)
-                try:
-                    uow.orders.save(updated, expected_version=current.version)
-                except ConcurrencyConflict:
-                    continue
-                audit.append(
-                    uow.conn,
-                    at=verdict.at,
-                    actor=request.user,
-                    action="scan.verdict",
-                    order_id=order.id,
-                    payload={
-                        "checkpoint": verdict.checkpoint,
-                        "green": verdict.green,
-                        "reason_code": verdict.reason_code,
-                        "reason": verdict.reason,
-                        "unit_id": verdict.unit_id,
-                        "location": request.location,
-                        "method": verdict.method,
-                        "version": updated.version,
-                        # How the scan was read (a unit number keyed by hand, a prefix
-                        # removed): part of what the verdict rests on.
-                        **({"read": list(notes)} if notes else {}),
-                    },
-                )
+                saved = [self._apply(uow, current, verdict, request, notes)]
+                for other, other_verdict in also or []:
+                    latest = locked[other.id]
+                    assert latest is not None
+                    saved.append(self._apply(uow, latest, other_verdict, request, notes))
+                if any(updated is None for updated in saved):
+                    continue  # changed meanwhile: not committed, judged again
                 uow.commit()
-            self.orders.publish(updated)
+            for updated in saved:
+                assert updated is not None
+                self.orders.publish(updated)
+            updated = saved[0]
+            assert updated is not None
             return ScanResult(
                 green=verdict.green,
                 checkpoint=verdict.checkpoint,
@@ -477,6 +472,42 @@ class ScanStation:
                 notes=notes,
             )
         raise RuntimeError(f"order {order.id} kept changing while recording a scan")
+
+    @staticmethod
+    def _apply(
+        uow: UnitOfWork,
+        current: TherapyOrder,
+        verdict: ScanVerdict,
+        request: ScanRequest,
+        notes: tuple[str, ...],
+    ) -> TherapyOrder | None:
+        """Add the verdict to the order and audit it; None when the order changed under us."""
+        updated = record(current, verdict, where=request.location, role=request.role)
+        try:
+            uow.orders.save(updated, expected_version=current.version)
+        except ConcurrencyConflict:
+            return None
+        audit.append(
+            uow.conn,
+            at=verdict.at,
+            actor=request.user,
+            action="scan.verdict",
+            order_id=current.id,
+            payload={
+                "checkpoint": verdict.checkpoint,
+                "green": verdict.green,
+                "reason_code": verdict.reason_code,
+                "reason": verdict.reason,
+                "unit_id": verdict.unit_id,
+                "location": request.location,
+                "method": verdict.method,
+                "version": updated.version,
+                # How the scan was read (a unit number keyed by hand, a prefix removed):
+                # part of what the verdict rests on.
+                **({"read": list(notes)} if notes else {}),
+            },
+        )
+        return updated
 
     def _red_without_order(
         self,

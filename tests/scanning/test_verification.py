@@ -400,3 +400,33 @@ def test_a_bag_brought_to_the_wrong_patient_is_in_its_own_orders_custody_log_too
     assert bravo.coi in (owner.scans[-1].reason or "")
     kinds = {alert.kind.value for alert in order_alerts(owner, None, service.clock())}
     assert "identity_alarm" in kinds
+
+
+def test_the_two_halves_of_a_wrong_bag_are_recorded_together_or_not_at_all(
+    service: OrderService, station: ScanStation, prepare, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """If the bag's own order cannot be written, the patient at hand's red is not committed
+    alone either: the station gets an error (a red of its own), and a rescan records both."""
+    alpha = prepare("THAWED", patient=0)
+    bravo = prepare("THAWED", patient=1)
+    versions = {o: service.get(o).version for o in (alpha.order_id, bravo.order_id)}
+    real = ScanStation._apply
+
+    def failing(uow, current, verdict, request, notes):  # type: ignore[no-untyped-def]
+        if current.id == alpha.order_id:
+            raise RuntimeError("disk full")
+        return real(uow, current, verdict, request, notes)
+
+    monkeypatch.setattr(ScanStation, "_apply", staticmethod(failing))
+    request = ScanRequest(
+        checkpoint=Checkpoint.BEDSIDE,
+        user="rn.a",
+        unit_scan=alpha.bag_text,
+        wristband_scan=bravo.wristband_text,
+    )
+    with pytest.raises(RuntimeError):
+        station.scan(request)
+    assert {o: service.get(o).version for o in versions} == versions
+    monkeypatch.setattr(ScanStation, "_apply", staticmethod(real))
+    assert station.scan(request).reason_code == "wrong_order"
+    assert service.get(alpha.order_id).scans[-1].reason_code == "misdirected_unit"
