@@ -13,7 +13,9 @@ import csv
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import APIRouter, Request
@@ -206,13 +208,15 @@ def translate_csv(mapping: CourierMapping, body: bytes) -> TrackingBatch:
             f"Column(s) {sorted(missing)} missing from the logger file.",
             field=sorted(missing)[0],
         )
-    readings = []
+    readings: list[TemperatureReading] = []
+    zone = ZoneInfo(mapping.inbound.timezone)
     for number, row in enumerate(reader, start=2):
-        at = _time(
+        at = _logger_time(
             row[spec.time_column],
             f"row {number} {spec.time_column}",
             spec.time_format,
-            mapping.inbound.timezone,
+            zone,
+            readings[-1].at if readings else None,
         )
         try:
             celsius = float((row[spec.value_column] or "").replace(",", "."))
@@ -225,6 +229,34 @@ def translate_csv(mapping: CourierMapping, body: bytes) -> TrackingBatch:
             ) from None
         readings.append(TemperatureReading(at=at, celsius=to_celsius(celsius, spec.unit)))
     return TrackingBatch(tracking, meta.get(spec.logger_key.lower()), [], readings)
+
+
+def _logger_time(
+    value: Any, where: str, fmt: str, zone: ZoneInfo, previous: datetime | None
+) -> datetime:
+    """A logger row's time. A local time in the hour a clock turn repeats is the later of
+    its two instants when the row before it was already past the earlier one: a logger
+    writes its rows in time order, and reading both hours as the first would put two
+    readings on one instant, the second replacing the first."""
+    if not isinstance(value, str):
+        raise PayloadError(422, "missing_field", f"{where} is missing.", field=where)
+    try:
+        parsed = datetime.strptime(value, fmt)
+    except ValueError:
+        raise PayloadError(
+            422,
+            "invalid_field",
+            f"{where}: {value!r} does not match the format {fmt!r}.",
+            field=where,
+        ) from None
+    if parsed.tzinfo is not None:
+        return parsed.astimezone(UTC)
+    first = parsed.replace(tzinfo=zone).astimezone(UTC)
+    if previous is not None and previous >= first:
+        second = parsed.replace(tzinfo=zone, fold=1).astimezone(UTC)
+        if second > previous:
+            return second
+    return first
 
 
 def _shipment(order: TherapyOrder, tracking: str) -> Shipment:
