@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ from gateway.service.unit_of_work import UnitOfWork
 
 CHANNEL = "webhook:courier"
 POLL_CHANNEL = "poll:courier"
+ABSOLUTE_ZERO = -273.15
 
 #: Courier milestones that move the order, per leg.
 LIFECYCLE = {
@@ -73,6 +75,7 @@ class TrackingBatch:
     logger_id: str | None = None
     milestones: list[ShipmentMilestone] = field(default_factory=list)
     readings: list[TemperatureReading] = field(default_factory=list)
+    rejected_rows: list[str] = field(default_factory=list)
 
 
 def to_celsius(value: float, unit: str) -> float:
@@ -117,7 +120,8 @@ def _readings(document: Any, spec: ReadingSpec, timezone: str) -> list[Temperatu
                 f"{where}.{spec.value} must be a number.",
                 field=f"{where}.{spec.value}",
             )
-        readings.append(TemperatureReading(at=at, celsius=to_celsius(float(raw), spec.unit)))
+        celsius = _plausible(float(raw), f"{where}.{spec.value}", spec.unit)
+        readings.append(TemperatureReading(at=at, celsius=celsius))
     return readings
 
 
@@ -175,7 +179,13 @@ def translate(mapping: CourierMapping, document: Any) -> TrackingBatch:
 
 
 def translate_csv(mapping: CourierMapping, body: bytes) -> TrackingBatch:
-    """A data logger's CSV export: ``# key: value`` lines name the shipment and logger."""
+    """A data logger's CSV export: ``# key: value`` lines name the shipment and logger.
+
+    A row that cannot be read (a probe fault written as ``ERR``, a cut line) is left out
+    and named in ``rejected_rows`` by its line in the file; the other rows are applied. A
+    logger writes such rows itself, so refusing the file would drop every good reading in
+    it, an excursion among them, on every upload. A file with no readable row is refused.
+    """
     spec = mapping.logger_csv
     if spec is None:
         raise PayloadError(415, "unsupported_media_type", f"{mapping.name} sends no CSV files.")
@@ -184,13 +194,13 @@ def translate_csv(mapping: CourierMapping, body: bytes) -> TrackingBatch:
     except UnicodeDecodeError:
         raise PayloadError(400, "malformed_csv", "The logger file is not UTF-8 text.") from None
     meta: dict[str, str] = {}
-    table: list[str] = []
-    for line in text.splitlines():
+    table: list[tuple[int, list[str]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.startswith("#"):
             key, _, value = line[1:].partition(":")
             meta[key.strip().lower()] = value.strip()
         elif line.strip():
-            table.append(line)
+            table.append((number, next(csv.reader([line], delimiter=spec.delimiter))))
     tracking = meta.get(spec.tracking_key.lower())
     if not tracking:
         raise PayloadError(
@@ -199,8 +209,8 @@ def translate_csv(mapping: CourierMapping, body: bytes) -> TrackingBatch:
             f"The '# {spec.tracking_key}:' header line is missing.",
             field=spec.tracking_key,
         )
-    reader = csv.DictReader(table, delimiter=spec.delimiter)
-    missing = {spec.time_column, spec.value_column} - set(reader.fieldnames or [])
+    columns = [name.strip() for name in table[0][1]] if table else []
+    missing = {spec.time_column, spec.value_column} - set(columns)
     if missing:
         raise PayloadError(
             422,
@@ -208,27 +218,67 @@ def translate_csv(mapping: CourierMapping, body: bytes) -> TrackingBatch:
             f"Column(s) {sorted(missing)} missing from the logger file.",
             field=sorted(missing)[0],
         )
+    time_index, value_index = columns.index(spec.time_column), columns.index(spec.value_column)
     readings: list[TemperatureReading] = []
+    rejected: list[str] = []
     zone = ZoneInfo(mapping.inbound.timezone)
-    for number, row in enumerate(reader, start=2):
-        at = _logger_time(
-            row[spec.time_column],
-            f"row {number} {spec.time_column}",
-            spec.time_format,
-            zone,
-            readings[-1].at if readings else None,
-        )
+    for number, row in table[1:]:
         try:
-            celsius = float((row[spec.value_column] or "").replace(",", "."))
-        except ValueError:
-            raise PayloadError(
-                422,
-                "invalid_field",
-                f"row {number} {spec.value_column}: not a number.",
-                field=spec.value_column,
-            ) from None
-        readings.append(TemperatureReading(at=at, celsius=to_celsius(celsius, spec.unit)))
-    return TrackingBatch(tracking, meta.get(spec.logger_key.lower()), [], readings)
+            at = _logger_time(
+                _cell(row, time_index),
+                f"line {number} {spec.time_column}",
+                spec.time_format,
+                zone,
+                readings[-1].at if readings else None,
+            )
+            celsius = _celsius(
+                _cell(row, value_index), f"line {number} {spec.value_column}", spec.unit
+            )
+        except PayloadError as exc:
+            rejected.append(exc.detail)
+            continue
+        readings.append(TemperatureReading(at=at, celsius=celsius))
+    if rejected and not readings:
+        raise PayloadError(
+            422,
+            "invalid_field",
+            f"No row of the logger file could be read; {rejected[0]}",
+            field=spec.value_column,
+            extensions={"rejected_rows": rejected[:100]},
+        )
+    return TrackingBatch(
+        tracking, meta.get(spec.logger_key.lower()), [], readings, rejected_rows=rejected
+    )
+
+
+def _cell(row: list[str], index: int) -> str | None:
+    return row[index].strip() if index < len(row) and row[index].strip() else None
+
+
+def _celsius(value: str | None, where: str, unit: str) -> float:
+    if value is None:
+        raise PayloadError(422, "missing_field", f"{where} is missing.", field=where)
+    try:
+        number = float(value.replace(",", "."))
+    except ValueError:
+        raise PayloadError(
+            422, "invalid_field", f"{where}: {value!r} is not a number.", field=where
+        ) from None
+    return _plausible(number, where, unit)
+
+
+def _plausible(number: float, where: str, unit: str) -> float:
+    """Celsius from a probe's value. NaN compares as in range and would end a warm spell,
+    and nothing is colder than absolute zero: such values are faults, never readings."""
+    celsius = to_celsius(number, unit)
+    if not math.isfinite(celsius) or celsius < ABSOLUTE_ZERO:
+        raise PayloadError(
+            422,
+            "invalid_field",
+            f"{where}: {number!r} {unit} is not a temperature a probe can read.",
+            field=where,
+        )
+    return celsius
 
 
 def _logger_time(
@@ -330,6 +380,11 @@ def ingest(
         tracking=batch.tracking_number,
         milestones=[m.code for m in amendment.new_milestones],
         readings=len(batch.readings),
+        **(
+            {"rejected": len(batch.rejected_rows), "rejected_rows": batch.rejected_rows[:100]}
+            if batch.rejected_rows
+            else {}
+        ),
         events=outcomes,
         holds=holds,
         state=current.state.value,
