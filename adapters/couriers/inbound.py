@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from gateway.domain.tracking import TrackingUpdate, excursion_text, record_track
 from gateway.service.orders import InboundMessage, OrderService, Reply
 from gateway.service.relay import DeliveryError
 from gateway.service.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 CHANNEL = "webhook:courier"
 POLL_CHANNEL = "poll:courier"
@@ -532,7 +535,8 @@ def poll_open_shipments(
     client: httpx.Client,
     base_urls: dict[str, str] | None = None,
 ) -> list[Reply]:
-    """Poll every shipment in transit with a courier that offers tracking."""
+    """Poll every shipment in transit with a courier that offers tracking. A shipment
+    whose poll fails is logged and skipped; the replies are those of the polls made."""
     mappings = load_couriers()
     replies: list[Reply] = []
     for state in (
@@ -550,13 +554,24 @@ def poll_open_shipments(
                     continue
                 if not shipment.tracking_number:
                     continue
-                replies.append(
-                    poll(
-                        service,
+                try:
+                    replies.append(
+                        poll(
+                            service,
+                            mapping.id,
+                            shipment.tracking_number,
+                            client=client,
+                            base_url=(base_urls or {}).get(mapping.id),
+                        )
+                    )
+                except DeliveryError as exc:
+                    # One courier down, or one shipment it no longer knows, must not stop
+                    # every other shipment's tracking; the next round asks again.
+                    log.warning(
+                        "polling %s shipment %s (order %s) failed: %s",
                         mapping.id,
                         shipment.tracking_number,
-                        client=client,
-                        base_url=(base_urls or {}).get(mapping.id),
+                        order.id,
+                        exc,
                     )
-                )
     return replies
