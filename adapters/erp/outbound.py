@@ -15,6 +15,7 @@ from pathlib import Path
 
 from adapters.erp.mapping import ErpMapping, load_erp
 from adapters.erp.soap import PurchaseOrderStatus, PurchasingService
+from gateway.domain.states import OrderState
 from gateway.domain.tracking import link_reference
 from gateway.mapping_files import MappingFileError
 from gateway.service.orders import OrderService
@@ -59,6 +60,15 @@ def transport(
         if item.kind == "erp.create_purchase_order":
             if order.external_ids.erp_purchase_order:
                 return  # raised already (by the hospital, or a delivery whose ack was lost)
+            if order.state is OrderState.CANCELLED:
+                # The notice waited (ERP down, a fault) while the order was cancelled: a
+                # purchase order now would commit the hospital to a therapy never made.
+                raise DeliveryError(
+                    f"order {order.id} was cancelled before its purchase order was raised; "
+                    f"none was raised. If an earlier attempt timed out, the ERP may hold one "
+                    f"under request id {request_id(item)}: check there.",
+                    permanent=True,
+                )
             vendor = erp.mapping.vendors.get(order.therapy.manufacturer)
             material = erp.mapping.materials.get(order.therapy.code)
             if vendor is None or material is None:
