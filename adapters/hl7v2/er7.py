@@ -13,7 +13,6 @@ Paths name values the way hospital interface analysts write them: ``PID-3``,
 
 from __future__ import annotations
 
-import codecs
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -507,37 +506,47 @@ def encode_segment(name: str, fields: Sequence[FieldValue], seps: Separators = S
 
 
 def encode_message(segments: Sequence[str], codec: str = "utf-8") -> bytes:
-    """Join rendered segments with the standard carriage return, in ``codec``. A character
-    it cannot hold is written as its base letter where it has one (``ř`` as ``r``), else as
-    ``?``, rather than failing the message."""
-    return ("\r".join(segments) + "\r").encode(codec, _NEAREST)
+    """Join rendered segments with the standard carriage return, in ``codec``; a character
+    it cannot hold becomes ``?`` rather than failing the message (names are given their
+    nearest letters first: :func:`nearest_letters`)."""
+    return ("\r".join(segments) + "\r").encode(codec, "replace")
 
 
-def _nearest_letters(error: UnicodeError) -> tuple[str, int]:
-    # "Dvo?ák" would reach the EHR as a different name; "Dvorák" is how its own staff would
-    # key it on a keyboard without the letter.
-    assert isinstance(error, UnicodeEncodeError)
+def nearest_letters(text: str, codec: str) -> str:
+    """``text`` with each letter ``codec`` cannot hold written as its base letter where
+    that one fits (``ř`` as ``r``, ``Ł`` as ``L``, ``ß`` as ``ss``); anything else is left
+    for the encoder's ``?``. For names only: "Dvo?ák" would reach the EHR as another name,
+    "Dvorák" is how its staff would key it. Never for identifiers, where a changed character
+    may be another patient's."""
+    try:
+        text.encode(codec)
+        return text
+    except UnicodeEncodeError:
+        pass
     out = []
-    for char in error.object[error.start : error.end]:
-        base = _UNDECOMPOSED.get(char) or "".join(
-            part for part in unicodedata.normalize("NFKD", char) if not unicodedata.combining(part)
-        )
-        # Letters only: a compatibility form may decompose into a separator (a full-width
-        # vertical bar into |), which would cut the segment after its escaping was done.
-        if not base.isalnum():
-            base = ""
+    for char in text:
         try:
-            base.encode(error.encoding)
+            char.encode(codec)
+            out.append(char)
+            continue
         except UnicodeEncodeError:
-            base = ""
-        out.append(base or "?")
-    return "".join(out), error.end
+            pass
+        # Canonical decomposition only: the compatibility forms turn full-width or circled
+        # digits into plain ones, which is a different value, not the same letter.
+        base = _UNDECOMPOSED.get(char) or "".join(
+            part for part in unicodedata.normalize("NFD", char) if not unicodedata.combining(part)
+        )
+        try:
+            fits = base.isalpha() and bool(base.encode(codec))
+        except UnicodeEncodeError:
+            fits = False
+        out.append(base if fits else char)
+    return "".join(out)
 
 
 #: Letters Unicode does not decompose into a base letter and a mark.
 _UNDECOMPOSED = {
     "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h",
     "ß": "ss", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe", "Þ": "Th", "þ": "th",
+    "Ð": "D", "ð": "d",
 }  # fmt: skip
-_NEAREST = "v2v-nearest-letter"
-codecs.register_error(_NEAREST, _nearest_letters)

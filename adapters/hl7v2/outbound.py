@@ -25,7 +25,14 @@ from datetime import datetime
 from typing import Any
 
 from adapters.hl7v2.ack import hl7_timestamp
-from adapters.hl7v2.er7 import FieldValue, codec_for, encode_message, encode_segment, parse
+from adapters.hl7v2.er7 import (
+    FieldValue,
+    codec_for,
+    encode_message,
+    encode_segment,
+    nearest_letters,
+    parse,
+)
 from adapters.hl7v2.inbound import CHANNEL, control_id_of
 from adapters.hl7v2.mapping import (
     OutboundProfile,
@@ -116,7 +123,7 @@ def render(
             encode_segment("MSA", ["AA", answering or placer or payload.get("order_id", "")])
         )
     if out.include_patient and patient is not None:
-        segments.append(_pid(patient))
+        segments.append(_pid(patient, codec_for(out.charset) or "utf-8"))
     order_control = {"ORR_O02": "OK", "ORP_O10": "OK", "RDS_O13": "RE", "BPS_O29": "SC"}.get(
         kind, "SC"
     )
@@ -170,11 +177,11 @@ def render(
             ],
         )
     )
-    # A character the site's set cannot hold is sent as "?" (its engine could not store it).
+    # A character the site's set cannot hold is sent as "?" (names: their nearest letter).
     return encode_message(segments, codec_for(out.charset) or "utf-8")
 
 
-def _pid(patient: PatientIdentity) -> str:
+def _pid(patient: PatientIdentity, codec: str) -> str:
     birth = patient.birth_date.strftime("%Y%m%d") if patient.birth_date else None
     return encode_segment(
         "PID",
@@ -183,7 +190,10 @@ def _pid(patient: PatientIdentity) -> str:
             None,
             [patient.mrn, "", "", "", "MR"],
             None,
-            [patient.family_name, patient.given_name or ""],
+            [
+                nearest_letters(patient.family_name, codec),
+                nearest_letters(patient.given_name or "", codec),
+            ],
             None,
             birth,
             patient.sex,

@@ -10,7 +10,7 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from adapters.hl7v2.er7 import parse
+from adapters.hl7v2.er7 import CHARSETS, encode_message, nearest_letters, parse
 from adapters.hl7v2.mapping import ProfileBook
 from adapters.hl7v2.mllp import MllpClient, MllpError
 from adapters.hl7v2.outbound import message_kind, render, transport
@@ -270,19 +270,41 @@ def test_a_letter_the_sites_set_cannot_hold_is_sent_as_its_base_letter(
     profiles: ProfileBook, service: OrderService, new_order: Any
 ) -> None:
     """Sent as "?", "Dvořák" would reach the EHR as another name; "Dvorák" is how a keyboard
-    without the letter would have it."""
+    without the letter would have it. Identifiers are never changed."""
     riverside = profiles.profiles["riverside"]  # 8859/1
     order = new_order()
     patient = service.patient_of(order.id)
     assert patient is not None
-    named = patient.model_copy(update={"family_name": "Zz-Dvořák", "given_name": "Łukasz"})
+    named = patient.model_copy(
+        update={"family_name": "Zz-Dvořák", "given_name": "Łukasz", "mrn": "MRN-Ｅ１２"}
+    )
     raw = render(_item(_notice(order, "enroll")), riverside, order, named, at=service.clock())
     message = parse(raw)
     assert (message.get("PID-5.1"), message.get("PID-5.2")) == ("Zz-Dvorák", "Lukasz")
-    # What has no base letter at all is still "?", never a failed message.
-    from adapters.hl7v2.er7 import encode_message
+    # A full-width MRN is not turned into another, plain one: it stays unrepresentable.
+    assert message.get("PID-3.1") == "MRN-???"
 
-    assert encode_message(["PID|||M1||Zz-中"], "ascii") == b"PID|||M1||Zz-?\r"
-    assert encode_message(["PID|||M1||Zz-Straße"], "ascii") == b"PID|||M1||Zz-Strasse\r"
-    # A full-width bar or caret must not turn into a separator.
-    assert encode_message(["PID|||M1||Zz-A\uff5cB\uff3eC"], "ascii") == b"PID|||M1||Zz-A?B?C\r"
+
+#: Latin, Greek and Cyrillic, letterlike and number forms, circled and full-width forms, and
+#: a little CJK: where letters that look alike, and digits that are not plain, live.
+_BLOCKS = [
+    (0x20, 0x250), (0x370, 0x500), (0x1E00, 0x1F00), (0x2100, 0x2190),
+    (0x2460, 0x2500), (0xFF00, 0xFFF0), (0x4E00, 0x4E80),
+]  # fmt: skip
+_SAMPLE = "".join(chr(code) for start, end in _BLOCKS for code in range(start, end))
+
+
+@pytest.mark.parametrize("charset", sorted(CHARSETS))
+def test_nearest_letters_never_fail_a_message_nor_make_a_separator_or_a_digit(
+    charset: str,
+) -> None:
+    """In every set a site may name: the message is always written, and only a letter is
+    ever replaced, by letters the set holds; a digit or separator never appears."""
+    codec = CHARSETS[charset]
+    for char in _SAMPLE:
+        near = nearest_letters(char, codec)
+        if near != char:
+            assert char.isalpha() and near.isalpha(), (charset, char, near)
+            near.encode(codec)
+    encoded = encode_message([f"PID|||M1||{nearest_letters(_SAMPLE, codec)}"], codec)
+    assert encoded.count(b"|") == 5 + _SAMPLE.count("|")
