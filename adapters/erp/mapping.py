@@ -13,6 +13,8 @@ from gateway import mapping_check
 from gateway.mapping_files import DEFAULT_MAPPINGS_DIR, MappingFileError, load_named, mappings_dir
 
 REPOSITORY = DEFAULT_MAPPINGS_DIR.parent
+BINDING = "{urn:vein2vein:erp:purchasing:1:wsdl}PurchasingBinding"
+OPERATIONS = ("CreatePurchaseOrder", "PostGoodsReceipt", "GetPurchaseOrderStatus")
 
 
 class ErpMapping(BaseModel):
@@ -62,6 +64,33 @@ def _check_wsdl(file: Path, location: Path) -> None:
         raise MappingFileError(file, None, f"wsdl: {location} is not XML: {exc}") from exc
     if etree.QName(root).localname != "definitions":
         raise MappingFileError(file, None, f"wsdl: {location} is not a WSDL (no definitions)")
+    problem = wsdl_problem(str(location))
+    if problem:
+        raise MappingFileError(file, None, f"wsdl: {location}: {problem}")
+
+
+def wsdl_problem(location: str) -> str | None:
+    """Why zeep cannot call our operations through this WSDL, or None. A missing schema
+    import, another binding or a missing operation would otherwise fail every delivery."""
+    import zeep
+
+    try:
+        client = zeep.Client(location)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # zeep, lxml, requests and OS errors alike
+        return f"cannot be loaded ({type(exc).__name__}: {str(exc)[:300]})"
+    binding = client.wsdl.bindings.get(BINDING)
+    if binding is None:
+        found = ", ".join(sorted(client.wsdl.bindings)) or "none"
+        return f"has no binding {BINDING} (it has: {found})"
+    missing = []
+    for name in OPERATIONS:
+        try:
+            binding.get(name)  # type: ignore[no-untyped-call]
+        except ValueError:
+            missing.append(name)
+    if missing:
+        return f"binding {BINDING} lacks the operation(s) {', '.join(missing)}"
+    return None
 
 
 @functools.lru_cache(maxsize=8)

@@ -18,6 +18,7 @@ from adapters.erp.soap import PurchaseOrderStatus, PurchasingService
 from gateway.domain.states import OrderState
 from gateway.domain.tracking import link_reference
 from gateway.mapping_files import MappingFileError
+from gateway.mapping_files import mappings_dir as default_mappings_dir
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Transport
 from gateway.store.outbox import OutboxItem
@@ -46,7 +47,16 @@ def transport(
         if mapping is None:
             raise DeliveryError(f"no ERP mapping for site {site!r}", permanent=True)
         if site not in connections:
-            connections[site] = PurchasingService(mapping, (addresses or {}).get(site))
+            try:
+                connections[site] = PurchasingService(mapping, (addresses or {}).get(site))
+            except Exception as exc:  # zeep, lxml, requests and OS errors alike
+                # A WSDL behind a URL is first read here; the ERP may be down or the
+                # file being mended, so the notice waits, saying which file names it.
+                file = (mappings_dir or default_mappings_dir()) / "erp" / f"{site}.yaml"
+                raise DeliveryError(
+                    f"ERP {site}: the WSDL {mapping.wsdl_location()} named in {file} cannot "
+                    f"be used: {type(exc).__name__}: {str(exc)[:300]}"
+                ) from exc
         return connections[site]
 
     def deliver(item: OutboxItem) -> None:

@@ -26,10 +26,10 @@ from zeep.exceptions import (
 from zeep.exceptions import Error as ZeepError
 from zeep.transports import Transport as ZeepTransport
 
-from adapters.erp.mapping import ErpMapping
+from adapters.erp.mapping import BINDING, ErpMapping
 from gateway.service.relay import DeliveryError
 
-BINDING = "{urn:vein2vein:erp:purchasing:1:wsdl}PurchasingBinding"
+__all__ = ["BINDING", "PurchaseOrderStatus", "PurchasingService", "is_client_fault"]
 
 
 @dataclass(frozen=True)

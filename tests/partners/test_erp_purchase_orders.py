@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from adapters.erp import transport as erp_transport
@@ -33,3 +35,60 @@ def test_an_order_cancelled_while_its_notice_waited_gets_no_purchase_order(
     assert "request id V2V-" in str(failure.value)
     assert erp.orders == {}
     assert service.get(order.id).external_ids.erp_purchase_order is None
+
+
+def site_file(folder, **changes):  # type: ignore[no-untyped-def]
+    """mappings/erp/st-mary.yaml under ``folder`` with ``changes`` to its top-level keys."""
+    import yaml
+
+    from gateway.mapping_files import mappings_dir
+
+    data = yaml.safe_load((mappings_dir() / "erp" / "st-mary.yaml").read_text(encoding="utf-8"))
+    (folder / "erp").mkdir(exist_ok=True)
+    path = folder / "erp" / "st-mary.yaml"
+    path.write_text(yaml.safe_dump({**data, **changes}), encoding="utf-8")
+    return path
+
+
+WSDL = Path(__file__).resolve().parents[2] / "fixtures" / "erp" / "purchasing.wsdl"
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (("PurchasingBinding", "ErpBinding"), "has no binding .*PurchasingBinding .*ErpBinding"),
+        (('schemaLocation="purchasing.xsd"', 'schemaLocation="gone.xsd"'), "cannot be loaded"),
+        (('<wsdl:operation name="PostGoodsReceipt">', '<wsdl:operation name="PostGR">'), "lacks"),
+    ],
+)
+def test_a_wsdl_zeep_cannot_call_through_is_refused_at_start_up_naming_the_file(
+    tmp_path, edit, reason
+):  # type: ignore[no-untyped-def]
+    """Before, only a WSDL that was not XML was refused; these failed every delivery with
+    'unexpected error' (or 'unreadable answer'), naming no file, until dead-lettered."""
+    from adapters.erp.mapping import load_erp
+    from gateway.mapping_files import MappingFileError
+
+    (tmp_path / "purchasing.xsd").write_bytes((WSDL.parent / "purchasing.xsd").read_bytes())
+    wsdl = tmp_path / "purchasing.wsdl"
+    wsdl.write_text(WSDL.read_text(encoding="utf-8").replace(*edit), encoding="utf-8")
+    path = site_file(tmp_path, wsdl=str(wsdl))
+    with pytest.raises(MappingFileError, match=reason) as failure:
+        load_erp(tmp_path)
+    assert str(path) in str(failure.value)
+
+
+def test_a_wsdl_url_that_cannot_be_read_at_delivery_waits_naming_the_file(
+    tmp_path, service, walk, new_order
+):  # type: ignore[no-untyped-def]
+    from adapters.erp.mapping import load_erp
+    from gateway.embedded import free_port
+
+    path = site_file(tmp_path, wsdl=f"http://127.0.0.1:{free_port()}/purchasing?wsdl")
+    order = walk(new_order(), "SLOT_CONFIRMED")
+    [item] = erp_items(service, order.id)
+    deliver = erp_transport(service, mappings=load_erp(tmp_path), mappings_dir=tmp_path)
+    with pytest.raises(DeliveryError, match="cannot be used") as failure:
+        deliver(item)
+    assert not failure.value.permanent
+    assert str(path) in str(failure.value)
