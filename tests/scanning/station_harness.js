@@ -109,7 +109,7 @@ function fetch(url, init = {}) {
 const problems = [];
 process.on("unhandledRejection", (reason) => problems.push(String(reason)));
 const context = {
-  document, fetch, console, FormData, URLSearchParams, AbortController, Date,
+  document, fetch, console, FormData, URLSearchParams, AbortController, Date, Blob,
   // Time is not what these scenarios are about: any wait the page asks for passes at once.
   setTimeout: (fn) => setTimeout(fn, 0), clearTimeout,
 };
@@ -166,6 +166,10 @@ function screen() {
     } else if (step.release !== undefined) {
       released.add(step.release);
       if (waiting[step.release]) waiting[step.release]();
+    } else if (step.photo) {
+      // A picture chosen in the photo field (a file dialog may have opened before a verdict).
+      elements.photo.files = [new Blob(["not really a picture"], { type: "image/png" })];
+      dispatch(elements.photo, "change", {});
     } else if (step.arrives) {
       // A verdict reaching the page by any route at all: handed straight to its show().
       context.show(step.arrives);

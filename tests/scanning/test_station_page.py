@@ -314,3 +314,43 @@ def test_a_verdict_arriving_over_an_unacknowledged_red_does_not_replace_it() -> 
     assert "wristband first" in next_bag["reason"]
     assert len(scans_sent(shown)) == 1
     assert not shown["problems"]
+
+
+def _photos_sent(shown: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r["body"] for r in shown["requests"] if r["url"] == "/scans/image"]
+
+
+def test_a_photo_chosen_while_a_red_shows_is_not_sent() -> None:
+    """A file dialog opened before the red came: its picture would be checked with no
+    wristband (the red cleared it) and counted as a second person's bedside check."""
+    shown = run(
+        [
+            {"signin": "rn.a", "role": "nurse"},
+            {"checkpoint": "bedside"},
+            {"wedge": WRISTBAND},
+            {"wedge": BAG},
+            {"photo": True},
+        ],
+        [verdict(False, "wrong_order", checkpoint="bedside")],
+    )
+    assert _photos_sent(shown) == []
+    screen = shown["snapshots"][-1]
+    assert screen["word"] == "RED — STOP" and "was not used" in screen["note"]
+    assert not shown["problems"]
+
+
+def test_a_bedside_photo_without_a_wristband_asks_for_the_wristband_first() -> None:
+    shown = run(
+        [{"signin": "rn.a", "role": "nurse"}, {"checkpoint": "bedside"}, {"photo": True}],
+        [verdict(True, checkpoint="bedside")],
+    )
+    assert _photos_sent(shown) == []
+    screen = shown["snapshots"][-1]
+    assert screen["word"] == "RED — STOP" and "wristband first" in screen["reason"]
+    assert not shown["problems"]
+
+
+def test_a_photo_at_thaw_is_still_checked() -> None:
+    shown = run([*SIGNED_IN_AT_THAW, {"photo": True}], [verdict(True)])
+    assert len(_photos_sent(shown)) == 1 and shown["snapshots"][-1]["word"] == "GREEN"
+    assert not shown["problems"]

@@ -148,19 +148,34 @@ async function check(url, body, isForm) {
   }
 }
 
+// A read made while a verdict is on the screen (a photo chosen in a dialog opened before
+// the verdict came, say) is not sent either: the person has not seen the verdict yet, and at
+// the bedside a red has just cleared the wristband it would have been checked against.
+function refuseOverVerdict() {
+  $("verdict-note").textContent = "A scan arrived while this screen was showing; it was not " +
+    "used. Read this screen, press Acknowledge, then scan again.";
+  $("verdict-note").hidden = false;
+}
+
+// At the bedside every bag is checked against the patient: no wristband scanned (and no
+// order carried over from a first green check), no bag is sent, typed or photographed.
+function needsWristbandFirst() {
+  if (checkpoint() !== "bedside" || state.wristband || state.bedsideOrder) return false;
+  show({ green: false, reason_code: "wristband_first",
+         reason: "Scan the patient's wristband first, then the bag." });
+  return true;
+}
+
 async function submitText(text) {
   if (!text) return;
   if (state.checking) { refuseWhileChecking(); return; }
+  if (!$("verdict").hidden) { refuseOverVerdict(); return; }
   if (checkpoint() === "bedside" && looksLikeWristband(text)) {
     state.wristband = text;
     $("band-status").textContent = "wristband scanned ✓ — now scan the bag";
     return;
   }
-  if (checkpoint() === "bedside" && !state.wristband && !state.bedsideOrder) {
-    show({ green: false, reason_code: "wristband_first",
-           reason: "Scan the patient's wristband first, then the bag." });
-    return;
-  }
+  if (needsWristbandFirst()) return;
   const body = { checkpoint: checkpoint(), user: state.user, role: state.role, unit_scan: text,
                  location: $("location").value || null };
   if (checkpoint() === "bedside") {
@@ -172,6 +187,8 @@ async function submitText(text) {
 
 async function submitPhoto(file) {
   if (state.checking) { refuseWhileChecking(); return; }
+  if (!$("verdict").hidden) { refuseOverVerdict(); return; }
+  if (needsWristbandFirst()) return;
   const form = new FormData();
   form.append("checkpoint", checkpoint());
   form.append("user", state.user);
@@ -252,9 +269,7 @@ function keyOverVerdict(e) {
     e.preventDefault();
     e.stopPropagation();
     state.typedOverVerdict = "";
-    $("verdict-note").textContent = "A scan arrived while this screen was showing; it was not " +
-      "used. Read this screen, press Acknowledge, then scan again.";
-    $("verdict-note").hidden = false;
+    refuseOverVerdict();
   } else if (e.key.length === 1) {
     e.preventDefault();
     state.typedOverVerdict += e.key;
