@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from adapters.erp.mapping import ErpMapping, load_erp
 from adapters.erp.soap import PurchaseOrderStatus, PurchasingService
@@ -21,6 +22,7 @@ from gateway.mapping_files import MappingFileError
 from gateway.mapping_files import mappings_dir as default_mappings_dir
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Transport
+from gateway.sites import load_sites
 from gateway.store.outbox import OutboxItem
 
 
@@ -33,6 +35,17 @@ def transport(
 ) -> Transport:
     sites = dict(mappings) if mappings is not None else load_erp(mappings_dir)
     connections: dict[str, PurchasingService] = {}
+    zones: dict[str, ZoneInfo] = {}
+
+    def zone(site: str) -> ZoneInfo:
+        """The site's clock: finance posts by the hospital's calendar, not UTC's."""
+        if site not in zones:
+            try:
+                config = load_sites(mappings_dir).get(site)
+            except MappingFileError as exc:
+                raise DeliveryError(f"site mappings cannot be read: {exc}") from exc
+            zones[site] = ZoneInfo(config.timezone if config else "UTC")
+        return zones[site]
 
     def connect(site: str) -> PurchasingService:
         mapping = sites.get(site)
@@ -92,7 +105,7 @@ def transport(
                 request_id=request_id(item),
                 vendor=vendor,
                 material=material,
-                delivery=when.date(),
+                delivery=when.astimezone(zone(site)).date(),
                 reference=order.coi or order.id,
             )
             with service.uow() as uow:
@@ -110,7 +123,9 @@ def transport(
         erp.post_goods_receipt(
             request_id=request_id(item),
             purchase_order=order.external_ids.erp_purchase_order,
-            received_at=order.milestones.received_at_site_at or _received(item),
+            received_at=(order.milestones.received_at_site_at or _received(item)).astimezone(
+                zone(site)
+            ),
             batches=[unit.unit_id for unit in order.final_products()],
         )
 

@@ -92,3 +92,39 @@ def test_a_wsdl_url_that_cannot_be_read_at_delivery_waits_naming_the_file(
         deliver(item)
     assert not failure.value.permanent
     assert str(path) in str(failure.value)
+
+
+def sent(operation: str) -> list[str]:
+    """The XML bodies of ``operation`` requests any ERP simulator received."""
+    from fixtures.simulators import captured
+
+    return [
+        c.body.decode()
+        for c in captured()
+        if c.partner.startswith("erp:") and f"{operation}Request".encode() in c.body
+    ]
+
+
+def test_dates_reach_the_erp_on_the_hospitals_calendar(service, erp, walk, new_order, clock):  # type: ignore[no-untyped-def]
+    """St Mary's keeps London time. A slot at 00:30 BST is 23:30 UTC the day before; the PO
+    asked for delivery a day early, and a receipt just after midnight on 1 August was
+    sent as 31 July 23:30Z, which an ERP reading the wall time posts in July's period."""
+    from datetime import UTC, datetime
+
+    clock.now = datetime(2026, 6, 11, 23, 30, tzinfo=UTC)  # the slot is 20 days on
+    order = walk(new_order(), "SLOT_CONFIRMED")
+    deliver = erp_transport(service, addresses={"st-mary": erp.address})
+    deliver(erp_items(service, order.id)[0])
+    number = service.get(order.id).external_ids.erp_purchase_order
+    assert any(
+        "<ns0:DeliveryDate>2026-07-02</ns0:DeliveryDate>" in body and order.coi in body
+        for body in sent("CreatePurchaseOrder")
+    )
+    clock.now = datetime(2026, 7, 31, 23, 30, tzinfo=UTC)
+    walk(order, "RECEIVED_AT_SITE")
+    [receipt] = [i for i in erp_items(service, order.id) if i.kind == "erp.goods_receipt"]
+    deliver(receipt)
+    assert any(
+        "<ns0:ReceivedAt>2026-08-01T00:30:00+01:00</ns0:ReceivedAt>" in body and number in body
+        for body in sent("PostGoodsReceipt")
+    )
