@@ -258,7 +258,8 @@ class ScanStation:
             other = f" (CoI {owner.coi})" if same_site else ""
             # The bag's own order: its product is out of its chain of custody, at another
             # patient's side, until someone finds it; its log must say where it was seen.
-            where = f"for the order with CoI {expected.coi}" if same_site else "at another site"
+            # Not which patient's: this order's partners read its log.
+            where = "for another patient" if same_site else "at another site"
             return self._record(
                 expected,
                 request,
@@ -276,8 +277,8 @@ class ScanStation:
                     (
                         "misdirected_unit",
                         f"Unit {unit.unit_id} of this order was scanned at "
-                        f"{request.checkpoint.value} {where}, not for this patient. Find the "
-                        "bag, quarantine it and call the cell-therapy lab.",
+                        f"{request.checkpoint.value} {where}. Find the bag, quarantine it and "
+                        "call the cell-therapy lab.",
                     ),
                 ),
             )

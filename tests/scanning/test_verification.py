@@ -397,7 +397,9 @@ def test_a_bag_brought_to_the_wrong_patient_is_in_its_own_orders_custody_log_too
     assert seen.verification == "red" and seen.unit_id == alpha.unit_id
     assert seen.where == "ward 7 bay 2" and seen.who.person == "rn.a"
     assert owner.scans[-1].reason_code == "misdirected_unit"
-    assert bravo.coi in (owner.scans[-1].reason or "")
+    # Where the bag was seen, not whose bedside: this order's partners read its log.
+    reason = owner.scans[-1].reason or ""
+    assert "bedside" in reason and bravo.coi not in reason
     kinds = {alert.kind.value for alert in order_alerts(owner, None, service.clock())}
     assert "identity_alarm" in kinds
 
