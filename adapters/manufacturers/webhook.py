@@ -247,8 +247,28 @@ def store_rejection(
     return service.process_inbound(message, _refuse(error), error_reply(instance))
 
 
-#: The Standard Webhooks headers a signature rests on: each must come once.
-SIGNED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+class OnceHeaders(dict[str, str]):
+    """The request's headers, by lower-case name, as an authenticator reads them. A header
+    it asks for that came more than once is refused, whatever the partner's scheme calls it:
+    which of two ids or signatures would be checked, and which believed later, is a guess."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__((key.lower(), value) for key, value in request.headers.items())
+        self.repeated = {key for key in self if len(request.headers.getlist(key)) > 1}
+
+    def __getitem__(self, key: str) -> str:
+        self._once(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._once(key)
+        return super().get(key, default)
+
+    def _once(self, key: str) -> None:
+        if key.lower() in self.repeated:
+            raise SignatureError(
+                "repeated_header", f"The request has more than one {key} header; send it once."
+            )
 
 
 async def receive(
@@ -272,7 +292,7 @@ async def receive(
         body = await read_body(request, WEBHOOK_MAX_BYTES, "a partner webhook")
     except BodyTooLarge as error:
         return too_large_response(request, error)
-    headers = {key.lower(): value for key, value in request.headers.items()}
+    headers = OnceHeaders(request)
     # The Content-Type is read here, once; the handler gets it in its Context.
     declared_types = content_types(request)
     declared = declared_types[0] if len(declared_types) == 1 else None
@@ -295,16 +315,6 @@ async def receive(
         if partner is None or authenticate is None:
             return refuse(
                 PayloadError(404, "unknown_partner", f"No partner mapping for {sender!r}.")
-            )
-        repeated = [name for name in SIGNED_HEADERS if len(request.headers.getlist(name)) > 1]
-        if repeated:
-            # Which of two ids or signatures would be checked, and which believed later?
-            return refuse(
-                PayloadError(
-                    400,
-                    "repeated_header",
-                    f"The request has more than one {', '.join(repeated)} header; send each once.",
-                )
             )
         try:
             message_id = authenticate(headers, body)

@@ -245,3 +245,19 @@ def test_a_warm_spell_becomes_an_excursion_only_when_it_lasts(
     reply = polar.push(api, polar.document(tracking, readings=later), timestamp=stamp(clock))
     assert len(reply.json()["holds"]) == 1
     assert service.get(order.id).status == "ON_HOLD"
+
+
+def test_a_couriers_own_signature_header_sent_twice_is_refused(
+    service, api, clock, relay, walk, new_order, couriers
+):  # type: ignore[no-untyped-def]
+    """Whatever a partner's scheme calls its signature header, a second copy (here a bogus
+    one before the genuine one) is refused rather than one of them believed."""
+    order = book(service, relay, walk, new_order(site="lakeside", therapy="sam-cel"))
+    cryo = couriers["cryoroute"]
+    body = json.dumps(cryo.milestone(order.shipments[0].tracking_number, "PICKED_UP", clock.now))
+    signed = cryo.headers(body.encode(), timestamp=stamp(clock))
+    name = next(key for key in signed if key.lower().endswith("signature"))
+    headers = [(name, "sha256=" + "0" * 64), *signed.items(), ("Content-Type", "application/json")]
+    response = api.post("/webhooks/couriers/cryoroute", content=body, headers=headers)
+    assert response.status_code == 401 and response.json()["code"] == "repeated_header"
+    assert service.get(order.id).state.value != "SHIPPED_TO_MFG"

@@ -200,7 +200,7 @@ def test_a_webhook_with_a_signed_header_sent_twice_is_refused_and_kept_raw(
     extra = {"webhook-id": "msg_other", "webhook-signature": "v1,AAAA", "webhook-timestamp": "1"}
     headers = [*signed.items(), ("Content-Type", "application/json"), (repeated, extra[repeated])]
     response = api.post("/webhooks/manufacturers/helix-bio", content=body, headers=headers)
-    assert response.status_code == 400, response.text
+    assert response.status_code == 401, response.text
     problem = response.json()
     assert problem["code"] == "repeated_header" and repeated in problem["detail"]
     assert service.get(order.id).state.value == "SLOT_REQUESTED"
