@@ -371,6 +371,33 @@ def refuse_unknown(element: Element, resource_type: str) -> None:
         )
 
 
+#: R4's request-priority codes (a required binding).
+PRIORITIES = ("routine", "urgent", "asap", "stat")
+
+
+def refuse_malformed_commentary(element: Element) -> None:
+    """Commentary is accepted with a warning, but only when it is what R4 says it is: a
+    priority code, and notes as a list of Annotations with their text."""
+    priority = element.data.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise FhirError(
+            "code-invalid",
+            f"{element.at('priority')} is {json.dumps(priority)}; R4 allows "
+            f"{', '.join(PRIORITIES)}.",
+            element.at("priority"),
+        )
+    note = element.data.get("note")
+    if note is not None and not (
+        isinstance(note, list)
+        and all(isinstance(item, dict) and isinstance(item.get("text"), str) for item in note)
+    ):
+        raise FhirError(
+            "structure",
+            f"{element.at('note')} must be a list of Annotations, each with its text.",
+            element.at("note"),
+        )
+
+
 def _present(element: Element, name: str, harmless: tuple[Any, ...]) -> bool:
     """Whether ``name`` carries a value other than the ones that say only what the gateway
     assumes anyway (``False`` is not ``0``: the type must match too)."""
@@ -487,6 +514,7 @@ def check(
         return []
     refuse_unknown(element, resource_type)
     refuse_modifiers(element, resource_type)
+    refuse_malformed_commentary(element)
     if lenient:
         return unread(element, resource_type, severity="warning") + commentary(
             element, resource_type

@@ -323,3 +323,26 @@ def test_a_modifier_extension_on_a_task_update_is_refused(
     assert response.status_code == 400, response.text
     assert response.json()["issue"][0]["expression"] == ["Task.modifierExtension"]
     assert fhir.get(f"/fhir/Task/{order_id}").json()["status"] != "cancelled"
+
+
+@pytest.mark.parametrize("headers", [{}, LENIENT], ids=["strict", "lenient"])
+@pytest.mark.parametrize(
+    ("name", "value", "code"),
+    [
+        ("priority", "bogus", "code-invalid"),
+        ("priority", 5, "code-invalid"),
+        ("priority", {"x": 1}, "code-invalid"),
+        ("note", "call the ward", "structure"),
+        ("note", [{"author": "Dr Who"}], "structure"),
+    ],
+)
+def test_commentary_that_is_not_what_r4_says_it_is_is_refused(
+    fhir: TestClient, headers: dict[str, str], name: str, value: Any, code: str
+) -> None:
+    bundle = _bundle()
+    bundle["entry"][ORDER_AT]["resource"][name] = value
+    response = fhir.post("/fhir", content=json.dumps(bundle), headers=headers)
+    assert response.status_code == 400, response.text
+    [issue] = response.json()["issue"]
+    assert issue["code"] == code
+    assert issue["expression"] == [f"Bundle.entry[{ORDER_AT}].resource.{name}"]
