@@ -203,7 +203,8 @@ def _explain(error: LabelDataError, text: str) -> str:
         # types) far more often than a printer leaves structures out.
         return (
             f"The scan ended early: {error.reason}. The read was cut short or the label is "
-            f"damaged. {_RESCAN}"
+            "damaged. Scan again; if the same happens, the label is faulty: do not use the "
+            "unit until it is confirmed, and have the label reprinted."
         )
     if isinstance(error, CompoundCountMismatch | CompoundOrderMismatch):
         return f"The label's DataMatrix is inconsistent: {error.reason}. Reprint the label."
