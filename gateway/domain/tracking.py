@@ -128,8 +128,9 @@ def record_tracking(update: TrackingUpdate) -> Change:
         before = shipment.model_copy(deep=True)
         added, fresh = shipment.merge(update)
         excursions = find_excursions(shipment.readings, rules.storage)
-        known_starts = {excursion.started_at for excursion in before.excursions}
-        new_excursions = [e for e in excursions if e.started_at not in known_starts]
+        # A late reading may move a known excursion's start earlier, or join two: it is
+        # the same excursion (its hold and custody record exist), not a new one.
+        new_excursions = [e for e in excursions if not _overlaps_any(e, before.excursions)]
         shipment.excursions = excursions
         if shipment == before:
             return None
@@ -172,6 +173,18 @@ def record_tracking(update: TrackingUpdate) -> Change:
         )
 
     return change
+
+
+def _overlaps_any(excursion: Excursion, known: list[Excursion]) -> bool:
+    """Whether ``excursion`` shares any time with one of ``known`` (an open one has no end)."""
+    for other in known:
+        starts_before_other_ends = other.ended_at is None or excursion.started_at <= other.ended_at
+        other_starts_before_it_ends = (
+            excursion.ended_at is None or other.started_at <= excursion.ended_at
+        )
+        if starts_before_other_ends and other_starts_before_it_ends:
+            return True
+    return False
 
 
 def excursion_text(excursion: Excursion, rules: TherapyRules) -> str:

@@ -381,3 +381,32 @@ def test_a_collection_repeated_with_its_bag_records_the_bag() -> None:
     assert [(u.unit_id, u.collection_cycle) for u in repeat.order.units] == [
         ("A999126000010", collected.collection_cycle)
     ]
+
+
+def test_a_late_warm_reading_before_a_known_excursion_is_not_a_second_excursion() -> None:
+    """The earlier reading moves the excursion's start; it is the same excursion, already
+    held and in the custody log, not a new one to hold again."""
+    from gateway.domain.model import ShipmentLeg, TemperatureReading
+    from gateway.domain.tracking import TrackingUpdate, record_tracking
+
+    order = script_to(fresh_order(), "SHIPPED_TO_SITE")
+    at = T0 + timedelta(days=30)
+
+    def readings(*pairs: tuple[int, float]) -> TrackingUpdate:
+        return TrackingUpdate(
+            leg=ShipmentLeg.TO_SITE,
+            tracking_number="PX-8",
+            readings=[
+                TemperatureReading(at=at + timedelta(minutes=m), celsius=c) for m, c in pairs
+            ],
+        )
+
+    first = record_tracking(readings((20, -120.0), (40, -120.0), (60, -170.0)))(order, rules(), at)
+    assert first is not None and len(first.new_excursions) == 1
+    late = record_tracking(readings((10, -120.0)))(first.order, rules(), at)
+    assert late is not None
+    [shipment] = [s for s in late.order.shipments if s.tracking_number == "PX-8"]
+    assert shipment.excursions[0].started_at == at + timedelta(minutes=10)
+    assert late.new_excursions == ()
+    red = [e for e in late.order.custody_events if e.verification == "red"]
+    assert len(red) == 1
