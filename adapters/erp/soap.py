@@ -22,6 +22,7 @@ from zeep.exceptions import (
     ExternalReferenceForbidden,
     Fault,
     TransportError,
+    ValidationError,
 )
 from zeep.exceptions import Error as ZeepError
 from zeep.transports import Transport as ZeepTransport
@@ -87,6 +88,16 @@ class PurchasingService:
             ) from exc
         except (requests.RequestException, OSError) as exc:
             raise DeliveryError(f"ERP {self.mapping.site} unreachable: {exc}") from exc
+        except (ValidationError, TypeError) as exc:
+            # zeep builds the request before sending it: one it cannot build (a required
+            # element missing, an argument the site's WSDL does not have) never left, and
+            # would be refused the same way on every retry.
+            raise DeliveryError(
+                f"ERP {self.mapping.site} {operation}: the request could not be built from "
+                f"the site's WSDL ({str(exc)[:300]}); nothing was sent. Fix the ERP mapping or "
+                "WSDL, then retry the message.",
+                permanent=True,
+            ) from exc
         except ZeepError as exc:
             raise DeliveryError(f"ERP {self.mapping.site} {operation}: {exc}") from exc
         except (IndexError, AttributeError, ValueError) as exc:
