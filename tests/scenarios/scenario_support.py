@@ -5,6 +5,7 @@ the partner simulators received for this order (and for no other)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fixtures.replay import Replay, StepResult, Target, load_scenario
@@ -66,12 +67,19 @@ def custody_of(order: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pass_time(world: Sandbox, delta: timedelta) -> None:
+    """Time passing lets the partners hear what was due before it: the relay delivers
+    first, as it would in the hours or days the step skips, then the clock moves."""
+    world.drain()
+    world.clock.advance(delta)
+
+
 def play(world: Sandbox, name: str) -> Played:
     scenario = load_scenario(name)
     replay = Replay(
         Target(url=world.url, mllp=world.mllp, secrets=world.secrets),
         clock=world.clock,
-        advance=world.clock.advance,
+        advance=lambda delta: _pass_time(world, delta),
         site=scenario.site,
         client=world.http,
     )
