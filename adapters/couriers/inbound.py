@@ -13,7 +13,7 @@ import csv
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -529,6 +529,20 @@ def poll(
     return service.process_inbound(message, make(body, context), error_reply(url, context))
 
 
+#: Orders read per page while polling: pages are followed to the end, never a cut-off.
+POLL_PAGE = 500
+
+
+def _all_in_state(service: OrderService, state: OrderState) -> Iterator[TherapyOrder]:
+    cursor: str | None = None
+    while True:
+        page = service.search(state=state.value, limit=POLL_PAGE, cursor=cursor)
+        yield from page.orders
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
 def poll_open_shipments(
     service: OrderService,
     *,
@@ -546,7 +560,7 @@ def poll_open_shipments(
         OrderState.RELEASED,
         OrderState.RELEASED_OOS,
     ):
-        for order in service.search(state=state.value, limit=500).orders:
+        for order in _all_in_state(service, state):
             for shipment in order.shipments:
                 mapping = mappings.get(shipment.courier or "")
                 delivered = any(m.code == "delivered" for m in shipment.milestones)
