@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from adapters.erp.mapping import ErpMapping, load_erp
 from adapters.erp.soap import PurchaseOrderStatus, PurchasingService
+from gateway.domain.errors import TransitionRefused
 from gateway.domain.states import OrderState
 from gateway.domain.tracking import link_reference
 from gateway.mapping_files import MappingFileError
@@ -108,15 +109,25 @@ def transport(
                 delivery=when.astimezone(zone(site)).date(),
                 reference=order.coi or order.id,
             )
-            with service.uow() as uow:
-                service.amend(
-                    order.id,
-                    link_reference("erp_purchase_order", number),
-                    action="reference_linked",
-                    actor=f"erp:{site}",
-                    uow=uow,
-                )
-                uow.commit()
+            try:
+                with service.uow() as uow:
+                    service.amend(
+                        order.id,
+                        link_reference("erp_purchase_order", number),
+                        action="reference_linked",
+                        actor=f"erp:{site}",
+                        uow=uow,
+                    )
+                    uow.commit()
+            except TransitionRefused as exc:
+                # Another number was recorded while the ERP answered (by hand, say): asking
+                # again would only repeat the clash, and which one stands is a person's call.
+                raise DeliveryError(
+                    f"the ERP raised purchase order {number} for order {order.id} (request id "
+                    f"{request_id(item)}), but the order meanwhile got another: "
+                    f"{exc.message} Decide which stands, and cancel the other in the ERP.",
+                    permanent=True,
+                ) from exc
             return
         if not order.external_ids.erp_purchase_order:
             raise DeliveryError(f"order {order.id} has no purchase order yet; retrying later")

@@ -128,3 +128,34 @@ def test_dates_reach_the_erp_on_the_hospitals_calendar(service, erp, walk, new_o
         "<ns0:ReceivedAt>2026-08-01T00:30:00+01:00</ns0:ReceivedAt>" in body and number in body
         for body in sent("PostGoodsReceipt")
     )
+
+
+def test_a_purchase_order_number_that_clashes_with_one_recorded_meanwhile_is_dead_lettered(
+    service, erp, walk, new_order, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """While the ERP answered, someone recorded a purchase order by hand: retrying would
+    only repeat the clash, so the notice stops, naming both numbers for a person to decide."""
+    from adapters.erp.soap import PurchasingService
+    from gateway.domain.tracking import link_reference
+
+    order = walk(new_order(), "SLOT_CONFIRMED")
+    [item] = erp_items(service, order.id)
+    real = PurchasingService.create_purchase_order
+
+    def answered_late(self, **arguments):  # type: ignore[no-untyped-def]
+        with service.uow() as uow:
+            service.amend(
+                order.id,
+                link_reference("erp_purchase_order", "PO-BY-HAND-1"),
+                action="reference_linked",
+                actor="buyer",
+                uow=uow,
+            )
+            uow.commit()
+        return real(self, **arguments)
+
+    monkeypatch.setattr(PurchasingService, "create_purchase_order", answered_late)
+    with pytest.raises(DeliveryError, match="PO-BY-HAND-1") as failure:
+        erp_transport(service, addresses={"st-mary": erp.address})(item)
+    assert failure.value.permanent
+    assert service.get(order.id).external_ids.erp_purchase_order == "PO-BY-HAND-1"
