@@ -445,19 +445,18 @@ class ScanStation:
                 # Judged on the order as it is now, under its lock: a hold or cancellation
                 # since the order was first read must turn the verdict red.
                 verdict = decide(current)
-                saved = [self._apply(uow, current, verdict, request, notes)]
-                for other, other_verdict in also or []:
-                    latest = locked[other.id]
-                    assert latest is not None
-                    saved.append(self._apply(uow, latest, other_verdict, request, notes))
-                if any(updated is None for updated in saved):
+                try:
+                    saved = [self._apply(uow, current, verdict, request, notes)]
+                    for other, other_verdict in also or []:
+                        latest = locked[other.id]
+                        assert latest is not None
+                        saved.append(self._apply(uow, latest, other_verdict, request, notes))
+                except ConcurrencyConflict:
                     continue  # changed meanwhile: not committed, judged again
                 uow.commit()
-            for updated in saved:
-                assert updated is not None
-                self.orders.publish(updated)
+            for changed in saved:
+                self.orders.publish(changed)
             updated = saved[0]
-            assert updated is not None
             return ScanResult(
                 green=verdict.green,
                 checkpoint=verdict.checkpoint,
@@ -481,13 +480,11 @@ class ScanStation:
         verdict: ScanVerdict,
         request: ScanRequest,
         notes: tuple[str, ...],
-    ) -> TherapyOrder | None:
-        """Add the verdict to the order and audit it; None when the order changed under us."""
+    ) -> TherapyOrder:
+        """Add the verdict to the order and audit it; raises :class:`ConcurrencyConflict`
+        when the order changed under us."""
         updated = record(current, verdict, where=request.location, role=request.role)
-        try:
-            uow.orders.save(updated, expected_version=current.version)
-        except ConcurrencyConflict:
-            return None
+        uow.orders.save(updated, expected_version=current.version)
         audit.append(
             uow.conn,
             at=verdict.at,
