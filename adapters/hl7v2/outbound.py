@@ -122,8 +122,9 @@ def render(
         segments.append(
             encode_segment("MSA", ["AA", answering or placer or payload.get("order_id", "")])
         )
+    codec = codec_for(out.charset) or "utf-8"
     if out.include_patient and patient is not None:
-        segments.append(_pid(patient, codec_for(out.charset) or "utf-8"))
+        segments.append(_pid(patient, codec))
     order_control = {"ORR_O02": "OK", "ORP_O10": "OK", "RDS_O13": "RE", "BPS_O29": "SC"}.get(
         kind, "SC"
     )
@@ -178,7 +179,7 @@ def render(
         )
     )
     # A character the site's set cannot hold is sent as "?" (names: their nearest letter).
-    return encode_message(segments, codec_for(out.charset) or "utf-8")
+    return encode_message(segments, codec)
 
 
 def _pid(patient: PatientIdentity, codec: str) -> str:
