@@ -107,6 +107,11 @@ def problem(
     return MessageProblem(ack, ErrorDetail(code, reason, **_located(path)))  # type: ignore[arg-type]
 
 
+def _host(peer: str) -> str:
+    """The address of a ``host:port`` peer (IPv6 as the listener writes it, or bracketed)."""
+    return peer.rpartition(":")[0].strip("[]")
+
+
 def missing_segment(segment: str, reason: str) -> MessageProblem:
     """A segment the mapping needs is not in the message: the ERR names it (ERR-2.1, or
     ERR-1.1 before v2.5), as there is no field to point at."""
@@ -241,7 +246,7 @@ class InboundHandler:
         if refused is not None:
             # Not under the sender's key: a stranger who guessed the engine's next control id
             # would otherwise have its real message answered with this stored refusal.
-            digest = hashlib.sha256(f"{peer.rpartition(':')[0]}|".encode() + raw).hexdigest()
+            digest = hashlib.sha256(f"{_host(peer)}|".encode() + raw).hexdigest()
             key = f"{_REFUSED_ADDRESS}{digest}"
         inbound = InboundMessage(
             # A message that could not be read whole is keyed by its bytes: the sender's
@@ -280,7 +285,7 @@ class InboundHandler:
             return None
         application, facility = message.get("MSH-3.1"), message.get("MSH-4.1")
         sender = self.profiles.for_sender(application, facility).sender(application, facility)
-        address = peer.rpartition(":")[0].strip("[]")
+        address = _host(peer)
         if sender is None or sender.admits(address):
             return None
         log.warning("refused a message claiming sender %s from %s", facility, peer)
@@ -436,8 +441,7 @@ class InboundHandler:
                 ack="AR",
             )
         processing = message.get("MSH-11.1").upper() or "P"
-        application, facility = message.get("MSH-3.1"), message.get("MSH-4.1")
-        profile = self.profiles.for_sender(application, facility)
+        profile = self.profiles.for_sender(message.get("MSH-3.1"), message.get("MSH-4.1"))
         if processing not in profile.quirks.processing_ids:
             raise problem(
                 "202",
