@@ -46,6 +46,7 @@ from gateway.api.auth import (
     may_report,
     owner_of,
 )
+from gateway.api.bodies import BodyTooLarge, read_body
 from gateway.api.dependencies import order_service
 from gateway.domain.errors import DomainError, TransitionRefused
 from gateway.numbers import ascii_integer
@@ -253,25 +254,18 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 async def _body(request: Request) -> bytes:
-    """The request body, refused with 413 once it passes :data:`MAX_BODY_BYTES` (by its
-    Content-Length, or while it streams in when it has none)."""
-    too_large = FhirError(
-        "too-costly",
-        f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB; an order bundle is "
-        "a few kilobytes. Send one order per bundle, without attachments.",
-        status=413,
-    )
-    declared = ascii_integer(request.headers.get("content-length", "").strip())
-    if declared is not None and declared > MAX_BODY_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The request body, read with :func:`~gateway.api.bodies.read_body`: refused with 413
+    once it passes :data:`MAX_BODY_BYTES` (by its Content-Length, or while it streams in
+    when it has none), as an OperationOutcome."""
+    try:
+        return await read_body(request, MAX_BODY_BYTES, "an order bundle")
+    except BodyTooLarge:
+        raise FhirError(
+            "too-costly",
+            f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB; an order bundle "
+            "is a few kilobytes. Send one order per bundle, without attachments.",
+            status=413,
+        ) from None
 
 
 def _media_refusal(
