@@ -580,9 +580,7 @@ async def _update_task(
         with service.uow(readonly=True) as uow:
             version = order_version(uow.conn, task_id)
         basis = if_match or f"v{version or 0}"
-        # A refused media type is its own message: the same body resent with the right
-        # Content-Type must be read, not answered with the stored 415.
-        keyed = body if refusal is None else content_type.encode() + b"\n" + body
+        keyed = inbound.keyed_body(body, content_type, refusal)
         key = inbound.task_update_key(client, task_id, request.method, basis, keyed)
         message = InboundMessage(key, inbound.CHANNEL, client, content_type or FHIR_JSON, body)
         reply = service.process_inbound(message, handle, inbound.failure_reply)

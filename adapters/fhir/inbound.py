@@ -183,7 +183,7 @@ def bundle_work(
         single = result.order_ids[0] if len(result.order_ids) == 1 else None
         return Reply("accepted", dumps(result.response), FHIR_JSON, order_id=single)
 
-    keyed = _keyed(body, content_type, refusal)
+    keyed = keyed_body(body, content_type, refusal)
     if lenient:
         # The same bundle refused for an element it carries must be read afresh when it is
         # resent asking for lenient handling, not answered with its stored refusal.
@@ -193,7 +193,7 @@ def bundle_work(
     return InboundWork(message, handle, failure_reply, _unstored)
 
 
-def _keyed(body: bytes, content_type: str, refusal: FhirError | None) -> bytes:
+def keyed_body(body: bytes, content_type: str, refusal: FhirError | None) -> bytes:
     """What the inbox key digests: a body refused for its media type is keyed with that
     type, so the same body resent with the right Content-Type is read, not answered 415."""
     return body if refusal is None else content_type.encode() + b"\n" + body
@@ -291,7 +291,7 @@ def resource_work(
         created.append(placed.created)
         return Reply("accepted", dumps(resource), FHIR_JSON, placed.order.id)
 
-    keyed = (if_none_exist or "").encode() + b"\n" + _keyed(body, content_type, refusal)
+    keyed = (if_none_exist or "").encode() + b"\n" + keyed_body(body, content_type, refusal)
     key = message_key(client, keyed, parsed, resource_type)
     message = InboundMessage(key, CHANNEL, client, content_type or FHIR_JSON, body)
     return InboundWork(message, handle, failure_reply, _unstored), created
