@@ -37,8 +37,13 @@ class ErpMapping(BaseModel):
         return str(path if path.is_absolute() else REPOSITORY / path)
 
 
+def erp_folder(directory: Path | None = None) -> Path:
+    """Where the ERP mappings are: ``<site>.yaml`` each."""
+    return (directory or mappings_dir()) / "erp"
+
+
 def load_erp(directory: Path | None = None) -> dict[str, ErpMapping]:
-    folder = (directory or mappings_dir()) / "erp"
+    folder = erp_folder(directory)
     found = load_named(folder, ErpMapping, "site")
     for site, mapping in found.items():
         file = folder / f"{site}.yaml"

@@ -14,13 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from adapters.erp.mapping import ErpMapping, load_erp
+from adapters.erp.mapping import ErpMapping, erp_folder, load_erp
 from adapters.erp.soap import PurchaseOrderStatus, PurchasingService
 from gateway.domain.errors import TransitionRefused
 from gateway.domain.states import OrderState
 from gateway.domain.tracking import link_reference
 from gateway.mapping_files import MappingFileError
-from gateway.mapping_files import mappings_dir as default_mappings_dir
 from gateway.service.orders import OrderService
 from gateway.service.relay import DeliveryError, Transport
 from gateway.sites import load_sites
@@ -66,7 +65,7 @@ def transport(
             except Exception as exc:  # zeep, lxml, requests and OS errors alike
                 # A WSDL behind a URL is first read here; the ERP may be down or the
                 # file being mended, so the notice waits, saying which file names it.
-                file = (mappings_dir or default_mappings_dir()) / "erp" / f"{site}.yaml"
+                file = erp_folder(mappings_dir) / f"{site}.yaml"
                 raise DeliveryError(
                     f"ERP {site}: the WSDL {mapping.wsdl_location()} named in {file} cannot "
                     f"be used: {type(exc).__name__}: {str(exc)[:300]}"
