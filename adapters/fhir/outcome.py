@@ -121,10 +121,6 @@ def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [issue.as_fhir() for issue in issues]}
 
 
-def information(text: str) -> dict[str, Any]:
-    return operation_outcome([Issue("informational", text, severity="information")])
-
-
 def status_of_stored(body: bytes) -> int:
     """The HTTP status a stored reply was first sent with (see the module docstring)."""
     try:
