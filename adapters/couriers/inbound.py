@@ -96,7 +96,7 @@ def _items(document: Any, path: str) -> list[Any]:
     return found if isinstance(found, list) else [found]
 
 
-def _time(value: Any, path: str, fmt: str, timezone: str) -> Any:
+def _time(value: Any, path: str, fmt: str, timezone: str) -> datetime:
     if value is MISSING or value is None:
         raise PayloadError(422, "missing_field", f"{path} is missing.", field=path)
     try:
@@ -291,22 +291,12 @@ def _logger_time(
     its two instants when the row before it was already past the earlier one: a logger
     writes its rows in time order, and reading both hours as the first would put two
     readings on one instant, the second replacing the first."""
-    if not isinstance(value, str):
-        raise PayloadError(422, "missing_field", f"{where} is missing.", field=where)
-    try:
-        parsed = datetime.strptime(value, fmt)
-    except ValueError:
-        raise PayloadError(
-            422,
-            "invalid_field",
-            f"{where}: {value!r} does not match the format {fmt!r}.",
-            field=where,
-        ) from None
-    if parsed.tzinfo is not None:
-        return parsed.astimezone(UTC)
-    first = parsed.replace(tzinfo=zone).astimezone(UTC)
-    if previous is not None and previous >= first:
-        second = parsed.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    first = _time(value, where, fmt, zone.key)
+    # A time without an offset of its own is read in the zone, and may fall in the hour a
+    # clock turn repeats; one with an offset (or an epoch count) names its instant.
+    local = _time(value, where, fmt, "UTC") != _time(value, where, fmt, "Etc/GMT-12")
+    if local and previous is not None and previous >= first:
+        second = first.astimezone(zone).replace(fold=1).astimezone(UTC)
         if second > previous:
             return second
     return first

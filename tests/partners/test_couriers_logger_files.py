@@ -138,3 +138,29 @@ def test_json_readings_that_are_not_temperatures_are_refused(
     assert reply.status_code == 422, reply.text
     assert reply.json()["field"] == "shipment.logger.readings[0].c"
     assert service.get(order.id).shipments[0].readings == []
+
+
+def test_every_time_format_a_logger_mapping_may_name_is_read() -> None:
+    """iso8601 and epoch counts are accepted in a logger mapping as in the others; reading
+    only strptime patterns refused every row of such a file."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from adapters.couriers.inbound import _logger_time
+
+    london = ZoneInfo("Europe/London")
+    noon = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    for value, fmt in [
+        ("2026-01-01T12:00:00Z", "iso8601"),
+        ("2026-01-01T12:00:00", "iso8601"),  # no offset: London time, UTC+0 in January
+        ("1767268800", "epoch_s"),
+        ("1767268800000", "epoch_ms"),
+        ("2026-01-01 12:00:00", "%Y-%m-%d %H:%M:%S"),
+    ]:
+        assert _logger_time(value, "line 3 Local Time", fmt, london, None) == noon, fmt
+    # An offset names its instant: it is never moved to the second pass of a repeated hour.
+    stated = "2026-10-25T01:30:00+01:00"
+    before = datetime(2026, 10, 25, 0, 40, tzinfo=UTC)
+    assert _logger_time(stated, "t", "iso8601", london, before).isoformat() == (
+        "2026-10-25T00:30:00+00:00"
+    )
