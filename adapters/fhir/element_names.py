@@ -457,9 +457,7 @@ def refuse_modifiers(element: Element, resource_type: str) -> None:
             )
         )
     if issues:
-        error = FhirError(issues[0].code, issues[0].diagnostics, issues[0].expression)
-        error.issues = issues
-        raise error
+        raise _refusal(issues)
 
 
 def unread(element: Element, resource_type: str, *, severity: str = "error") -> list[Issue]:
@@ -528,7 +526,13 @@ def check(
         if may_be_lenient
         else " Send it without the element."
     )
-    issues = [Issue(issue.code, issue.diagnostics + remedy, issue.expression) for issue in issues]
+    raise _refusal(
+        [Issue(issue.code, issue.diagnostics + remedy, issue.expression) for issue in issues]
+    )
+
+
+def _refusal(issues: list[Issue]) -> FhirError:
+    """One refusal answered with every issue, the first setting its status."""
     error = FhirError(issues[0].code, issues[0].diagnostics, issues[0].expression)
     error.issues = issues
-    raise error
+    return error
