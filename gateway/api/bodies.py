@@ -5,9 +5,8 @@ the limit, else as soon as the bytes streamed in pass it. An oversize body is no
 anywhere (keeping it would be the attack), so the refusal is answered directly and never
 reaches the handlers that keep refused commands.
 
-:func:`read_body` is the one implementation; ``adapters/fhir/api.py`` has its own ``_body()``
-with the same behaviour and could call :func:`read_body` and map :class:`BodyTooLarge` to its
-OperationOutcome.
+:func:`read_body` is the one implementation; ``adapters/fhir/api.py`` calls it too and maps
+:class:`BodyTooLarge` to its OperationOutcome.
 """
 
 from __future__ import annotations
